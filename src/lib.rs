@@ -1,14 +1,23 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! mparticle-forwarder: forwards loyalty events from Kafka to mParticle's
+//! server-to-server Events API, with a delayed retry topic and a dead-letter topic.
+//!
+//! The data flows top to bottom: [`config`] → [`event`] → [`mapping`] → [`mparticle`] →
+//! [`kafka`], driven by [`pipeline`]; [`app`] wires them and [`admin`] shows them to
+//! operators. [`standin`] is a local stand-in for mParticle used in development and tests.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod admin;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod event;
+pub mod http_server;
+pub mod kafka;
+pub mod mapping;
+pub mod metrics;
+pub mod mparticle;
+pub mod outcome;
+pub mod pacer;
+pub mod pipeline;
+pub mod shutdown;
+pub mod standin;
+pub mod telemetry;

@@ -1,1 +1,223 @@
-fn main() {}
+//! The `mparticle-forwarder` command: `run` (the default), `check-config`, `map`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use mparticle_forwarder::app::{self, App, EXIT_BAD_CONFIG, Settings};
+use mparticle_forwarder::config::{Config, DEFAULT_FIELD_ASSIGNMENTS_FILE};
+use mparticle_forwarder::event::LoyaltyEvent;
+use mparticle_forwarder::mapping::FieldAssignments;
+use mparticle_forwarder::mparticle::Environment;
+use mparticle_forwarder::telemetry;
+
+/// Exit code for input that is not a mappable loyalty event (EX_DATAERR).
+const EXIT_BAD_INPUT: u8 = 65;
+
+#[derive(Parser)]
+#[command(
+    name = "mparticle-forwarder",
+    version,
+    about = "Forwards loyalty events from Kafka to mParticle's Events API.\nConfiguration comes from the environment; see the README."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Run,
+    /// Check the environment and the field assignments and print what the service would do.
+    CheckConfig,
+    /// Print the mParticle batch for one loyalty event read from standard input.
+    Map {
+        /// The field-assignments file (default: FIELD_ASSIGNMENTS_FILE, else config/field-assignments.toml).
+        #[arg(long)]
+        field_assignments: Option<PathBuf>,
+        /// Send "environment": "development" (default: MPARTICLE_DEVELOPMENT).
+        #[arg(long)]
+        development: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(),
+        Command::CheckConfig => check_config(),
+        Command::Map {
+            field_assignments,
+            development,
+        } => map(field_assignments, development),
+    }
+}
+
+fn load_or_report() -> Result<Settings, ExitCode> {
+    Settings::load(std::env::vars()).map_err(|problems| {
+        eprintln!(
+            "mparticle-forwarder: the configuration has {} problem(s):\n{problems}",
+            problems.0.len()
+        );
+        ExitCode::from(EXIT_BAD_CONFIG)
+    })
+}
+
+fn run() -> ExitCode {
+    let settings = match load_or_report() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    telemetry::init(settings.config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mparticle-forwarder: cannot start the runtime: {error}");
+            return ExitCode::from(app::EXIT_FATAL);
+        }
+    };
+    runtime.block_on(async {
+        let app = match App::build(settings).await {
+            Ok(app) => app,
+            Err(error) => {
+                tracing::error!("cannot start: {error:#}");
+                return ExitCode::from(app::EXIT_FATAL);
+            }
+        };
+        app.shutdown_handle().listen_for_signals();
+        let reason = app.run().await;
+        match &reason {
+            mparticle_forwarder::shutdown::StopReason::Fatal(why) => {
+                tracing::error!("stopped: {why}")
+            }
+            other => tracing::info!(reason = ?other, "stopped"),
+        }
+        ExitCode::from(app::exit_code(&reason))
+    })
+}
+
+fn check_config() -> ExitCode {
+    let settings = match load_or_report() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let c = &settings.config;
+    println!("configuration is valid\n");
+    println!("mParticle");
+    println!("  events URL:          {}", c.mparticle.events_url);
+    println!("  bulk URL:            {}", c.mparticle.bulk_url);
+    println!(
+        "  API key / secret:    {} / {}",
+        c.mparticle.api_key, c.mparticle.api_secret
+    );
+    println!(
+        "  environment:         {}",
+        Environment::from_development_flag(c.mparticle.development).as_str()
+    );
+    println!(
+        "  rate limit:          {}",
+        c.mparticle
+            .max_batches_per_second
+            .map_or("none".to_string(), |r| format!("{r} batches/s"))
+    );
+    println!("  timeout:             {:?}", c.mparticle.timeout);
+    println!(
+        "  concurrent requests: {}",
+        c.mparticle.max_in_flight_requests
+    );
+    println!("Kafka");
+    println!("  bootstrap servers:   {}", c.kafka.bootstrap_servers);
+    println!("  group:               {}", c.kafka.group_id);
+    println!("  source topics:       {}", c.kafka.topics.join(", "));
+    println!("  retry topic:         {}", c.kafka.retry_topic);
+    println!("  dead-letter topic:   {}", c.kafka.dlq_topic);
+    for (name, value) in &c.kafka.properties {
+        let shown = match value {
+            mparticle_forwarder::config::KafkaPropertyValue::Plain(v) => v.clone(),
+            mparticle_forwarder::config::KafkaPropertyValue::Secret(s) => s.to_string(),
+        };
+        println!("  {name} = {shown}");
+    }
+    println!("Retries");
+    println!("  attempts:            {}", c.retry.max_attempts);
+    println!("  backoff:             {:?}", c.retry.backoff);
+    println!("Records");
+    println!("  unmapped actions:    {:?}", c.unmapped_action);
+    println!("  largest record:      {} bytes", c.event_max_bytes);
+    println!("  in flight at most:   {}", c.max_in_flight_records);
+    println!("Admin: {}   log format: {:?}", c.admin_addr, c.log_format);
+    println!(
+        "\nField assignments ({})",
+        c.field_assignments_file.display()
+    );
+    for line in settings.assignments.describe().lines() {
+        println!("  {line}");
+    }
+    for warning in &settings.warnings {
+        println!("warning: {}: {warning}", c.field_assignments_file.display());
+    }
+    ExitCode::SUCCESS
+}
+
+fn map(file: Option<PathBuf>, development: bool) -> ExitCode {
+    let path = file.unwrap_or_else(|| {
+        let vars = std::env::vars().filter(|(k, _)| k == "FIELD_ASSIGNMENTS_FILE");
+        let path = Config::field_assignments_path_from_vars(vars);
+        if path.as_os_str().is_empty() {
+            PathBuf::from(DEFAULT_FIELD_ASSIGNMENTS_FILE)
+        } else {
+            path
+        }
+    });
+    let assignments = match FieldAssignments::load(&path) {
+        Ok((assignments, warnings)) => {
+            for warning in warnings {
+                eprintln!("warning: {}: {warning}", path.display());
+            }
+            assignments
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let development = development
+        || std::env::var("MPARTICLE_DEVELOPMENT")
+            .is_ok_and(|v| matches!(v.trim(), "true" | "1" | "yes"));
+    let mut input = Vec::new();
+    if let Err(error) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("cannot read standard input: {error}");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let event = match LoyaltyEvent::decode(Some(&input), usize::MAX) {
+        Ok(event) => event,
+        Err(invalid) => {
+            eprintln!("{}: {invalid}", invalid.kind());
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    match assignments.map(
+        &event,
+        Environment::from_development_flag(development),
+        None,
+    ) {
+        Ok(batch) => {
+            let value: serde_json::Value = serde_json::from_slice(&batch.json).unwrap_or_default();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{}: {error}", error.kind());
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}

@@ -1,0 +1,813 @@
+//! Configuration: the process environment turned into a validated [`Config`].
+//!
+//! Every variable is read as text (with envy) and parsed here, so that every problem is
+//! found in one pass and reported together; the caller exits with code 64 before anything
+//! connects. Secrets are wrapped in [`Secret`], whose `Debug` and `Display` print `****`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default Events API URL for partner feeds (interface §2).
+pub const DEFAULT_API_URL: &str = "https://inbound.mparticle.com/s2s/v2/events";
+/// Default per-request timeout: mParticle answers in well under a second when healthy.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default connect timeout: a TCP+TLS handshake that takes longer than this is not coming.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_BOOTSTRAP_SERVERS: &str = "localhost:9092";
+pub const DEFAULT_GROUP_ID: &str = "mparticle-forwarder";
+pub const DEFAULT_TOPICS: &str = "loyalty.point-add,loyalty.reward-claim";
+pub const DEFAULT_RETRY_TOPIC: &str = "mparticle-forwarder.retry";
+pub const DEFAULT_DLQ_TOPIC: &str = "mparticle-forwarder.dlq";
+/// Delivery attempts in all, the first included: the loyalty platform's resend queue tries five times.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+pub const DEFAULT_BACKOFF: &str = "10s,30s,2m,10m";
+pub const DEFAULT_FIELD_ASSIGNMENTS_FILE: &str = "config/field-assignments.toml";
+pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9090";
+/// Largest record value accepted (interface §3); mParticle refuses batches of 128 KB and over.
+pub const DEFAULT_EVENT_MAX_BYTES: usize = 128 * 1024;
+/// Concurrent HTTP requests to mParticle: enough to hide a ~50 ms round trip at the
+/// account's default 270 batches per second even with single-batch requests.
+pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 16;
+/// Records held in memory between consume and a final outcome; at the 128 KiB record cap
+/// the worst case is about 1.3 GiB, at a typical 0.5 KiB record about 5 MiB.
+pub const DEFAULT_MAX_IN_FLIGHT_RECORDS: usize = 10_000;
+/// How long a partly filled bulk request waits for more batches before it is sent.
+pub const DEFAULT_BULK_LINGER: Duration = Duration::from_millis(5);
+/// Within the interface's default 25 s grace period; Kubernetes gets 30 s (deploy/).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// A value that must never be printed: `Debug` and `Display` show `****`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
+/// What to do with an event whose action has no event definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnmappedAction {
+    Skip,
+    DeadLetter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where and how to reach mParticle.
+#[derive(Debug, Clone)]
+pub struct MparticleConfig {
+    /// `.../events`: one batch per request.
+    pub events_url: String,
+    /// `.../bulkevents`: up to 100 batches per request.
+    pub bulk_url: String,
+    pub api_key: Secret,
+    pub api_secret: Secret,
+    pub development: bool,
+    pub max_batches_per_second: Option<f64>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_in_flight_requests: usize,
+    pub bulk_linger: Duration,
+}
+
+/// Where and how to reach Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub topics: Vec<String>,
+    pub retry_topic: String,
+    pub dlq_topic: String,
+    /// librdkafka properties from the security variables and `KAFKA_PROPERTY_*`.
+    pub properties: Vec<(String, KafkaPropertyValue)>,
+}
+
+/// A librdkafka property value; the SASL password is kept as a [`Secret`].
+#[derive(Debug, Clone)]
+pub enum KafkaPropertyValue {
+    Plain(String),
+    Secret(Secret),
+}
+
+impl KafkaPropertyValue {
+    pub fn expose(&self) -> &str {
+        match self {
+            KafkaPropertyValue::Plain(v) => v,
+            KafkaPropertyValue::Secret(s) => s.expose(),
+        }
+    }
+}
+
+/// The resend policy.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Delay before attempt 2, 3, …; the last value repeats.
+    pub backoff: Vec<Duration>,
+}
+
+impl RetryConfig {
+    /// The delay before attempt `next_attempt` (2 for the first retry).
+    pub fn backoff_before(&self, next_attempt: u32) -> Duration {
+        let index = next_attempt.saturating_sub(2) as usize;
+        self.backoff
+            .get(index)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mparticle: MparticleConfig,
+    pub kafka: KafkaConfig,
+    pub retry: RetryConfig,
+    pub field_assignments_file: PathBuf,
+    pub unmapped_action: UnmappedAction,
+    pub admin_addr: SocketAddr,
+    pub log_format: LogFormat,
+    pub event_max_bytes: usize,
+    pub max_in_flight_records: usize,
+    pub shutdown_grace: Duration,
+}
+
+/// The environment as text, exactly as envy reads it (it matches names case-insensitively);
+/// unknown variables are ignored.
+#[derive(Debug, Default, Deserialize)]
+struct RawEnv {
+    mparticle_api_url: Option<String>,
+    mparticle_api_key: Option<String>,
+    mparticle_api_secret: Option<String>,
+    mparticle_development: Option<String>,
+    mparticle_max_batches_per_second: Option<String>,
+    mparticle_timeout: Option<String>,
+    mparticle_connect_timeout: Option<String>,
+    mparticle_max_in_flight_requests: Option<String>,
+    mparticle_bulk_linger: Option<String>,
+    kafka_bootstrap_servers: Option<String>,
+    kafka_group_id: Option<String>,
+    kafka_topics: Option<String>,
+    kafka_retry_topic: Option<String>,
+    kafka_dlq_topic: Option<String>,
+    kafka_security_protocol: Option<String>,
+    kafka_sasl_mechanism: Option<String>,
+    kafka_sasl_username: Option<String>,
+    kafka_sasl_password: Option<String>,
+    kafka_ssl_ca_location: Option<String>,
+    retry_max_attempts: Option<String>,
+    retry_backoff: Option<String>,
+    field_assignments_file: Option<String>,
+    unmapped_action: Option<String>,
+    admin_addr: Option<String>,
+    log_format: Option<String>,
+    event_max_bytes: Option<String>,
+    max_in_flight_records: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+/// Every configuration problem found, each naming its variable in plain words.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConfigProblems(pub Vec<String>);
+
+impl ConfigProblems {
+    pub fn push(&mut self, problem: impl Into<String>) {
+        self.0.push(problem.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn extend(&mut self, other: ConfigProblems) {
+        self.0.extend(other.0);
+    }
+}
+
+impl fmt::Display for ConfigProblems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Properties the delivery guarantee depends on; `KAFKA_PROPERTY_*` cannot set them.
+pub const GUARANTEE_PROPERTIES: &[&str] = &[
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "group.id",
+    "bootstrap.servers",
+];
+
+const PASS_THROUGH_PREFIX: &str = "KAFKA_PROPERTY_";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigProblems> {
+        Config::from_vars(std::env::vars())
+    }
+
+    /// Parses and validates configuration from `(name, value)` pairs.
+    pub fn from_vars<I>(vars: I) -> Result<Config, ConfigProblems>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let vars: BTreeMap<String, String> = vars.into_iter().collect();
+        let mut problems = ConfigProblems::default();
+        let raw: RawEnv = match envy::from_iter(vars.clone()) {
+            Ok(raw) => raw,
+            Err(err) => {
+                problems.push(format!("the environment could not be read: {err}"));
+                RawEnv::default()
+            }
+        };
+        let mut p = Parser {
+            problems: &mut problems,
+        };
+
+        let api_url = p.text(raw.mparticle_api_url, DEFAULT_API_URL);
+        let (events_url, bulk_url) = p.api_urls(&api_url);
+        let api_key = p.required_secret("MPARTICLE_API_KEY", raw.mparticle_api_key);
+        let api_secret = p.required_secret("MPARTICLE_API_SECRET", raw.mparticle_api_secret);
+        let development = p.boolean("MPARTICLE_DEVELOPMENT", raw.mparticle_development, false);
+        let max_batches_per_second = p.optional_rate(
+            "MPARTICLE_MAX_BATCHES_PER_SECOND",
+            raw.mparticle_max_batches_per_second,
+        );
+        let timeout = p.duration("MPARTICLE_TIMEOUT", raw.mparticle_timeout, DEFAULT_TIMEOUT);
+        let connect_timeout = p.duration(
+            "MPARTICLE_CONNECT_TIMEOUT",
+            raw.mparticle_connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+        );
+        let max_in_flight_requests = p.count(
+            "MPARTICLE_MAX_IN_FLIGHT_REQUESTS",
+            raw.mparticle_max_in_flight_requests,
+            DEFAULT_MAX_IN_FLIGHT_REQUESTS,
+            1..=1024,
+        );
+        let bulk_linger = p.duration(
+            "MPARTICLE_BULK_LINGER",
+            raw.mparticle_bulk_linger,
+            DEFAULT_BULK_LINGER,
+        );
+
+        let bootstrap_servers = p.text(raw.kafka_bootstrap_servers, DEFAULT_BOOTSTRAP_SERVERS);
+        let group_id = p.text(raw.kafka_group_id, DEFAULT_GROUP_ID);
+        let topics = p.topic_list("KAFKA_TOPICS", raw.kafka_topics);
+        let retry_topic = p.topic(
+            "KAFKA_RETRY_TOPIC",
+            raw.kafka_retry_topic,
+            DEFAULT_RETRY_TOPIC,
+        );
+        let dlq_topic = p.topic("KAFKA_DLQ_TOPIC", raw.kafka_dlq_topic, DEFAULT_DLQ_TOPIC);
+        for topic in &topics {
+            if *topic == retry_topic || *topic == dlq_topic {
+                p.problems.push(format!(
+                    "KAFKA_TOPICS names {topic:?}, which is also the retry or dead-letter topic: \
+                     the service would consume its own output"
+                ));
+            }
+        }
+        if retry_topic == dlq_topic {
+            p.problems.push(format!(
+                "KAFKA_RETRY_TOPIC and KAFKA_DLQ_TOPIC are both {retry_topic:?}; they must differ"
+            ));
+        }
+        let mut properties = Vec::new();
+        let security = [
+            (
+                "KAFKA_SECURITY_PROTOCOL",
+                "security.protocol",
+                raw.kafka_security_protocol,
+            ),
+            (
+                "KAFKA_SASL_MECHANISM",
+                "sasl.mechanism",
+                raw.kafka_sasl_mechanism,
+            ),
+            (
+                "KAFKA_SASL_USERNAME",
+                "sasl.username",
+                raw.kafka_sasl_username,
+            ),
+            (
+                "KAFKA_SSL_CA_LOCATION",
+                "ssl.ca.location",
+                raw.kafka_ssl_ca_location,
+            ),
+        ];
+        for (_, property, value) in security {
+            if let Some(value) = value.filter(|v| !v.trim().is_empty()) {
+                properties.push((property.to_string(), KafkaPropertyValue::Plain(value)));
+            }
+        }
+        if let Some(password) = raw.kafka_sasl_password.filter(|v| !v.is_empty()) {
+            properties.push((
+                "sasl.password".to_string(),
+                KafkaPropertyValue::Secret(Secret::new(password)),
+            ));
+        }
+        for (name, value) in &vars {
+            let Some(suffix) = name.strip_prefix(PASS_THROUGH_PREFIX) else {
+                continue;
+            };
+            let property = suffix.to_ascii_lowercase().replace('_', ".");
+            if property.is_empty() {
+                p.problems
+                    .push(format!("{name} names no librdkafka property"));
+            } else if GUARANTEE_PROPERTIES.contains(&property.as_str()) {
+                p.problems.push(format!(
+                    "{name} would set {property}, which the delivery guarantee depends on; \
+                     the service sets it itself"
+                ));
+            } else {
+                let value = if property.contains("password") || property.contains("secret") {
+                    KafkaPropertyValue::Secret(Secret::new(value.clone()))
+                } else {
+                    KafkaPropertyValue::Plain(value.clone())
+                };
+                properties.push((property, value));
+            }
+        }
+
+        let max_attempts = p.count(
+            "RETRY_MAX_ATTEMPTS",
+            raw.retry_max_attempts,
+            DEFAULT_MAX_ATTEMPTS as usize,
+            1..=100,
+        ) as u32;
+        let backoff = p.backoff("RETRY_BACKOFF", raw.retry_backoff);
+        let field_assignments_file =
+            PathBuf::from(p.text(raw.field_assignments_file, DEFAULT_FIELD_ASSIGNMENTS_FILE));
+        let unmapped_action = match raw.unmapped_action.as_deref().map(str::trim) {
+            None | Some("") | Some("skip") => UnmappedAction::Skip,
+            Some("dead-letter") => UnmappedAction::DeadLetter,
+            Some(other) => {
+                p.problems.push(format!(
+                    "UNMAPPED_ACTION is {other:?}; it must be \"skip\" or \"dead-letter\""
+                ));
+                UnmappedAction::Skip
+            }
+        };
+        let admin_addr = p.socket_addr("ADMIN_ADDR", raw.admin_addr, DEFAULT_ADMIN_ADDR);
+        let log_format = match raw.log_format.as_deref().map(str::trim) {
+            None | Some("") | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                p.problems.push(format!(
+                    "LOG_FORMAT is {other:?}; it must be \"text\" or \"json\""
+                ));
+                LogFormat::Text
+            }
+        };
+        let event_max_bytes = p.count(
+            "EVENT_MAX_BYTES",
+            raw.event_max_bytes,
+            DEFAULT_EVENT_MAX_BYTES,
+            64..=4 * 1024 * 1024,
+        );
+        let max_in_flight_records = p.count(
+            "MAX_IN_FLIGHT_RECORDS",
+            raw.max_in_flight_records,
+            DEFAULT_MAX_IN_FLIGHT_RECORDS,
+            1..=1_000_000,
+        );
+        let shutdown_grace =
+            p.duration("SHUTDOWN_GRACE", raw.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Config {
+            mparticle: MparticleConfig {
+                events_url,
+                bulk_url,
+                api_key,
+                api_secret,
+                development,
+                max_batches_per_second,
+                timeout,
+                connect_timeout,
+                max_in_flight_requests,
+                bulk_linger,
+            },
+            kafka: KafkaConfig {
+                bootstrap_servers,
+                group_id,
+                topics,
+                retry_topic,
+                dlq_topic,
+                properties,
+            },
+            retry: RetryConfig {
+                max_attempts,
+                backoff,
+            },
+            field_assignments_file,
+            unmapped_action,
+            admin_addr,
+            log_format,
+            event_max_bytes,
+            max_in_flight_records,
+            shutdown_grace,
+        })
+    }
+
+    /// The field-assignments path as configured, even when other variables are wrong, so
+    /// that its problems can be reported in the same pass.
+    pub fn field_assignments_path_from_vars<I>(vars: I) -> PathBuf
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        vars.into_iter()
+            .find(|(name, value)| name == "FIELD_ASSIGNMENTS_FILE" && !value.trim().is_empty())
+            .map(|(_, value)| PathBuf::from(value.trim()))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_FIELD_ASSIGNMENTS_FILE))
+    }
+}
+
+/// Parses one variable at a time, collecting problems instead of stopping at the first.
+struct Parser<'a> {
+    problems: &'a mut ConfigProblems,
+}
+
+impl Parser<'_> {
+    fn text(&mut self, value: Option<String>, default: &str) -> String {
+        match value.map(|v| v.trim().to_string()) {
+            Some(v) if !v.is_empty() => v,
+            _ => default.to_string(),
+        }
+    }
+
+    fn required_secret(&mut self, name: &str, value: Option<String>) -> Secret {
+        match value {
+            Some(v) if !v.trim().is_empty() => Secret::new(v.trim()),
+            _ => {
+                self.problems
+                    .push(format!("{name} is not set; it is required"));
+                Secret::new("")
+            }
+        }
+    }
+
+    fn boolean(&mut self, name: &str, value: Option<String>, default: bool) -> bool {
+        match value.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
+            None => default,
+            Some(v) if v.is_empty() => default,
+            Some(v) if ["true", "1", "yes"].contains(&v.as_str()) => true,
+            Some(v) if ["false", "0", "no"].contains(&v.as_str()) => false,
+            Some(v) => {
+                self.problems
+                    .push(format!("{name} is {v:?}; it must be true or false"));
+                default
+            }
+        }
+    }
+
+    fn optional_rate(&mut self, name: &str, value: Option<String>) -> Option<f64> {
+        let v = value?.trim().to_string();
+        if v.is_empty() {
+            return None;
+        }
+        match v.parse::<f64>() {
+            Ok(rate) if rate.is_finite() && rate > 0.0 => Some(rate),
+            _ => {
+                self.problems.push(format!(
+                    "{name} is {v:?}; it must be a positive number of batches per second"
+                ));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, name: &str, value: Option<String>, default: Duration) -> Duration {
+        match value.as_deref().map(str::trim) {
+            None | Some("") => default,
+            Some(v) => match parse_duration(v) {
+                Some(d) if !d.is_zero() => d,
+                _ => {
+                    self.problems.push(format!(
+                        "{name} is {v:?}; it must be a duration such as 500ms, 10s, 2m or 1h"
+                    ));
+                    default
+                }
+            },
+        }
+    }
+
+    fn count(
+        &mut self,
+        name: &str,
+        value: Option<String>,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> usize {
+        match value.as_deref().map(str::trim) {
+            None | Some("") => default,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if range.contains(&n) => n,
+                _ => {
+                    self.problems.push(format!(
+                        "{name} is {v:?}; it must be a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ));
+                    default
+                }
+            },
+        }
+    }
+
+    fn socket_addr(&mut self, name: &str, value: Option<String>, default: &str) -> SocketAddr {
+        let v = self.text(value, default);
+        match v.parse() {
+            Ok(addr) => addr,
+            Err(_) => {
+                self.problems.push(format!(
+                    "{name} is {v:?}; it must be an address and port such as 0.0.0.0:9090"
+                ));
+                SocketAddr::from(([0, 0, 0, 0], 9090))
+            }
+        }
+    }
+
+    fn api_urls(&mut self, url: &str) -> (String, String) {
+        let parsed = reqwest::Url::parse(url);
+        let valid_scheme =
+            matches!(&parsed, Ok(u) if u.scheme() == "https" || u.scheme() == "http");
+        let path_ok = matches!(&parsed, Ok(u) if u.path().ends_with("/events"));
+        if !valid_scheme {
+            self.problems.push(format!(
+                "MPARTICLE_API_URL is {url:?}; it must be an http or https URL"
+            ));
+        } else if !path_ok {
+            self.problems.push(format!(
+                "MPARTICLE_API_URL is {url:?}; its path must end in /events (the bulk URL is \
+                 derived by replacing it with /bulkevents)"
+            ));
+        }
+        let events = url.trim_end_matches('/').to_string();
+        let bulk = match events.strip_suffix("/events") {
+            Some(base) => format!("{base}/bulkevents"),
+            None => events.clone(),
+        };
+        (events, bulk)
+    }
+
+    fn topic(&mut self, name: &str, value: Option<String>, default: &str) -> String {
+        let topic = self.text(value, default);
+        if !valid_topic_name(&topic) {
+            self.problems.push(format!(
+                "{name} is {topic:?}; a topic name is 1 to 249 of the characters a-z A-Z 0-9 . _ -"
+            ));
+        }
+        topic
+    }
+
+    fn topic_list(&mut self, name: &str, value: Option<String>) -> Vec<String> {
+        let text = self.text(value, DEFAULT_TOPICS);
+        let topics: Vec<String> = text
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if topics.is_empty() {
+            self.problems
+                .push(format!("{name} names no topic; give at least one"));
+        }
+        for topic in &topics {
+            if !valid_topic_name(topic) {
+                self.problems.push(format!(
+                    "{name} contains {topic:?}; a topic name is 1 to 249 of the characters \
+                     a-z A-Z 0-9 . _ -"
+                ));
+            }
+        }
+        topics
+    }
+
+    fn backoff(&mut self, name: &str, value: Option<String>) -> Vec<Duration> {
+        let text = self.text(value, DEFAULT_BACKOFF);
+        let mut delays = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            match parse_duration(part) {
+                Some(d) => delays.push(d),
+                None => {
+                    self.problems.push(format!(
+                        "{name} is {text:?}; it must be a comma-separated list of durations \
+                         such as 10s,30s,2m,10m"
+                    ));
+                    return parse_backoff_default();
+                }
+            }
+        }
+        delays
+    }
+}
+
+fn parse_backoff_default() -> Vec<Duration> {
+    DEFAULT_BACKOFF
+        .split(',')
+        .filter_map(parse_duration)
+        .collect()
+}
+
+fn valid_topic_name(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` (a whole number and a unit; a bare number is seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis = match unit.trim() {
+        "ms" => number,
+        "" | "s" => number.checked_mul(1_000)?,
+        "m" => number.checked_mul(60_000)?,
+        "h" => number.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn minimal() -> Vec<(String, String)> {
+        vars(&[
+            ("MPARTICLE_API_KEY", "key"),
+            ("MPARTICLE_API_SECRET", "s3cr3t"),
+        ])
+    }
+
+    #[test]
+    fn defaults_follow_the_interface() {
+        let config = Config::from_vars(minimal()).unwrap();
+        assert_eq!(config.mparticle.events_url, DEFAULT_API_URL);
+        assert_eq!(
+            config.mparticle.bulk_url,
+            "https://inbound.mparticle.com/s2s/v2/bulkevents"
+        );
+        assert!(!config.mparticle.development);
+        assert_eq!(config.mparticle.timeout, Duration::from_secs(10));
+        assert_eq!(
+            config.kafka.topics,
+            ["loyalty.point-add", "loyalty.reward-claim"]
+        );
+        assert_eq!(config.retry.max_attempts, 5);
+        assert_eq!(
+            config.retry.backoff,
+            [10, 30, 120, 600].map(Duration::from_secs)
+        );
+        assert_eq!(config.unmapped_action, UnmappedAction::Skip);
+        assert_eq!(config.admin_addr.to_string(), "0.0.0.0:9090");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let problems = Config::from_vars(vars(&[
+            ("MPARTICLE_API_SECRET", "s3cr3t"),
+            ("RETRY_MAX_ATTEMPTS", "five"),
+            ("MPARTICLE_TIMEOUT", "soon"),
+            ("UNMAPPED_ACTION", "drop"),
+        ]))
+        .unwrap_err();
+        assert_eq!(problems.0.len(), 4, "{problems}");
+        let text = problems.to_string();
+        for name in [
+            "MPARTICLE_API_KEY",
+            "RETRY_MAX_ATTEMPTS",
+            "MPARTICLE_TIMEOUT",
+            "UNMAPPED_ACTION",
+        ] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+        assert!(!text.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn secrets_print_as_stars() {
+        let config = Config::from_vars(minimal()).unwrap();
+        let shown = format!("{config:?}");
+        assert!(shown.contains("****"));
+        assert!(!shown.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn last_backoff_value_repeats() {
+        let mut pairs = minimal();
+        pairs.extend(vars(&[("RETRY_BACKOFF", "1s, 2s")]));
+        let config = Config::from_vars(pairs).unwrap();
+        assert_eq!(config.retry.backoff_before(2), Duration::from_secs(1));
+        assert_eq!(config.retry.backoff_before(3), Duration::from_secs(2));
+        assert_eq!(config.retry.backoff_before(5), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn pass_through_properties_cannot_weaken_the_guarantee() {
+        let mut pairs = minimal();
+        pairs.extend(vars(&[
+            ("KAFKA_PROPERTY_FETCH_MAX_BYTES", "1048576"),
+            ("KAFKA_PROPERTY_ENABLE_AUTO_COMMIT", "false"),
+        ]));
+        let problems = Config::from_vars(pairs).unwrap_err();
+        assert_eq!(problems.0.len(), 1);
+        assert!(problems.0[0].contains("enable.auto.commit"));
+    }
+
+    #[test]
+    fn pass_through_property_names_are_translated() {
+        let mut pairs = minimal();
+        pairs.extend(vars(&[("KAFKA_PROPERTY_FETCH_MAX_BYTES", "1048576")]));
+        let config = Config::from_vars(pairs).unwrap();
+        let (name, value) = &config.kafka.properties[0];
+        assert_eq!(name, "fetch.max.bytes");
+        assert_eq!(value.expose(), "1048576");
+    }
+
+    #[test]
+    fn api_url_must_end_in_events() {
+        let mut pairs = minimal();
+        pairs.extend(vars(&[(
+            "MPARTICLE_API_URL",
+            "https://s2s.mparticle.com/v2",
+        )]));
+        let problems = Config::from_vars(pairs).unwrap_err();
+        assert!(problems.0[0].contains("/events"));
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("ten"), None);
+        assert_eq!(parse_duration("5 parsecs"), None);
+    }
+
+    #[test]
+    fn unknown_variables_are_ignored() {
+        let mut pairs = minimal();
+        pairs.extend(vars(&[
+            ("KAFKA_PORT", "tcp://10.0.0.1:9092"),
+            ("KAFKA_SERVICE_HOST", "x"),
+        ]));
+        assert!(Config::from_vars(pairs).is_ok());
+    }
+}

@@ -1,0 +1,374 @@
+//! The loyalty event: decoding a Kafka record value and checking it against
+//! `loyalty-event.schema.json`. Unknown fields are kept (field assignments may point at
+//! them) and never rejected.
+
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::outcome::ErrorKind;
+
+const ID_MAX_CHARS: usize = 128;
+const ACTION_MAX_CHARS: usize = 128;
+const CUSTOMER_ID_MAX_CHARS: usize = 256;
+
+/// A decoded, valid loyalty event.
+#[derive(Debug, Clone)]
+pub struct LoyaltyEvent {
+    /// `id`: becomes `source_request_id` and `source_message_id`.
+    pub id: String,
+    /// `action`: selects the event definition.
+    pub action: String,
+    /// `created_at` in unix milliseconds, when given.
+    pub created_at_ms: Option<i64>,
+    /// The whole event object, for field assignments.
+    pub body: Map<String, Value>,
+}
+
+/// Why a record is not a loyalty event. Each is permanent: the record is dead-lettered.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum InvalidEvent {
+    #[error("record value is {size} bytes, over the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    #[error("record has no value")]
+    Empty,
+    #[error("record value is not UTF-8 JSON: {0}")]
+    NotJson(String),
+    #[error("record value is JSON but not an object")]
+    NotObject,
+    #[error("field {field}: {problem}")]
+    Field {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+impl InvalidEvent {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            InvalidEvent::TooLarge { .. } => ErrorKind::TooLarge,
+            InvalidEvent::Empty | InvalidEvent::NotJson(_) => ErrorKind::InvalidJson,
+            InvalidEvent::NotObject | InvalidEvent::Field { .. } => ErrorKind::InvalidEvent,
+        }
+    }
+}
+
+fn field(field: &'static str, problem: impl Into<String>) -> InvalidEvent {
+    InvalidEvent::Field {
+        field,
+        problem: problem.into(),
+    }
+}
+
+impl LoyaltyEvent {
+    /// Decodes and validates one record value of at most `max_bytes`.
+    pub fn decode(value: Option<&[u8]>, max_bytes: usize) -> Result<LoyaltyEvent, InvalidEvent> {
+        let bytes = value.ok_or(InvalidEvent::Empty)?;
+        if bytes.len() > max_bytes {
+            return Err(InvalidEvent::TooLarge {
+                size: bytes.len(),
+                limit: max_bytes,
+            });
+        }
+        if bytes.is_empty() {
+            return Err(InvalidEvent::Empty);
+        }
+        // serde_json checks UTF-8 itself and stops at 128 levels of nesting.
+        let parsed: Value =
+            serde_json::from_slice(bytes).map_err(|e| InvalidEvent::NotJson(e.to_string()))?;
+        let Value::Object(body) = parsed else {
+            return Err(InvalidEvent::NotObject);
+        };
+        let id = bounded_string(&body, "id", ID_MAX_CHARS)?;
+        let action = bounded_string(&body, "action", ACTION_MAX_CHARS)?;
+        let created_at_ms = match body.get("created_at") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => Some(parse_rfc3339_ms(text).ok_or_else(|| {
+                field(
+                    "created_at",
+                    "is not an RFC 3339 date-time such as 2026-11-28T12:00:00Z",
+                )
+            })?),
+            Some(Value::Number(n)) => Some(n.as_i64().filter(|ms| *ms >= 0).ok_or_else(|| {
+                field(
+                    "created_at",
+                    "must be a non-negative whole number of unix milliseconds",
+                )
+            })?),
+            Some(_) => {
+                return Err(field(
+                    "created_at",
+                    "must be RFC 3339 text or integer unix milliseconds",
+                ));
+            }
+        };
+        match body.get("customer") {
+            Some(Value::Object(customer)) => {
+                match customer.get("id") {
+                    Some(Value::String(id))
+                        if !id.is_empty() && id.chars().count() <= CUSTOMER_ID_MAX_CHARS => {}
+                    Some(Value::String(_)) => {
+                        return Err(field(
+                            "customer.id",
+                            format!("must be 1 to {CUSTOMER_ID_MAX_CHARS} characters"),
+                        ));
+                    }
+                    Some(_) => return Err(field("customer.id", "must be a string")),
+                    None => return Err(field("customer.id", "is required")),
+                }
+                for name in ["email", "phone"] {
+                    match customer.get(name) {
+                        None | Some(Value::String(_)) | Some(Value::Null) => {}
+                        Some(_) => {
+                            let path = if name == "email" {
+                                "customer.email"
+                            } else {
+                                "customer.phone"
+                            };
+                            return Err(field(path, "must be a string"));
+                        }
+                    }
+                }
+            }
+            Some(_) => return Err(field("customer", "must be an object")),
+            None => return Err(field("customer", "is required")),
+        }
+        match body.get("data") {
+            None | Some(Value::Object(_)) | Some(Value::Null) => {}
+            Some(_) => return Err(field("data", "must be an object")),
+        }
+        Ok(LoyaltyEvent {
+            id,
+            action,
+            created_at_ms,
+            body,
+        })
+    }
+
+    /// The value at a dotted path, already split into segments; `None` when absent or null.
+    pub fn lookup(&self, path: &[String]) -> Option<&Value> {
+        let (first, rest) = path.split_first()?;
+        let mut current = self.body.get(first)?;
+        for segment in rest {
+            current = match current {
+                Value::Object(map) => map.get(segment)?,
+                Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        (!current.is_null()).then_some(current)
+    }
+}
+
+fn bounded_string(
+    body: &Map<String, Value>,
+    name: &'static str,
+    max_chars: usize,
+) -> Result<String, InvalidEvent> {
+    match body.get(name) {
+        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= max_chars => Ok(s.clone()),
+        Some(Value::String(_)) => Err(field(name, format!("must be 1 to {max_chars} characters"))),
+        Some(_) => Err(field(name, "must be a string")),
+        None => Err(field(name, "is required")),
+    }
+}
+
+/// Parses an RFC 3339 date-time (`2026-11-28T12:00:00Z`, `…T12:00:00.250+01:00`) into unix
+/// milliseconds. Fractions beyond milliseconds are cut off.
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut millis = 0i64;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
+        millis = padded.parse().ok()?;
+        rest = &fraction[digits..];
+    }
+    let offset_minutes = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let ob = rest.as_bytes();
+            if ob.len() != 6 || !matches!(ob[0], b'+' | b'-') || ob[3] != b':' {
+                return None;
+            }
+            let hours: i64 = rest.get(1..3)?.parse().ok()?;
+            let minutes: i64 = rest.get(4..6)?.parse().ok()?;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let total = hours * 60 + minutes;
+            if ob[0] == b'-' { -total } else { total }
+        }
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second.min(59) - offset_minutes * 60;
+    Some(seconds * 1_000 + millis)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 128 * 1024;
+
+    fn decode(text: &str) -> Result<LoyaltyEvent, InvalidEvent> {
+        LoyaltyEvent::decode(Some(text.as_bytes()), LIMIT)
+    }
+
+    #[test]
+    fn sample_point_add_decodes() {
+        let event = decode(include_str!("../tests/data/events/point_add.json")).unwrap();
+        assert_eq!(event.id, "evt_01JD4T9F3M2K");
+        assert_eq!(event.action, "point_add");
+        assert_eq!(event.created_at_ms, Some(1_795_867_200_000));
+        let path = vec!["customer".to_string(), "tier".to_string()];
+        assert_eq!(event.lookup(&path), Some(&Value::from("gold")));
+    }
+
+    #[test]
+    fn rfc3339_with_offsets_and_fractions() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-28T12:00:00Z"),
+            Some(1_795_867_200_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-28T13:00:00+01:00"),
+            Some(1_795_867_200_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-28T12:00:00.25Z"),
+            Some(1_795_867_200_250)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-28T12:00:00.123456-00:30"),
+            Some(1_795_869_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-02-29T00:00:00Z"),
+            Some(1_709_164_800_000)
+        );
+        assert_eq!(parse_rfc3339_ms("2025-02-29T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-28 12:00"), None);
+        assert_eq!(parse_rfc3339_ms("yesterday at noon!!"), None);
+    }
+
+    #[test]
+    fn invalid_records_say_why() {
+        let cases: &[(&[u8], ErrorKind, &str)] = &[
+            (b"not json", ErrorKind::InvalidJson, "not UTF-8 JSON"),
+            (b"\xff\xfe{}", ErrorKind::InvalidJson, "not UTF-8 JSON"),
+            (b"[1,2]", ErrorKind::InvalidEvent, "not an object"),
+            (
+                br#"{"action":"point_add","customer":{"id":"c"}}"#,
+                ErrorKind::InvalidEvent,
+                "field id: is required",
+            ),
+            (
+                br#"{"id":"e","action":"point_add","customer":{}}"#,
+                ErrorKind::InvalidEvent,
+                "customer.id: is required",
+            ),
+            (
+                br#"{"id":"e","action":"point_add"}"#,
+                ErrorKind::InvalidEvent,
+                "customer: is required",
+            ),
+            (
+                br#"{"id":7,"action":"point_add","customer":{"id":"c"}}"#,
+                ErrorKind::InvalidEvent,
+                "id: must be a string",
+            ),
+            (
+                br#"{"id":"e","action":"a","customer":{"id":"c"},"created_at":"noon"}"#,
+                ErrorKind::InvalidEvent,
+                "created_at",
+            ),
+            (
+                br#"{"id":"e","action":"a","customer":{"id":"c"},"data":[1]}"#,
+                ErrorKind::InvalidEvent,
+                "data: must be an object",
+            ),
+        ];
+        for (bytes, kind, text) in cases {
+            let err = LoyaltyEvent::decode(Some(bytes), LIMIT).unwrap_err();
+            assert_eq!(err.kind(), *kind, "{err}");
+            assert!(err.to_string().contains(text), "{err} lacks {text}");
+        }
+    }
+
+    #[test]
+    fn oversized_and_empty_records_are_refused() {
+        let big = vec![b' '; 200];
+        assert_eq!(
+            LoyaltyEvent::decode(Some(&big), 100).unwrap_err().kind(),
+            ErrorKind::TooLarge
+        );
+        assert_eq!(
+            LoyaltyEvent::decode(None, 100).unwrap_err(),
+            InvalidEvent::Empty
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(decode(&deep).unwrap_err().kind(), ErrorKind::InvalidJson);
+    }
+
+    #[test]
+    fn unknown_fields_are_kept() {
+        let event =
+            decode(r#"{"id":"e","action":"a","customer":{"id":"c"},"extra":{"x":1}}"#).unwrap();
+        assert!(event.body.contains_key("extra"));
+    }
+}

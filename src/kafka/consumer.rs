@@ -1,0 +1,248 @@
+//! The source consumer: a consumer group on the source topics whose offsets move only as
+//! far as the [`OffsetLedger`] allows. Rebalance callbacks keep the ledger in step with the
+//! assignment, commit what is done before partitions go, and mark the service ready.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{debug, error, info, warn};
+
+use crate::admin::Health;
+use crate::config::KafkaConfig;
+use crate::kafka::offsets::{OffsetLedger, Ticket};
+use crate::kafka::record::SourceRecord;
+use crate::kafka::settings;
+use crate::metrics::Metrics;
+
+/// State shared between the consumer's callbacks and the pipeline.
+pub struct GroupState {
+    ledger: Mutex<OffsetLedger>,
+    health: Arc<Health>,
+    metrics: Metrics,
+}
+
+impl GroupState {
+    fn ledger(&self) -> MutexGuard<'_, OffsetLedger> {
+        // A panic while holding the lock cannot leave the ledger half-updated in a way that
+        // moves an offset too far: every update is a single insert or remove.
+        self.ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// librdkafka callbacks: logs through tracing, rebalances, statistics.
+pub struct GroupContext {
+    state: Arc<GroupState>,
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                error!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Warning => warn!(target: "librdkafka", facility, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Debug => debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(target: "librdkafka", %error, "{reason}");
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                // librdkafka reports -1 for the internal UA partition and for partitions it
+                // does not consume.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.state
+                        .metrics
+                        .set_consumer_lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        self.state.metrics.rebalance("revoke");
+        let mut done = TopicPartitionList::new();
+        {
+            let mut ledger = self.state.ledger();
+            for element in revoked.elements() {
+                let (topic, partition) = (element.topic(), element.partition());
+                if let Some(point) = ledger.revoke(topic, partition) {
+                    let _ = done.add_partition_offset(topic, partition, Offset::Offset(point));
+                }
+                self.state.metrics.forget_consumer_lag(topic, partition);
+            }
+        }
+        info!(
+            partitions = revoked.count(),
+            "partitions revoked; committing what is done"
+        );
+        if done.count() > 0 {
+            if let Err(error) = consumer.commit(&done, CommitMode::Sync) {
+                warn!(%error, "commit before revocation failed; the next owner repeats some records");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                self.state.metrics.rebalance("assign");
+                let mut ledger = self.state.ledger();
+                for element in assigned.elements() {
+                    ledger.assign(element.topic(), element.partition());
+                }
+                drop(ledger);
+                self.state.health.joined.store(true, Ordering::SeqCst);
+                info!(partitions = assigned.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => {
+                self.state.metrics.rebalance("error");
+                warn!(%error, "rebalance failed");
+            }
+        }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
+        if let Err(error) = result {
+            // No offsets to commit is normal between records.
+            if !matches!(
+                error,
+                KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)
+            ) {
+                warn!(%error, "offset commit failed; it is retried at the next interval");
+            }
+        }
+    }
+}
+
+/// The consumer group on the source topics.
+pub struct SourceConsumer {
+    consumer: StreamConsumer<GroupContext>,
+    state: Arc<GroupState>,
+    topics: Vec<Arc<str>>,
+}
+
+impl SourceConsumer {
+    /// Creates the consumer and subscribes to `kafka.topics` as group `kafka.group_id`.
+    pub fn subscribe(
+        kafka: &KafkaConfig,
+        metrics: Metrics,
+        health: Arc<Health>,
+    ) -> Result<SourceConsumer, KafkaError> {
+        let state = Arc::new(GroupState {
+            ledger: Mutex::new(OffsetLedger::new()),
+            health,
+            metrics,
+        });
+        let context = GroupContext {
+            state: state.clone(),
+        };
+        let consumer: StreamConsumer<GroupContext> =
+            settings::consumer(kafka, &kafka.group_id).create_with_context(context)?;
+        let names: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+        Ok(SourceConsumer {
+            consumer,
+            state,
+            topics: kafka.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+        })
+    }
+
+    /// Waits for the next record and starts tracking it.
+    pub async fn next(&self) -> Result<(SourceRecord, Ticket), KafkaError> {
+        let message = self.consumer.recv().await?;
+        let topic_name = rdkafka::Message::topic(&message);
+        let topic = self
+            .topics
+            .iter()
+            .find(|t| t.as_ref() == topic_name)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(topic_name));
+        let record = SourceRecord::copy_from(&message, topic.clone());
+        let ticket = self
+            .state
+            .ledger()
+            .track(&topic, record.partition, record.offset);
+        Ok((record, ticket))
+    }
+
+    /// Records whose outcomes are durable. Stores every offset that moved; librdkafka
+    /// commits stored offsets every `auto.commit.interval.ms`.
+    pub fn complete<'a>(&self, tickets: impl IntoIterator<Item = &'a Ticket>) {
+        let mut moved = TopicPartitionList::new();
+        {
+            let mut ledger = self.state.ledger();
+            for ticket in tickets {
+                if let Some(point) = ledger.complete(ticket) {
+                    // Later tickets of the same partition overwrite earlier points.
+                    let _ = moved.add_partition_offset(
+                        &ticket.topic,
+                        ticket.partition,
+                        Offset::Offset(point),
+                    );
+                }
+            }
+        }
+        if moved.count() > 0 {
+            if let Err(error) = self.consumer.store_offsets(&moved) {
+                // Happens when a partition was revoked in between: the next owner repeats
+                // the records after the last commit, and mParticle drops the duplicates by
+                // source_request_id.
+                debug!(%error, "offset not stored");
+            }
+        }
+    }
+
+    /// Commits every partition's done offset now and waits for the broker.
+    pub fn commit_now(&self) -> Result<(), KafkaError> {
+        let points = self.state.ledger().commit_points();
+        if points.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), point) in points {
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(point))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Sync)
+    }
+
+    /// Records consumed and not yet done.
+    pub fn pending(&self) -> usize {
+        self.state.ledger().pending()
+    }
+
+    /// Leaves the group now, so that the partitions move to another replica at once
+    /// instead of after the session timeout.
+    pub fn leave(&self) {
+        self.consumer.unsubscribe();
+    }
+}

@@ -1,0 +1,9 @@
+//! Kafka: client settings, the source consumer with its offset ledger, and the producer
+//! that writes retry and dead-letter records.
+
+pub mod consumer;
+pub mod headers;
+pub mod offsets;
+pub mod producer;
+pub mod record;
+pub mod settings;

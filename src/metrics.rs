@@ -1,0 +1,282 @@
+//! The metrics facade: one method per thing that happens, over an injected prometheus
+//! [`Registry`]. Names follow interface §7 (prefix `mparticle_forwarder_`); every label is
+//! a bounded set (topics and actions from configuration, error kinds, status classes).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::outcome::ErrorKind;
+
+const PREFIX: &str = "mparticle_forwarder";
+
+/// Label used for an action that has no event definition, so labels stay bounded.
+pub const OTHER_ACTION: &str = "other";
+
+/// The service's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    known_actions: HashSet<String>,
+    events_consumed: IntCounterVec,
+    events_delivered: IntCounterVec,
+    events_retried: IntCounterVec,
+    events_dead_lettered: IntCounterVec,
+    events_skipped: IntCounterVec,
+    values_truncated: IntCounter,
+    http_requests: IntCounterVec,
+    http_request_duration: Histogram,
+    delivery_latency: Histogram,
+    bulk_size: Histogram,
+    retry_scheduled: IntGauge,
+    consumer_lag: IntGaugeVec,
+    auth_failed: IntGauge,
+    records_in_flight: IntGauge,
+    requests_in_flight: IntGauge,
+    rebalances: IntCounterVec,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace(PREFIX)
+}
+
+impl Metrics {
+    /// Registers every metric on `registry`. `actions` are the mapped actions: any other
+    /// action is counted as `other`.
+    pub fn new<'a>(
+        registry: Registry,
+        actions: impl IntoIterator<Item = &'a str>,
+    ) -> prometheus::Result<Metrics> {
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(opts(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::with_opts(opts(name, help))?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let histogram =
+            |name: &str, help: &str, buckets: Vec<f64>| -> prometheus::Result<Histogram> {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(name, help)
+                        .namespace(PREFIX)
+                        .buckets(buckets),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let seconds = vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ];
+        let latency = vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            900.0, 3600.0,
+        ];
+        let events_consumed = counter(
+            "events_consumed_total",
+            "Records consumed from the source topics.",
+            &["topic"],
+        )?;
+        let values_truncated = IntCounter::with_opts(opts(
+            "attribute_values_truncated_total",
+            "Attribute values cut to mParticle's 4096 characters.",
+        ))?;
+        registry.register(Box::new(values_truncated.clone()))?;
+        let consumer_lag = IntGaugeVec::new(
+            opts(
+                "consumer_lag",
+                "Records behind the end of each partition, from librdkafka's statistics.",
+            ),
+            &["topic", "partition"],
+        )?;
+        registry.register(Box::new(consumer_lag.clone()))?;
+        let metrics = Metrics {
+            known_actions: actions.into_iter().map(str::to_string).collect(),
+            events_consumed,
+            events_delivered: counter(
+                "events_delivered_total",
+                "Events mParticle accepted.",
+                &["action"],
+            )?,
+            events_retried: counter(
+                "events_retried_total",
+                "Events scheduled for another attempt.",
+                &["action", "kind"],
+            )?,
+            events_dead_lettered: counter(
+                "events_dead_lettered_total",
+                "Events written to the dead-letter topic.",
+                &["action", "kind"],
+            )?,
+            events_skipped: counter(
+                "events_skipped_total",
+                "Events skipped by configuration.",
+                &["reason"],
+            )?,
+            values_truncated,
+            http_requests: counter(
+                "http_requests_total",
+                "Requests to the Events API by answer.",
+                &["status"],
+            )?,
+            http_request_duration: histogram(
+                "http_request_duration_seconds",
+                "Events API request duration.",
+                seconds,
+            )?,
+            delivery_latency: histogram(
+                "delivery_latency_seconds",
+                "Record timestamp to mParticle's acceptance.",
+                latency,
+            )?,
+            bulk_size: histogram(
+                "batches_per_request",
+                "Batches in each Events API request.",
+                vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0],
+            )?,
+            retry_scheduled: gauge("retry_scheduled", "Records waiting for their next attempt.")?,
+            consumer_lag,
+            auth_failed: gauge(
+                "mparticle_auth_failed",
+                "1 while stopped by a 401 or 403 from mParticle.",
+            )?,
+            records_in_flight: gauge(
+                "records_in_flight",
+                "Records consumed and without a final outcome yet.",
+            )?,
+            requests_in_flight: gauge("requests_in_flight", "Events API requests under way.")?,
+            rebalances: counter(
+                "rebalances_total",
+                "Consumer group rebalances seen.",
+                &["kind"],
+            )?,
+            registry,
+        };
+        Ok(metrics)
+    }
+
+    /// The action as a bounded label.
+    pub fn action_label<'a>(&self, action: &'a str) -> &'a str {
+        if self.known_actions.contains(action) {
+            action
+        } else {
+            OTHER_ACTION
+        }
+    }
+
+    pub fn event_consumed(&self, topic: &str) {
+        self.events_consumed.with_label_values(&[topic]).inc();
+    }
+
+    pub fn events_delivered(&self, action: &str, count: u64) {
+        let label = self.action_label(action);
+        self.events_delivered
+            .with_label_values(&[label])
+            .inc_by(count);
+    }
+
+    pub fn event_retried(&self, action: &str, kind: ErrorKind) {
+        let label = self.action_label(action);
+        self.events_retried
+            .with_label_values(&[label, kind.as_str()])
+            .inc();
+    }
+
+    pub fn event_dead_lettered(&self, action: &str, kind: ErrorKind) {
+        let label = self.action_label(action);
+        self.events_dead_lettered
+            .with_label_values(&[label, kind.as_str()])
+            .inc();
+    }
+
+    pub fn event_skipped(&self, reason: &'static str) {
+        self.events_skipped.with_label_values(&[reason]).inc();
+    }
+
+    pub fn values_truncated(&self, count: u32) {
+        if count > 0 {
+            self.values_truncated.inc_by(u64::from(count));
+        }
+    }
+
+    /// One Events API request finished with `status_label` after `elapsed`.
+    pub fn http_request(&self, status_label: &str, elapsed: Duration, batches: usize) {
+        self.http_requests.with_label_values(&[status_label]).inc();
+        self.http_request_duration.observe(elapsed.as_secs_f64());
+        self.bulk_size.observe(batches as f64);
+    }
+
+    pub fn delivery_latency(&self, latency: Duration) {
+        self.delivery_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn set_retry_scheduled(&self, waiting: usize) {
+        self.retry_scheduled.set(waiting as i64);
+    }
+
+    pub fn retry_scheduled_add(&self, delta: i64) {
+        self.retry_scheduled.add(delta);
+    }
+
+    pub fn set_consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.consumer_lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag);
+    }
+
+    pub fn forget_consumer_lag(&self, topic: &str, partition: i32) {
+        let _ = self
+            .consumer_lag
+            .remove_label_values(&[topic, &partition.to_string()]);
+    }
+
+    pub fn set_auth_failed(&self, failed: bool) {
+        self.auth_failed.set(i64::from(failed));
+    }
+
+    pub fn records_in_flight_add(&self, delta: i64) {
+        self.records_in_flight.add(delta);
+    }
+
+    pub fn requests_in_flight_add(&self, delta: i64) {
+        self.requests_in_flight.add(delta);
+    }
+
+    pub fn rebalance(&self, kind: &'static str) {
+        self.rebalances.with_label_values(&[kind]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding gathered families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_actions_are_counted_as_other() {
+        let metrics = Metrics::new(Registry::new(), ["point_add"]).unwrap();
+        metrics.events_delivered("point_add", 2);
+        metrics.event_dead_lettered("who-knows-what-9f8a", ErrorKind::Unmapped);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"mparticle_forwarder_events_delivered_total{action="point_add"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"mparticle_forwarder_events_dead_lettered_total{action="other",kind="unmapped_action"} 1"#));
+        assert!(!text.contains("who-knows-what"));
+    }
+}

@@ -1,0 +1,204 @@
+//! The Events API client: one pooled HTTP client, Basic auth, `/events` for one batch and
+//! `/bulkevents` for several, and every answer reduced to an [`Answer`].
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+
+use super::response::{Verdict, parse_retry_after};
+use crate::config::{MparticleConfig, Secret};
+use crate::outcome::ErrorKind;
+
+/// Bytes of a response body kept for the dead-letter record and the logs.
+pub const MAX_BODY_BYTES: usize = 1024;
+
+/// mParticle's early warning before it starts answering 429.
+const RATE_LIMIT_USED_HEADER: &str = "x-mp-rate-limit-percentage-used";
+
+/// What one request came back with.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub verdict: Verdict,
+    /// The HTTP status, when there was an answer at all.
+    pub status: Option<u16>,
+    /// Up to 1 KiB of the body (or the transport error), for dead letters and logs.
+    pub detail: String,
+    pub retry_after: Option<Duration>,
+    /// `X-mp-rate-limit-percentage-used`, 0–100.
+    pub rate_limit_used_percent: Option<u8>,
+    pub elapsed: Duration,
+}
+
+/// The Events API client. Cheap to clone; clones share the connection pool.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    events_url: String,
+    bulk_url: String,
+    api_key: Secret,
+    api_secret: Secret,
+}
+
+impl Client {
+    pub fn new(config: &MparticleConfig) -> Result<Client, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("mparticle-forwarder/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .pool_max_idle_per_host(config.max_in_flight_requests)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Client {
+            http,
+            events_url: config.events_url.clone(),
+            bulk_url: config.bulk_url.clone(),
+            api_key: config.api_key.clone(),
+            api_secret: config.api_secret.clone(),
+        })
+    }
+
+    /// Sends one batch to `/events`, or several to `/bulkevents` as a JSON array. Each
+    /// batch is already serialised; the caller keeps the request under mParticle's limits.
+    pub async fn send(&self, batches: &[&[u8]]) -> Answer {
+        let (url, body) = match batches {
+            [single] => (&self.events_url, single.to_vec()),
+            many => (&self.bulk_url, join_as_array(many)),
+        };
+        let started = Instant::now();
+        let result = self
+            .http
+            .post(url)
+            .basic_auth(self.api_key.expose(), Some(self.api_secret.expose()))
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(body)
+            .send()
+            .await;
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => return transport_failure(&error, started.elapsed()),
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers();
+        let retry_after = headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let rate_limit_used_percent = headers
+            .get(RATE_LIMIT_USED_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|p| p.clamp(0.0, 100.0) as u8);
+        let verdict = Verdict::of_status(status);
+        let detail = match read_body_prefix(response).await {
+            Ok(text) => text,
+            // The status is known; a body cut off by the timeout changes nothing about it.
+            Err(_) => String::new(),
+        };
+        Answer {
+            verdict,
+            status: Some(status),
+            detail,
+            retry_after,
+            rate_limit_used_percent,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// `[a,b,c]` from already serialised batches.
+pub fn join_as_array(batches: &[&[u8]]) -> Vec<u8> {
+    let size = batches.iter().map(|b| b.len() + 1).sum::<usize>() + 1;
+    let mut body = Vec::with_capacity(size);
+    body.push(b'[');
+    for (i, batch) in batches.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(batch);
+    }
+    body.push(b']');
+    body
+}
+
+/// The size `join_as_array` will produce.
+pub fn array_size(batch_sizes: impl IntoIterator<Item = usize>) -> usize {
+    let mut count = 0;
+    let mut total = 0;
+    for size in batch_sizes {
+        count += 1;
+        total += size;
+    }
+    total + count.max(1) + 1
+}
+
+fn transport_failure(error: &reqwest::Error, elapsed: Duration) -> Answer {
+    let kind = if error.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Connect
+    };
+    Answer {
+        verdict: Verdict::Retryable(kind),
+        status: None,
+        detail: one_line(&error_chain(error), MAX_BODY_BYTES),
+        retry_after: None,
+        rate_limit_used_percent: None,
+        elapsed,
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+async fn read_body_prefix(mut response: reqwest::Response) -> Result<String, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_BODY_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        // Keep reading past the cap so the connection can be reused, but keep nothing more.
+    }
+    Ok(one_line(&String::from_utf8_lossy(&body), MAX_BODY_BYTES))
+}
+
+/// Collapses text to one line of at most `max` bytes, cut on a character boundary.
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.len() > max {
+        let mut cut = max;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+    }
+    line.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_join_into_an_array() {
+        let body = join_as_array(&[b"{\"a\":1}", b"{\"b\":2}"]);
+        assert_eq!(body, b"[{\"a\":1},{\"b\":2}]");
+        assert_eq!(array_size([7, 7]), body.len());
+    }
+
+    #[test]
+    fn one_line_cuts_on_a_character_boundary() {
+        assert_eq!(one_line("a\nb", 10), "a b");
+        assert_eq!(one_line("ééé", 3), "é");
+    }
+}

@@ -1,0 +1,173 @@
+//! The first step for every consumed record: decode it, map it, and decide whether it is
+//! sent, skipped by configuration, or dead-lettered at once. Pure.
+
+use crate::config::UnmappedAction;
+use crate::event::LoyaltyEvent;
+use crate::kafka::headers::Failure;
+use crate::kafka::record::SourceRecord;
+use crate::mapping::{FieldAssignments, MapError, MappedBatch};
+use crate::mparticle::Environment;
+
+/// What to do with a consumed record.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Send this batch to mParticle.
+    Send {
+        event_id: String,
+        action: String,
+        batch: MappedBatch,
+    },
+    /// Skipped by configuration (`UNMAPPED_ACTION=skip`), counted under `reason`.
+    Skip {
+        event_id: String,
+        action: String,
+        reason: &'static str,
+    },
+    /// Never sendable: to the dead-letter topic with this failure.
+    Reject {
+        event_id: Option<String>,
+        action: Option<String>,
+        failure: Failure,
+    },
+}
+
+/// The rules intake applies.
+pub struct IntakeRules<'a> {
+    pub assignments: &'a FieldAssignments,
+    pub environment: Environment,
+    pub event_max_bytes: usize,
+    pub unmapped_action: UnmappedAction,
+}
+
+/// Decides what becomes of `record`.
+pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>) -> Prepared {
+    let event = match LoyaltyEvent::decode(record.value.as_deref(), rules.event_max_bytes) {
+        Ok(event) => event,
+        Err(invalid) => {
+            return Prepared::Reject {
+                event_id: None,
+                action: None,
+                failure: never_sent(invalid.kind(), invalid.to_string()),
+            };
+        }
+    };
+    match rules
+        .assignments
+        .map(&event, rules.environment, record.timestamp_ms)
+    {
+        Ok(batch) => Prepared::Send {
+            event_id: event.id,
+            action: event.action,
+            batch,
+        },
+        Err(MapError::Unmapped(_)) if rules.unmapped_action == UnmappedAction::Skip => {
+            Prepared::Skip {
+                event_id: event.id,
+                action: event.action,
+                reason: "unmapped_action",
+            }
+        }
+        Err(error) => Prepared::Reject {
+            event_id: Some(event.id),
+            action: Some(event.action),
+            failure: never_sent(error.kind(), error.to_string()),
+        },
+    }
+}
+
+fn never_sent(kind: crate::outcome::ErrorKind, error: String) -> Failure {
+    Failure {
+        kind,
+        error,
+        http_status: None,
+        http_body: None,
+        attempt: 0,
+        first_attempt_ms: None,
+        last_attempt_ms: None,
+        not_before_ms: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::ErrorKind;
+    use std::sync::Arc;
+
+    fn record(value: &[u8]) -> SourceRecord {
+        SourceRecord {
+            topic: Arc::from("loyalty.point-add"),
+            partition: 0,
+            offset: 0,
+            key: None,
+            value: Some(value.to_vec()),
+            headers: vec![],
+            timestamp_ms: Some(5),
+        }
+    }
+
+    fn with_rules<T>(unmapped: UnmappedAction, f: impl FnOnce(&IntakeRules<'_>) -> T) -> T {
+        let (assignments, _) =
+            FieldAssignments::parse(include_str!("../../tests/data/field-assignments.toml"))
+                .unwrap();
+        f(&IntakeRules {
+            assignments: &assignments,
+            environment: Environment::Production,
+            event_max_bytes: 1024,
+            unmapped_action: unmapped,
+        })
+    }
+
+    #[test]
+    fn a_good_event_is_sent() {
+        let prepared = with_rules(UnmappedAction::Skip, |rules| {
+            prepare(&record(br#"{"id":"e1","action":"point_add","customer":{"id":"c"},"data":{"points":1}}"#), rules)
+        });
+        assert!(matches!(prepared, Prepared::Send { ref event_id, .. } if event_id == "e1"));
+    }
+
+    #[test]
+    fn unmapped_actions_follow_the_setting() {
+        let value = br#"{"id":"e1","action":"tier_change","customer":{"id":"c"}}"#;
+        let skipped = with_rules(UnmappedAction::Skip, |rules| prepare(&record(value), rules));
+        assert!(matches!(
+            skipped,
+            Prepared::Skip {
+                reason: "unmapped_action",
+                ..
+            }
+        ));
+        let rejected = with_rules(UnmappedAction::DeadLetter, |rules| {
+            prepare(&record(value), rules)
+        });
+        assert!(
+            matches!(rejected, Prepared::Reject { ref failure, .. } if failure.kind == ErrorKind::Unmapped)
+        );
+    }
+
+    #[test]
+    fn bad_records_are_rejected_with_their_kind() {
+        let cases: &[(&[u8], ErrorKind)] = &[
+            (b"{nope", ErrorKind::InvalidJson),
+            (
+                br#"{"id":"e","action":"point_add","customer":{}}"#,
+                ErrorKind::InvalidEvent,
+            ),
+            (
+                br#"{"id":"e","action":"point_add","customer":{"id":"c"}}"#,
+                ErrorKind::Mapping,
+            ),
+            (&[b' '; 2000], ErrorKind::TooLarge),
+        ];
+        for (value, kind) in cases {
+            let prepared = with_rules(UnmappedAction::Skip, |rules| prepare(&record(value), rules));
+            match prepared {
+                Prepared::Reject { failure, .. } => {
+                    assert_eq!(failure.kind, *kind);
+                    assert_eq!(failure.attempt, 0);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
