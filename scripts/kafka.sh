@@ -7,6 +7,7 @@
 #   scripts/kafka.sh status    exit 0 if it runs and answers
 #   scripts/kafka.sh reset     stop and delete its data (topics, offsets)
 #   scripts/kafka.sh topics create NAME PARTITIONS | list
+#   scripts/kafka.sh produce TOPIC < lines     one record per line: KEY<TAB>VALUE
 #   scripts/kafka.sh consume TOPIC [extra kafka-console-consumer args]
 #
 # The jars come from Maven Central through Maven (deploy/kafka/pom.xml pins the release)
@@ -154,6 +155,12 @@ case "${1:-}" in
       list) java_run org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --list ;;
       *) say "usage: $0 topics create NAME PARTITIONS | list"; exit 2 ;;
     esac ;;
+  produce)
+    # One record per input line, "KEY<TAB>VALUE"; KEY may be empty.
+    fetch_jars
+    topic=${2:?usage: $0 produce TOPIC < lines}
+    java_run org.apache.kafka.tools.ConsoleProducer --bootstrap-server "$BOOTSTRAP" --topic "$topic" \
+      --property parse.key=true --property key.separator=$'\t' ;;
   consume)
     fetch_jars
     topic=${2:?usage: $0 consume TOPIC}; shift 2

@@ -1,1 +1,71 @@
-fn main() {}
+//! `mparticle-standin`: a local stand-in for mParticle's Events API (see
+//! `mparticle_forwarder::standin`). For development, tests and benchmarks; never for
+//! production.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mparticle_forwarder::shutdown::Shutdown;
+use mparticle_forwarder::standin::{StandIn, StandInConfig};
+
+#[derive(Parser)]
+#[command(name = "mparticle-standin", version, about = "A local stand-in for mParticle's Events API.")]
+struct Args {
+    /// Where to listen.
+    #[arg(long, env = "STANDIN_ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The API key it accepts.
+    #[arg(long, env = "STANDIN_API_KEY", default_value = "local-key")]
+    api_key: String,
+    /// The API secret it accepts.
+    #[arg(long, env = "STANDIN_API_SECRET", default_value = "local-secret", hide_env_values = true)]
+    api_secret: String,
+    /// Append every accepted batch to this file as a JSON line.
+    #[arg(long, env = "STANDIN_RECORD_FILE")]
+    record_file: Option<PathBuf>,
+    /// Keep only counts and ids in memory, not whole batches (for benchmarks).
+    #[arg(long)]
+    fast: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    mparticle_forwarder::telemetry::init(mparticle_forwarder::config::LogFormat::Text);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mparticle-standin: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("mparticle-standin: cannot listen on {}: {error}", args.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let config = StandInConfig {
+            api_key: args.api_key,
+            api_secret: args.api_secret,
+            record_file: args.record_file,
+            keep_batches: !args.fast,
+        };
+        let standin = match StandIn::start(listener, config) {
+            Ok(standin) => standin,
+            Err(error) => {
+                eprintln!("mparticle-standin: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("mparticle-standin listening; MPARTICLE_API_URL={}", standin.events_url());
+        let shutdown = Shutdown::new();
+        shutdown.listen_for_signals();
+        shutdown.wait().await;
+        standin.stop();
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,170 @@
+//! Scripted misbehaviour: rules that make the stand-in answer as mParticle does when it is
+//! unwell (429 with `Retry-After`, 5xx, slow answers, refused credentials, a 400 for one
+//! particular batch). The first rule that matches a request applies.
+
+use serde::{Deserialize, Serialize};
+
+/// One rule. JSON form: `{"status": 503, "times": 2}`, `{"status": 429, "retry_after": 3}`,
+/// `{"delay_ms": 15000}`, `{"status": 400, "when_id": "evt-7"}`, `{"status": 503, "probability": 0.1}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    /// The status to answer; absent: answer as usual, after `delay_ms`.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// How many requests the rule applies to; absent: until cleared.
+    #[serde(default)]
+    pub times: Option<u32>,
+    /// Wait this long before answering.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// `Retry-After` seconds to send with the answer.
+    #[serde(default)]
+    pub retry_after: Option<u32>,
+    /// Apply to this share of matching requests (0–1); absent: all.
+    #[serde(default)]
+    pub probability: Option<f64>,
+    /// Apply only to requests holding a batch with this `source_request_id`.
+    #[serde(default)]
+    pub when_id: Option<String>,
+    /// The body to answer with; absent: mParticle's error body for 400, empty otherwise.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+impl Fault {
+    /// A rule answering `status` to every request until cleared.
+    pub fn status(status: u16) -> Fault {
+        Fault {
+            status: Some(status),
+            times: None,
+            delay_ms: 0,
+            retry_after: None,
+            probability: None,
+            when_id: None,
+            body: None,
+        }
+    }
+
+    pub fn times(mut self, times: u32) -> Fault {
+        self.times = Some(times);
+        self
+    }
+
+    pub fn retry_after(mut self, seconds: u32) -> Fault {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn when_id(mut self, id: impl Into<String>) -> Fault {
+        self.when_id = Some(id.into());
+        self
+    }
+
+    pub fn probability(mut self, p: f64) -> Fault {
+        self.probability = Some(p);
+        self
+    }
+
+    /// A rule that answers as usual but only after `delay_ms`.
+    pub fn delay(delay_ms: u64) -> Fault {
+        Fault {
+            status: None,
+            delay_ms,
+            ..Fault::status(0)
+        }
+    }
+}
+
+/// The rules in force, in order.
+#[derive(Debug, Default)]
+pub struct FaultScript {
+    rules: Vec<Fault>,
+    random: u64,
+}
+
+impl FaultScript {
+    pub fn push(&mut self, fault: Fault) {
+        self.rules.push(fault);
+    }
+
+    pub fn clear(&mut self) {
+        self.rules.clear();
+    }
+
+    /// The rule for a request holding batches with `ids`, if any; counts it down.
+    pub fn take(&mut self, ids: &[String]) -> Option<Fault> {
+        for i in 0..self.rules.len() {
+            let rule = &self.rules[i];
+            if let Some(id) = &rule.when_id {
+                if !ids.iter().any(|x| x == id) {
+                    continue;
+                }
+            }
+            if let Some(p) = rule.probability {
+                if self.next_unit() >= p {
+                    continue;
+                }
+            }
+            let rule = self.rules[i].clone();
+            if let Some(times) = self.rules[i].times.as_mut() {
+                *times -= 1;
+                if *times == 0 {
+                    self.rules.remove(i);
+                }
+            }
+            return Some(rule);
+        }
+        None
+    }
+
+    /// A uniform number in [0, 1): xorshift, seeded once from the clock. Faults need
+    /// spread, not cryptographic quality.
+    fn next_unit(&mut self) -> f64 {
+        if self.random == 0 {
+            self.random = crate::clock::unix_ms() as u64 | 1;
+        }
+        let mut x = self.random;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_rules_run_out() {
+        let mut script = FaultScript::default();
+        script.push(Fault::status(503).times(2));
+        assert_eq!(script.take(&[]).unwrap().status, Some(503));
+        assert_eq!(script.take(&[]).unwrap().status, Some(503));
+        assert_eq!(script.take(&[]), None);
+    }
+
+    #[test]
+    fn id_rules_match_only_their_batch() {
+        let mut script = FaultScript::default();
+        script.push(Fault::status(400).when_id("evt-7"));
+        assert_eq!(script.take(&["evt-1".into()]), None);
+        assert_eq!(script.take(&["evt-1".into(), "evt-7".into()]).unwrap().status, Some(400));
+    }
+
+    #[test]
+    fn probability_spreads_roughly() {
+        let mut script = FaultScript::default();
+        script.push(Fault::status(503).probability(0.1));
+        let hits = (0..10_000).filter(|_| script.take(&[]).is_some()).count();
+        assert!((700..1300).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn rules_parse_from_json() {
+        let fault: Fault = serde_json::from_str(r#"{"status":429,"retry_after":3}"#).unwrap();
+        assert_eq!(fault, Fault::status(429).retry_after(3));
+        assert_eq!(Fault::delay(50).status, None);
+    }
+}
