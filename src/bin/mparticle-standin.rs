@@ -11,7 +11,11 @@ use mparticle_forwarder::shutdown::Shutdown;
 use mparticle_forwarder::standin::{StandIn, StandInConfig};
 
 #[derive(Parser)]
-#[command(name = "mparticle-standin", version, about = "A local stand-in for mParticle's Events API.")]
+#[command(
+    name = "mparticle-standin",
+    version,
+    about = "A local stand-in for mParticle's Events API."
+)]
 struct Args {
     /// Where to listen.
     #[arg(long, env = "STANDIN_ADDR", default_value = "127.0.0.1:8080")]
@@ -20,7 +24,12 @@ struct Args {
     #[arg(long, env = "STANDIN_API_KEY", default_value = "local-key")]
     api_key: String,
     /// The API secret it accepts.
-    #[arg(long, env = "STANDIN_API_SECRET", default_value = "local-secret", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "STANDIN_API_SECRET",
+        default_value = "local-secret",
+        hide_env_values = true
+    )]
     api_secret: String,
     /// Append every accepted batch to this file as a JSON line.
     #[arg(long, env = "STANDIN_RECORD_FILE")]
@@ -44,7 +53,10 @@ fn main() -> ExitCode {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(listener) => listener,
             Err(error) => {
-                eprintln!("mparticle-standin: cannot listen on {}: {error}", args.listen);
+                eprintln!(
+                    "mparticle-standin: cannot listen on {}: {error}",
+                    args.listen
+                );
                 return ExitCode::FAILURE;
             }
         };
@@ -61,7 +73,10 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        println!("mparticle-standin listening; MPARTICLE_API_URL={}", standin.events_url());
+        println!(
+            "mparticle-standin listening; MPARTICLE_API_URL={}",
+            standin.events_url()
+        );
         let shutdown = Shutdown::new();
         shutdown.listen_for_signals();
         shutdown.wait().await;

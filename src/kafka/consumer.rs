@@ -198,27 +198,37 @@ impl SourceConsumer {
     /// Records whose outcomes are durable. Stores every offset that moved; librdkafka
     /// commits stored offsets every `auto.commit.interval.ms`.
     pub fn complete<'a>(&self, tickets: impl IntoIterator<Item = &'a Ticket>) {
-        let mut moved = TopicPartitionList::new();
+        // One entry per partition: a list naming a partition twice stores the last entry,
+        // and rdkafka's add_partition_offset appends rather than replaces.
+        let mut points: Vec<(&Ticket, i64)> = Vec::new();
         {
             let mut ledger = self.state.ledger();
             for ticket in tickets {
-                if let Some(point) = ledger.complete(ticket) {
-                    // Later tickets of the same partition overwrite earlier points.
-                    let _ = moved.add_partition_offset(
-                        &ticket.topic,
-                        ticket.partition,
-                        Offset::Offset(point),
-                    );
+                let Some(point) = ledger.complete(ticket) else {
+                    continue;
+                };
+                let same = |(t, _): &&mut (&Ticket, i64)| {
+                    t.partition == ticket.partition && t.topic == ticket.topic
+                };
+                match points.iter_mut().find(same) {
+                    Some(entry) => entry.1 = entry.1.max(point),
+                    None => points.push((ticket, point)),
                 }
             }
         }
-        if moved.count() > 0 {
-            if let Err(error) = self.consumer.store_offsets(&moved) {
-                // Happens when a partition was revoked in between: the next owner repeats
-                // the records after the last commit, and mParticle drops the duplicates by
-                // source_request_id.
-                debug!(%error, "offset not stored");
-            }
+        if points.is_empty() {
+            return;
+        }
+        let mut moved = TopicPartitionList::with_capacity(points.len());
+        for (ticket, point) in points {
+            let _ =
+                moved.add_partition_offset(&ticket.topic, ticket.partition, Offset::Offset(point));
+        }
+        if let Err(error) = self.consumer.store_offsets(&moved) {
+            // Happens when a partition was revoked in between: the next owner repeats the
+            // records after the last commit, and mParticle drops the duplicates by
+            // source_request_id.
+            debug!(%error, "offset not stored");
         }
     }
 

@@ -90,11 +90,8 @@ impl Client {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map(|p| p.clamp(0.0, 100.0) as u8);
         let verdict = Verdict::of_status(status);
-        let detail = match read_body_prefix(response).await {
-            Ok(text) => text,
-            // The status is known; a body cut off by the timeout changes nothing about it.
-            Err(_) => String::new(),
-        };
+        // The status is known; a body cut off by the timeout changes nothing about it.
+        let detail = read_body_prefix(response).await.unwrap_or_default();
         Answer {
             verdict,
             status: Some(status),

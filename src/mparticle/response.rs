@@ -38,7 +38,6 @@ impl Verdict {
 /// runbook cares about, `4xx` for the rest (a bounded set).
 pub fn status_label(status: u16) -> &'static str {
     match status {
-        200..=299 => "2xx",
         400 => "400",
         401 => "401",
         403 => "403",
@@ -48,8 +47,9 @@ pub fn status_label(status: u16) -> &'static str {
         422 => "422",
         429 => "429",
         501 => "501",
-        500..=599 => "5xx",
-        400..=499 => "4xx",
+        s if (200..300).contains(&s) => "2xx",
+        s if (400..500).contains(&s) => "4xx",
+        s if (500..600).contains(&s) => "5xx",
         _ => "other",
     }
 }

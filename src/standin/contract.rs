@@ -12,7 +12,10 @@ use crate::mparticle::{
 /// Checks a `/events` or `/bulkevents` body; returns the batches on success.
 pub fn check_request(body: &[u8], bulk: bool) -> Result<Vec<Value>, String> {
     if body.len() >= MAX_REQUEST_BYTES {
-        return Err(format!("request body is {} bytes; it must be under {MAX_REQUEST_BYTES}", body.len()));
+        return Err(format!(
+            "request body is {} bytes; it must be under {MAX_REQUEST_BYTES}",
+            body.len()
+        ));
     }
     let parsed: Value = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
     let batches = match (bulk, parsed) {
@@ -25,7 +28,10 @@ pub fn check_request(body: &[u8], bulk: bool) -> Result<Vec<Value>, String> {
         return Err("the bulk request holds no batch".into());
     }
     if batches.len() > MAX_BATCHES_PER_BULK {
-        return Err(format!("{} batches in one request; at most {MAX_BATCHES_PER_BULK}", batches.len()));
+        return Err(format!(
+            "{} batches in one request; at most {MAX_BATCHES_PER_BULK}",
+            batches.len()
+        ));
     }
     for (i, batch) in batches.iter().enumerate() {
         check_batch(batch).map_err(|e| if bulk { format!("batch {i}: {e}") } else { e })?;
@@ -40,11 +46,17 @@ pub fn check_batch(batch: &Value) -> Result<(), String> {
     };
     let size = serde_json::to_vec(batch).map(|b| b.len()).unwrap_or(0);
     if size >= MAX_BATCH_BYTES {
-        return Err(format!("batch is {size} bytes; it must be under {MAX_BATCH_BYTES}"));
+        return Err(format!(
+            "batch is {size} bytes; it must be under {MAX_BATCH_BYTES}"
+        ));
     }
     match batch.get("environment").and_then(Value::as_str) {
         Some("production" | "development") => {}
-        Some(other) => return Err(format!("environment {other:?} is not production or development")),
+        Some(other) => {
+            return Err(format!(
+                "environment {other:?} is not production or development"
+            ));
+        }
         None => return Err("environment is missing".into()),
     }
     if let Some(version) = batch.get("schema_version") {
@@ -71,7 +83,10 @@ pub fn check_batch(batch: &Value) -> Result<(), String> {
     if let Some(attributes) = batch.get("user_attributes") {
         let attributes = object(attributes, "user_attributes")?;
         if attributes.len() > MAX_USER_ATTRIBUTES {
-            return Err(format!("{} user attributes; at most {MAX_USER_ATTRIBUTES}", attributes.len()));
+            return Err(format!(
+                "{} user attributes; at most {MAX_USER_ATTRIBUTES}",
+                attributes.len()
+            ));
         }
         for (name, value) in attributes {
             check_name(name, "user_attributes")?;
@@ -80,12 +95,18 @@ pub fn check_batch(batch: &Value) -> Result<(), String> {
                 Value::Array(items) => {
                     for item in items {
                         let Value::String(s) = item else {
-                            return Err(format!("user_attributes.{name}: list items must be strings"));
+                            return Err(format!(
+                                "user_attributes.{name}: list items must be strings"
+                            ));
                         };
                         check_value(name, s)?;
                     }
                 }
-                _ => return Err(format!("user_attributes.{name} must be a string or a list of strings")),
+                _ => {
+                    return Err(format!(
+                        "user_attributes.{name} must be a string or a list of strings"
+                    ));
+                }
             }
         }
     }
@@ -128,7 +149,9 @@ fn check_event(event: &Value) -> Result<(), String> {
                 .and_then(Value::as_str)
                 .ok_or("a custom_event needs event_name")?;
             if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-                return Err(format!("event_name must be 1 to {MAX_NAME_CHARS} characters"));
+                return Err(format!(
+                    "event_name must be 1 to {MAX_NAME_CHARS} characters"
+                ));
             }
             let kind = data
                 .get("custom_event_type")
@@ -157,25 +180,35 @@ fn check_event(event: &Value) -> Result<(), String> {
                 }
             }
         }
-        other => return Err(format!("event_type {other:?} is not custom_event or commerce_event")),
+        other => {
+            return Err(format!(
+                "event_type {other:?} is not custom_event or commerce_event"
+            ));
+        }
     }
     Ok(())
 }
 
 fn object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>, String> {
-    value.as_object().ok_or_else(|| format!("{what} must be an object"))
+    value
+        .as_object()
+        .ok_or_else(|| format!("{what} must be an object"))
 }
 
 fn check_name(name: &str, section: &str) -> Result<(), String> {
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(format!("{section}: a name is over {MAX_NAME_CHARS} characters"));
+        return Err(format!(
+            "{section}: a name is over {MAX_NAME_CHARS} characters"
+        ));
     }
     Ok(())
 }
 
 fn check_value(name: &str, value: &str) -> Result<(), String> {
     if value.chars().count() > MAX_VALUE_CHARS {
-        return Err(format!("{name}: the value is over {MAX_VALUE_CHARS} characters"));
+        return Err(format!(
+            "{name}: the value is over {MAX_VALUE_CHARS} characters"
+        ));
     }
     Ok(())
 }
@@ -185,7 +218,8 @@ mod tests {
     use super::*;
 
     fn expected(name: &str) -> Value {
-        let text = std::fs::read_to_string(format!("tests/data/events/{name}.expected-batch.json")).unwrap();
+        let text = std::fs::read_to_string(format!("tests/data/events/{name}.expected-batch.json"))
+            .unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
@@ -224,11 +258,19 @@ mod tests {
     fn bulk_limits_are_enforced() {
         let one = serde_json::to_string(&expected("point_add")).unwrap();
         let many = format!("[{}]", vec![one.as_str(); 101].join(","));
-        assert!(check_request(many.as_bytes(), true).unwrap_err().contains("at most 100"));
+        assert!(
+            check_request(many.as_bytes(), true)
+                .unwrap_err()
+                .contains("at most 100")
+        );
         let fifty = format!("[{}]", vec![one.as_str(); 50].join(","));
         assert_eq!(check_request(fifty.as_bytes(), true).unwrap().len(), 50);
         let huge = vec![b' '; MAX_REQUEST_BYTES];
         assert!(check_request(&huge, true).unwrap_err().contains("under"));
-        assert!(check_request(b"[]", false).unwrap_err().contains("one batch object"));
+        assert!(
+            check_request(b"[]", false)
+                .unwrap_err()
+                .contains("one batch object")
+        );
     }
 }

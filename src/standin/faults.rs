@@ -150,7 +150,13 @@ mod tests {
         let mut script = FaultScript::default();
         script.push(Fault::status(400).when_id("evt-7"));
         assert_eq!(script.take(&["evt-1".into()]), None);
-        assert_eq!(script.take(&["evt-1".into(), "evt-7".into()]).unwrap().status, Some(400));
+        assert_eq!(
+            script
+                .take(&["evt-1".into(), "evt-7".into()])
+                .unwrap()
+                .status,
+            Some(400)
+        );
     }
 
     #[test]

@@ -108,7 +108,10 @@ impl StandIn {
         let addr = listener.local_addr()?;
         let file = match &config.record_file {
             Some(path) => Some(BufWriter::new(
-                std::fs::OpenOptions::new().create(true).append(true).open(path)?,
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
             )),
             None => None,
         };
@@ -122,8 +125,14 @@ impl StandIn {
         let handler_state = state.clone();
         let handler = move |request: Request<Incoming>| handle(handler_state.clone(), request);
         let stop = shutdown.clone();
-        tokio::spawn(http_server::serve(listener, handler, async move { stop.wait().await }));
-        Ok(StandIn { addr, state, shutdown })
+        tokio::spawn(http_server::serve(listener, handler, async move {
+            stop.wait().await
+        }));
+        Ok(StandIn {
+            addr,
+            state,
+            shutdown,
+        })
     }
 
     /// Binds 127.0.0.1 on a free port and starts.
@@ -180,7 +189,9 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> HttpResponse {
     let method = request.method().clone();
     match (method, path.as_str()) {
         (Method::POST, "/s2s/v2/events" | "/v2/events") => events(state, request, false).await,
-        (Method::POST, "/s2s/v2/bulkevents" | "/v2/bulkevents") => events(state, request, true).await,
+        (Method::POST, "/s2s/v2/bulkevents" | "/v2/bulkevents") => {
+            events(state, request, true).await
+        }
         (Method::GET, "/_standin/accepted") => {
             let recorded = lock(&state.recorded);
             json_lines(recorded.batches.iter())
@@ -240,8 +251,12 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, String> {
 
 /// The credentials check: 401 without a Basic header, 403 with the wrong key or secret.
 fn check_auth(state: &State, header: Option<&HeaderValue>) -> Result<(), StatusCode> {
-    let header = header.and_then(|h| h.to_str().ok()).ok_or(StatusCode::UNAUTHORIZED)?;
-    let encoded = header.strip_prefix("Basic ").ok_or(StatusCode::UNAUTHORIZED)?;
+    let header = header
+        .and_then(|h| h.to_str().ok())
+        .ok_or(StatusCode::UNAUTHORIZED)?;
+    let encoded = header
+        .strip_prefix("Basic ")
+        .ok_or(StatusCode::UNAUTHORIZED)?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|_| StatusCode::UNAUTHORIZED)?;
@@ -260,7 +275,11 @@ fn bad_request(message: &str) -> HttpResponse {
 
 /// Pulls `source_request_id`s out of a body without judging it.
 fn ids_in(body: &[u8]) -> Vec<String> {
-    let id = |v: &Value| v.get("source_request_id").and_then(Value::as_str).map(str::to_string);
+    let id = |v: &Value| {
+        v.get("source_request_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(batches)) => batches.iter().filter_map(id).collect(),
         Ok(batch) => id(&batch).into_iter().collect(),
@@ -293,7 +312,9 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
                 (None, _) => http_server::text(status, ""),
             };
             if let Some(seconds) = fault.retry_after {
-                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(seconds));
             }
             response
         }
@@ -310,7 +331,12 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
     recorded.request_count += 1;
     *recorded.by_status.entry(status).or_default() += 1;
     if state.config.keep_batches {
-        recorded.requests.push(RequestLog { at_ms, path, status, ids });
+        recorded.requests.push(RequestLog {
+            at_ms,
+            path,
+            status,
+            ids,
+        });
     }
     response
 }

@@ -1,0 +1,393 @@
+//! The whole service on a real Kafka broker, against the mParticle stand-in.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use mparticle_forwarder::standin::Fault;
+use serde_json::Value;
+
+use crate::support::*;
+
+fn expected_batch(name: &str) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(format!("tests/data/events/{name}.expected-batch.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_events_arrive_as_exactly_the_expected_batches() {
+    let service = ServiceSpec::default().spawn().await;
+    let producer = producer();
+    for (topic, name) in [
+        (&service.topics[0], "point_add"),
+        (&service.topics[1], "reward_claim"),
+    ] {
+        let value = std::fs::read(format!("tests/data/events/{name}.json")).unwrap();
+        produce(&producer, topic, Some("cust-280e674c"), &value).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || service.standin.accepted_count()
+            >= 2)
+        .await
+    );
+    let mut accepted = service.standin.accepted();
+    accepted.sort_by_key(|b| {
+        b["source_request_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    });
+    assert_eq!(
+        accepted,
+        vec![expected_batch("point_add"), expected_batch("reward_claim")]
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    let (status, metrics) = service.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"mparticle_forwarder_events_delivered_total{action="point_add"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"mparticle_forwarder_events_delivered_total{action="reward_claim"} 1"#)
+    );
+    assert!(!metrics.contains(API_SECRET));
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_events_are_each_delivered_once_and_the_offsets_reach_the_end() {
+    const COUNT: usize = 10_000;
+    let service = ServiceSpec::default().partitions(3).spawn().await;
+    let producer = producer();
+    let mut deliveries = Vec::with_capacity(COUNT);
+    for i in 0..COUNT {
+        let customer = format!("cust-{}", i % 997);
+        let (topic, value) = if i % 2 == 0 {
+            (
+                &service.topics[0],
+                point_add(&format!("bulk-{i}"), &customer, (i % 500) as u32),
+            )
+        } else {
+            (
+                &service.topics[1],
+                reward_claim(&format!("bulk-{i}"), &customer),
+            )
+        };
+        let record = rdkafka::producer::FutureRecord::to(topic)
+            .key(&customer)
+            .payload(&value);
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(120), || service
+            .standin
+            .accepted_count()
+            >= COUNT)
+        .await,
+        "only {} of {COUNT} delivered",
+        service.standin.accepted_count()
+    );
+    let fully = service.wait_fully_committed(Duration::from_secs(30)).await;
+    let progress: Vec<_> = service
+        .topics
+        .iter()
+        .map(|t| (end_offsets(t), committed(&service.group, t)))
+        .collect();
+    assert!(
+        fully,
+        "offsets did not reach the end: (end, committed) {progress:?}"
+    );
+    let ids = service.standin.accepted_ids();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), COUNT, "every event delivered");
+    assert_eq!(ids.len(), COUNT, "no event delivered twice");
+    let bulk_requests = service
+        .standin
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/bulkevents"))
+        .count();
+    assert!(bulk_requests > 0, "a backlog is sent in bulk requests");
+    assert!(read_all(&service.dlq_topic).is_empty());
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_records_are_dead_lettered_with_their_kind_and_the_next_good_one_is_delivered() {
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    let producer = producer();
+    let topic = service.topics[0].clone();
+    let bad: [(&[u8], &str); 3] = [
+        (b"this is not json", "invalid_json"),
+        (br#"{"id":"no-customer-id","action":"point_add","customer":{"email":"a@b.c"},"data":{"points":1}}"#, "invalid_event"),
+        (br#"{"id":"no-points","action":"point_add","customer":{"id":"c1"},"data":{"reason":"x"}}"#, "mapping"),
+    ];
+    let mut offsets = Vec::new();
+    for (value, _) in &bad {
+        offsets.push(produce(&producer, &topic, Some("c1"), value).await.1);
+    }
+    produce(
+        &producer,
+        &topic,
+        Some("c1"),
+        point_add("good-after-bad", "c1", 5).as_bytes(),
+    )
+    .await;
+
+    assert!(
+        eventually(Duration::from_secs(30), || service.standin.accepted_ids()
+            == ["good-after-bad"])
+        .await
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    let dead = read_all(&service.dlq_topic);
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    let by_offset: HashMap<String, &ReadRecord> = dead
+        .iter()
+        .map(|r| {
+            (
+                r.header("forwarder-original-offset").unwrap().to_string(),
+                r,
+            )
+        })
+        .collect();
+    for ((value, kind), offset) in bad.iter().zip(&offsets) {
+        let record = by_offset[&offset.to_string()];
+        assert_eq!(record.header("forwarder-error-kind"), Some(*kind));
+        assert_eq!(
+            record.header("forwarder-original-topic"),
+            Some(topic.as_str())
+        );
+        assert_eq!(record.header("forwarder-original-partition"), Some("0"));
+        assert_eq!(record.header("forwarder-attempt"), Some("0"));
+        assert!(!record.header("forwarder-error").unwrap().is_empty());
+        assert_eq!(record.value.as_deref(), Some(*value), "the original bytes");
+        assert_eq!(record.key.as_deref(), Some(&b"c1"[..]));
+    }
+    assert!(
+        service
+            .standin
+            .requests()
+            .iter()
+            .all(|r| r.ids == ["good-after-bad"]),
+        "invalid records are never sent"
+    );
+    assert!(
+        read_all(&service.retry_topic).is_empty(),
+        "invalid records are never retried"
+    );
+    let (_, metrics) = service.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"mparticle_forwarder_events_dead_lettered_total{action="point_add",kind="mapping"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        r#"mparticle_forwarder_events_dead_lettered_total{action="other",kind="invalid_json"} 1"#
+    ));
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_mparticle_answers_503_the_committed_offset_does_not_pass_the_failed_record() {
+    let service = ServiceSpec::default()
+        .partitions(1)
+        .topics(1)
+        .env("RETRY_MAX_ATTEMPTS", "100")
+        .env("RETRY_BACKOFF", "1s")
+        .spawn()
+        .await;
+    let producer = producer();
+    let topic = service.topics[0].clone();
+    service
+        .standin
+        .add_fault(Fault::status(503).when_id("failing"));
+
+    produce(
+        &producer,
+        &topic,
+        Some("c1"),
+        point_add("first", "c1", 1).as_bytes(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || service.standin.accepted_ids()
+            == ["first"])
+        .await
+    );
+    let (_, failing_offset) = produce(
+        &producer,
+        &topic,
+        Some("c1"),
+        point_add("failing", "c1", 2).as_bytes(),
+    )
+    .await;
+    let seen = || {
+        service
+            .standin
+            .requests()
+            .iter()
+            .any(|r| r.ids.contains(&"failing".to_string()))
+    };
+    assert!(eventually(Duration::from_secs(20), seen).await);
+    produce(
+        &producer,
+        &topic,
+        Some("c1"),
+        point_add("after", "c1", 3).as_bytes(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || service
+            .standin
+            .accepted_ids()
+            .contains(&"after".to_string()))
+        .await
+    );
+
+    // The later record is done, the failed one is not: the commit stays on the failed one.
+    let group = service.group.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || committed(&group, &topic)
+            .get(&0)
+            == Some(&failing_offset))
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(committed(&group, &topic).get(&0), Some(&failing_offset));
+    let failed_attempts = service
+        .standin
+        .requests()
+        .iter()
+        .filter(|r| r.ids.contains(&"failing".to_string()) && r.status == 503)
+        .count();
+    assert!(
+        failed_attempts >= 2,
+        "it keeps retrying ({failed_attempts})"
+    );
+
+    service.standin.clear_faults();
+    assert!(
+        eventually(Duration::from_secs(20), || service
+            .standin
+            .accepted_ids()
+            .contains(&"failing".to_string()))
+        .await
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_refused_for_one_bad_batch_delivers_the_rest_and_dead_letters_that_one() {
+    let service = ServiceSpec::default()
+        .partitions(1)
+        .topics(1)
+        // A long linger so the 50 records leave as one bulk request.
+        .env("MPARTICLE_BULK_LINGER", "500ms")
+        .spawn()
+        .await;
+    service
+        .standin
+        .add_fault(Fault::status(400).when_id("bulk-bad"));
+    let producer = producer();
+    let topic = service.topics[0].clone();
+    let mut pending = Vec::new();
+    for i in 0..50 {
+        let id = if i == 23 {
+            "bulk-bad".to_string()
+        } else {
+            format!("bulk-ok-{i}")
+        };
+        let value = point_add(&id, "c1", i);
+        let record = rdkafka::producer::FutureRecord::to(&topic)
+            .key("c1")
+            .payload(&value);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for p in pending {
+        p.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || service.standin.accepted_count()
+            >= 49)
+        .await
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    let ids: HashSet<String> = service.standin.accepted_ids().into_iter().collect();
+    assert_eq!(ids.len(), 49);
+    assert!(!ids.contains("bulk-bad"));
+    let dead = read_all(&service.dlq_topic);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header("forwarder-error-kind"), Some("http_4xx"));
+    assert_eq!(dead[0].header("forwarder-http-status"), Some("400"));
+    assert_eq!(dead[0].header("forwarder-attempt"), Some("1"));
+    assert!(
+        dead[0]
+            .header("forwarder-http-body")
+            .unwrap()
+            .contains("BAD_REQUEST")
+    );
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmapped_action_is_skipped_and_counted() {
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    let producer = producer();
+    let topic = service.topics[0].clone();
+    produce(
+        &producer,
+        &topic,
+        None,
+        br#"{"id":"tier-1","action":"tier_change","customer":{"id":"c1"}}"#,
+    )
+    .await;
+    produce(
+        &producer,
+        &topic,
+        None,
+        point_add("after-skip", "c1", 1).as_bytes(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || service.standin.accepted_ids()
+            == ["after-skip"])
+        .await
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    let (_, metrics) = service.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(r#"mparticle_forwarder_events_skipped_total{reason="unmapped_action"} 1"#),
+        "{metrics}"
+    );
+    assert!(read_all(&service.dlq_topic).is_empty());
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_once_the_group_is_joined() {
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    let admin = service.admin;
+    let ready = async {
+        for _ in 0..200 {
+            let response = reqwest::get(format!("http://{admin}/readyz"))
+                .await
+                .unwrap();
+            if response.status() == 200 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(ready.await);
+    assert_eq!(service.admin_get("/healthz").await.0, 200);
+    service.stop().await;
+}

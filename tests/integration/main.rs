@@ -1,0 +1,8 @@
+//! Black-box tests: the command line, the mParticle client against the stand-in, and the
+//! whole service against a real Kafka broker (`scripts/kafka.sh start`; `MPF_TEST_KAFKA`
+//! names another) and the stand-in.
+
+mod cli;
+mod client;
+mod forwarding;
+mod support;
