@@ -18,6 +18,8 @@ pub mod mparticle;
 pub mod outcome;
 pub mod pacer;
 pub mod pipeline;
+pub mod replay;
+pub mod retry;
 pub mod shutdown;
 pub mod standin;
 pub mod telemetry;

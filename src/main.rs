@@ -1,4 +1,5 @@
-//! The `mparticle-forwarder` command: `run` (the default), `check-config`, `map`.
+//! The `mparticle-forwarder` command: `run` (the default), `check-config`, `map`,
+//! `replay-dlq`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use mparticle_forwarder::config::{Config, DEFAULT_FIELD_ASSIGNMENTS_FILE};
 use mparticle_forwarder::event::LoyaltyEvent;
 use mparticle_forwarder::mapping::FieldAssignments;
 use mparticle_forwarder::mparticle::Environment;
+use mparticle_forwarder::replay::{self, ReplayFilter};
 use mparticle_forwarder::telemetry;
 
 /// Exit code for input that is not a mappable loyalty event (EX_DATAERR).
@@ -42,6 +44,28 @@ enum Command {
         #[arg(long)]
         development: bool,
     },
+    /// Republish dead letters to the topic they were first consumed from. Kafka settings come
+    /// from the environment, as for `run`.
+    ReplayDlq {
+        /// Only this forwarder-error-kind (repeatable), e.g. attempts_exhausted, http_4xx.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Only events with this action (repeatable).
+        #[arg(long = "action")]
+        actions: Vec<String>,
+        /// Only dead letters written at or after this time: RFC 3339, unix ms, or a duration ago (2h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only dead letters written before this time (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// Leave records that were replayed this many times already.
+        #[arg(long, default_value_t = 3)]
+        max_replays: u32,
+        /// List what would be replayed; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +77,109 @@ fn main() -> ExitCode {
             field_assignments,
             development,
         } => map(field_assignments, development),
+        Command::ReplayDlq {
+            kinds,
+            actions,
+            since,
+            until,
+            max_replays,
+            dry_run,
+        } => {
+            let (since_ms, until_ms) =
+                match (parse_time("--since", since), parse_time("--until", until)) {
+                    (Ok(since), Ok(until)) => (since, until),
+                    (Err(message), _) | (_, Err(message)) => {
+                        eprintln!("{message}");
+                        return ExitCode::from(EXIT_BAD_CONFIG);
+                    }
+                };
+            let filter = ReplayFilter {
+                kinds,
+                actions,
+                since_ms,
+                until_ms,
+                max_replays,
+            };
+            replay_dlq(filter, dry_run)
+        }
+    }
+}
+
+/// RFC 3339, unix milliseconds, or a duration before now.
+fn parse_time(flag: &str, text: Option<String>) -> Result<Option<i64>, String> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let text = text.trim();
+    if let Some(ms) = mparticle_forwarder::event::parse_rfc3339_ms(text) {
+        return Ok(Some(ms));
+    }
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    if let Some(ago) = mparticle_forwarder::config::parse_duration(text) {
+        return Ok(Some(
+            mparticle_forwarder::clock::unix_ms() - ago.as_millis() as i64,
+        ));
+    }
+    Err(format!(
+        "{flag} {text:?}: give RFC 3339 (2026-11-28T12:00:00Z), unix ms, or a duration ago (2h)"
+    ))
+}
+
+fn replay_dlq(filter: ReplayFilter, dry_run: bool) -> ExitCode {
+    // Replaying needs Kafka only; the mParticle credentials may be absent here.
+    let mut vars: Vec<(String, String)> = std::env::vars().collect();
+    for name in ["MPARTICLE_API_KEY", "MPARTICLE_API_SECRET"] {
+        if !vars.iter().any(|(k, v)| k == name && !v.trim().is_empty()) {
+            vars.push((name.to_string(), "not-needed-for-replay".to_string()));
+        }
+    }
+    let config = match Config::from_vars(vars) {
+        Ok(config) => config,
+        Err(problems) => {
+            eprintln!(
+                "mparticle-forwarder: the configuration has {} problem(s):\n{problems}",
+                problems.0.len()
+            );
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mparticle-forwarder: cannot start the runtime: {error}");
+            return ExitCode::from(app::EXIT_FATAL);
+        }
+    };
+    let mut stdout = std::io::stdout();
+    match runtime.block_on(replay::run(&config.kafka, &filter, dry_run, &mut stdout)) {
+        Ok(report) => {
+            let replayed: usize = report.replayed.values().sum();
+            println!(
+                "{} {replayed} of {} dead letters{}; {} filtered out, {} left after {} replays, {} of unknown origin",
+                if dry_run { "would replay" } else { "replayed" },
+                report.examined,
+                report
+                    .replayed
+                    .iter()
+                    .map(|(topic, n)| format!(" ({n} to {topic})"))
+                    .collect::<String>(),
+                report.filtered,
+                report.loop_guarded,
+                filter.max_replays,
+                report.no_origin,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("mparticle-forwarder: replay failed: {error:#}");
+            ExitCode::from(app::EXIT_FATAL)
+        }
     }
 }
 

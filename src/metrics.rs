@@ -11,6 +11,14 @@ use prometheus::{
 };
 
 use crate::outcome::ErrorKind;
+use crate::pipeline::gate::{Change, Reason};
+
+fn reason_label(reason: Reason) -> &'static str {
+    match reason {
+        Reason::Auth => "auth",
+        Reason::Outage => "outage",
+    }
+}
 
 const PREFIX: &str = "mparticle_forwarder";
 
@@ -35,6 +43,8 @@ pub struct Metrics {
     retry_scheduled: IntGauge,
     consumer_lag: IntGaugeVec,
     auth_failed: IntGauge,
+    outage: IntGauge,
+    gate_openings: IntCounterVec,
     records_in_flight: IntGauge,
     requests_in_flight: IntGauge,
     rebalances: IntCounterVec,
@@ -147,6 +157,15 @@ impl Metrics {
                 "mparticle_auth_failed",
                 "1 while stopped by a 401 or 403 from mParticle.",
             )?,
+            outage: gauge(
+                "mparticle_outage",
+                "1 while consumption is paused because every recent request failed retryably.",
+            )?,
+            gate_openings: counter(
+                "delivery_paused_total",
+                "Times delivery paused, by reason (auth, outage).",
+                &["reason"],
+            )?,
             records_in_flight: gauge(
                 "records_in_flight",
                 "Records consumed and without a final outcome yet.",
@@ -221,10 +240,6 @@ impl Metrics {
         self.retry_scheduled.set(waiting as i64);
     }
 
-    pub fn retry_scheduled_add(&self, delta: i64) {
-        self.retry_scheduled.add(delta);
-    }
-
     pub fn set_consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
         self.consumer_lag
             .with_label_values(&[topic, &partition.to_string()])
@@ -239,6 +254,21 @@ impl Metrics {
 
     pub fn set_auth_failed(&self, failed: bool) {
         self.auth_failed.set(i64::from(failed));
+    }
+
+    /// The delivery gate opened or closed.
+    pub fn gate_changed(&self, change: Change) {
+        match change {
+            Change::Opened(reason) => {
+                self.gate_openings
+                    .with_label_values(&[reason_label(reason)])
+                    .inc();
+                if reason == Reason::Outage {
+                    self.outage.set(1);
+                }
+            }
+            Change::Closed(_) => self.outage.set(0),
+        }
     }
 
     pub fn records_in_flight_add(&self, delta: i64) {

@@ -2,7 +2,7 @@
 //! far as the [`OffsetLedger`] allows. Rebalance callbacks keep the ledger in step with the
 //! assignment, commit what is done before partitions go, and mark the service ready.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::config::RDKafkaLogLevel;
@@ -24,6 +24,8 @@ use crate::metrics::Metrics;
 /// State shared between the consumer's callbacks and the pipeline.
 pub struct GroupState {
     ledger: Mutex<OffsetLedger>,
+    /// Fetching is paused: partitions assigned meanwhile are paused too.
+    paused: AtomicBool,
     health: Arc<Health>,
     metrics: Metrics,
 }
@@ -107,9 +109,14 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(assigned) => {
+                if self.state.paused.load(Ordering::SeqCst) {
+                    if let Err(error) = consumer.pause(assigned) {
+                        warn!(%error, "cannot pause newly assigned partitions");
+                    }
+                }
                 self.state.metrics.rebalance("assign");
                 let mut ledger = self.state.ledger();
                 for element in assigned.elements() {
@@ -152,14 +159,17 @@ pub struct SourceConsumer {
 }
 
 impl SourceConsumer {
-    /// Creates the consumer and subscribes to `kafka.topics` as group `kafka.group_id`.
+    /// Creates a consumer in `group` subscribed to `topics`.
     pub fn subscribe(
         kafka: &KafkaConfig,
+        group: &str,
+        topics: &[String],
         metrics: Metrics,
         health: Arc<Health>,
     ) -> Result<SourceConsumer, KafkaError> {
         let state = Arc::new(GroupState {
             ledger: Mutex::new(OffsetLedger::new()),
+            paused: AtomicBool::new(false),
             health,
             metrics,
         });
@@ -167,14 +177,35 @@ impl SourceConsumer {
             state: state.clone(),
         };
         let consumer: StreamConsumer<GroupContext> =
-            settings::consumer(kafka, &kafka.group_id).create_with_context(context)?;
-        let names: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
+            settings::consumer(kafka, group).create_with_context(context)?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
         Ok(SourceConsumer {
             consumer,
             state,
-            topics: kafka.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+            topics: topics.iter().map(|t| Arc::from(t.as_str())).collect(),
         })
+    }
+
+    /// Stops or restarts fetching on every assigned partition (and on partitions assigned
+    /// later while paused). The consumer keeps polling meanwhile, so it stays in its group.
+    pub fn set_paused(&self, paused: bool) {
+        self.state.paused.store(paused, Ordering::SeqCst);
+        let assignment = match self.consumer.assignment() {
+            Ok(assignment) => assignment,
+            Err(error) => {
+                warn!(%error, "cannot read the assignment to pause or resume it");
+                return;
+            }
+        };
+        let result = if paused {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        if let Err(error) = result {
+            warn!(%error, paused, "pause or resume failed");
+        }
     }
 
     /// Waits for the next record and starts tracking it.

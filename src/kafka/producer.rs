@@ -62,14 +62,31 @@ impl FailurePublisher {
         self.publish(&self.retry_topic, record, failure).await
     }
 
+    /// Writes a retry record back to the end of the retry topic unchanged (its headers
+    /// already say when it is due), and waits for the acknowledgement.
+    pub async fn requeue(&self, record: &SourceRecord) -> Result<(), PublishError> {
+        self.write(&self.retry_topic, record, record.headers.clone())
+            .await
+    }
+
     async fn publish(
         &self,
         topic: &str,
         record: &SourceRecord,
         failure: &Failure,
     ) -> Result<(), PublishError> {
+        self.write(topic, record, failure_headers(record, failure))
+            .await
+    }
+
+    async fn write(
+        &self,
+        topic: &str,
+        record: &SourceRecord,
+        headers_out: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<(), PublishError> {
         let mut headers = OwnedHeaders::new();
-        for (key, value) in failure_headers(record, failure) {
+        for (key, value) in headers_out {
             headers = headers.insert(Header {
                 key: &key,
                 value: value.as_deref(),

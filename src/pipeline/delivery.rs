@@ -1,65 +1,50 @@
 //! Delivery: one request to the Events API and what its answer means for each record in
-//! it. Delivered records finish; permanent failures are dead-lettered (a bulk refused with
-//! 400 is split until only the offending batches are left); retryable failures wait out
-//! their backoff (or `Retry-After`, whichever is later) and go again until the attempts
-//! are used up; a 401 or 403 stops consuming and probes with backoff until the credentials
-//! work again.
+//! it (interface §6). Delivered records finish. Retryable failures go to the retry topic
+//! with the attempt counted, or to the dead-letter topic once the attempts are used up.
+//! Permanent failures are dead-lettered; a bulk refused with 400 is split until only the
+//! offending batches are left. A 401 or 403 closes the [gate](super::gate): the refused
+//! records wait and are sent again as the probe, nothing is dead-lettered.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::{Context, InFlight};
+use super::gate::{Change, Reason};
+use super::{Context, InFlight, spawn_outcome};
 use crate::clock::unix_ms;
 use crate::kafka::headers::Failure;
 use crate::mparticle::client::Answer;
 use crate::mparticle::response::{Verdict, status_label};
 use crate::outcome::ErrorKind;
-
-/// First wait before probing mParticle again after a 401 or 403; doubles up to the max.
-const AUTH_PROBE_FIRST: Duration = Duration::from_secs(5);
-const AUTH_PROBE_MAX: Duration = Duration::from_secs(60);
+use crate::retry::{NextStep, next_step};
 
 /// A record with its batch, on its way to mParticle.
 pub(crate) struct Outbound {
     pub item: InFlight,
     pub batch: Vec<u8>,
-    /// Attempts made so far.
-    pub attempts: u32,
-    pub first_attempt_ms: Option<i64>,
 }
 
-impl Outbound {
-    pub fn new(item: InFlight, batch: Vec<u8>) -> Outbound {
-        Outbound {
-            item,
-            batch,
-            attempts: 0,
-            first_attempt_ms: None,
-        }
-    }
-
-    fn failure(&self, kind: ErrorKind, answer: &Answer, last_attempt_ms: i64) -> Failure {
-        let error = match answer.status {
-            Some(status) => format!("mParticle answered HTTP {status}"),
-            None => format!("request failed: {}", answer.detail),
-        };
-        Failure {
-            kind,
-            error,
-            http_status: answer.status,
-            http_body: answer.status.map(|_| answer.detail.clone()),
-            attempt: self.attempts,
-            first_attempt_ms: self.first_attempt_ms,
-            last_attempt_ms: Some(last_attempt_ms),
-            not_before_ms: None,
-        }
+fn failure(item: &InFlight, kind: ErrorKind, answer: &Answer, attempt_ms: i64) -> Failure {
+    let error = match answer.status {
+        Some(status) => format!("mParticle answered HTTP {status}"),
+        None => format!("request failed: {}", answer.detail),
+    };
+    Failure {
+        kind,
+        error,
+        http_status: answer.status,
+        http_body: answer.status.map(|_| answer.detail.clone()),
+        attempt: item.attempts,
+        first_attempt_ms: item.first_attempt_ms,
+        last_attempt_ms: Some(attempt_ms),
+        not_before_ms: None,
     }
 }
 
@@ -78,7 +63,6 @@ async fn deliver_request(
     mut items: Vec<Outbound>,
     mut slot: Option<OwnedSemaphorePermit>,
 ) {
-    let mut auth_wait = AUTH_PROBE_FIRST;
     loop {
         let permit = match slot.take() {
             Some(permit) => permit,
@@ -87,11 +71,16 @@ async fn deliver_request(
                 Err(_) => return,
             },
         };
+        // Records left unfinished at shutdown keep their offsets back: consumed again later.
+        tokio::select! {
+            _ = ctx.shutdown.wait() => return,
+            _ = ctx.gate.admit() => {}
+        }
         ctx.pacer.acquire(items.len()).await;
         let attempt_ms = unix_ms();
-        for item in &mut items {
-            item.attempts += 1;
-            item.first_attempt_ms.get_or_insert(attempt_ms);
+        for o in &mut items {
+            o.item.attempts += 1;
+            o.item.first_attempt_ms.get_or_insert(attempt_ms);
         }
         ctx.metrics.requests_in_flight_add(1);
         let bodies: Vec<&[u8]> = items.iter().map(|o| o.batch.as_slice()).collect();
@@ -106,13 +95,11 @@ async fn deliver_request(
             status_label,
         );
         ctx.metrics.http_request(label, answer.elapsed, items.len());
-        if answer.verdict != Verdict::AuthFailed && *ctx.auth_failed.borrow() {
-            info!("mParticle accepts the credentials again; resuming");
-            ctx.auth_failed.send_replace(false);
-            ctx.health
-                .auth_failed
-                .store(false, std::sync::atomic::Ordering::SeqCst);
-            ctx.metrics.set_auth_failed(false);
+        // Backoff counts from the failure's answer, so the gap between two attempts is at
+        // least the configured backoff.
+        let answered_ms = unix_ms();
+        if let Some(change) = ctx.gate.record(&answer.verdict) {
+            gate_changed(&ctx, change, &answer);
         }
         match answer.verdict.clone() {
             Verdict::Delivered => {
@@ -120,40 +107,27 @@ async fn deliver_request(
                 return;
             }
             Verdict::AuthFailed => {
-                if !ctx.auth_failed.send_replace(true) {
-                    error!(
-                        status = answer.status,
-                        "mParticle refused the API key or secret; consumption stopped until it accepts them"
-                    );
+                // No record is at fault: the same request goes again as the gate's probe.
+                for o in &mut items {
+                    o.item.attempts -= 1;
                 }
-                ctx.health
-                    .auth_failed
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                ctx.metrics.set_auth_failed(true);
-                // The same records are the probe; they keep their attempt count.
-                for item in &mut items {
-                    item.attempts -= 1;
-                }
-                if !wait_or_stop(&ctx, auth_wait).await {
-                    return;
-                }
-                auth_wait = (auth_wait * 2).min(AUTH_PROBE_MAX);
             }
             Verdict::Permanent(kind) => {
                 if answer.status == Some(400) && items.len() > 1 {
                     // A bulk is refused whole for one malformed batch: split it until the
                     // malformed ones stand alone. A refused bulk is no record's attempt.
-                    for item in &mut items {
-                        item.attempts -= 1;
+                    for o in &mut items {
+                        o.item.attempts -= 1;
                     }
                     let (left, right) = split_halves(std::mem::take(&mut items));
                     tokio::spawn(deliver(ctx.clone(), right, None));
                     items = left;
                     continue;
                 }
-                for item in items {
-                    let failure = item.failure(kind, &answer, attempt_ms);
-                    spawn_dead_letter(&ctx, item.item, failure);
+                for o in items {
+                    let f = failure(&o.item, kind, &answer, attempt_ms);
+                    let ctx = ctx.clone();
+                    spawn_outcome(async move { ctx.dead_letter(o.item, f).await });
                 }
                 return;
             }
@@ -162,54 +136,47 @@ async fn deliver_request(
                     // Slow the whole sender, not only these records.
                     ctx.pacer.hold(Instant::now() + retry_after);
                 }
-                let mut again = Vec::with_capacity(items.len());
-                for item in items {
-                    if item.attempts >= ctx.retry.max_attempts {
-                        let mut failure =
-                            item.failure(ErrorKind::AttemptsExhausted, &answer, attempt_ms);
-                        failure.error = format!(
-                            "{} attempts failed; last: {} ({kind})",
-                            item.attempts, failure.error
-                        );
-                        spawn_dead_letter(&ctx, item.item, failure);
-                    } else {
-                        ctx.metrics
-                            .event_retried(item.item.action_or_unknown(), kind);
-                        warn!(
-                            event_id = item.item.event_id.as_deref().unwrap_or("-"),
-                            topic = %item.item.record.topic,
-                            partition = item.item.record.partition,
-                            offset = item.item.record.offset,
-                            attempt = item.attempts,
-                            kind = kind.as_str(),
-                            status = answer.status,
-                            "delivery failed; retrying"
-                        );
-                        again.push(item);
+                for o in items {
+                    let mut f = failure(&o.item, kind, &answer, attempt_ms);
+                    let ctx = ctx.clone();
+                    match next_step(&ctx.retry, o.item.attempts, answer.retry_after, answered_ms) {
+                        NextStep::RetryAt { not_before_ms } => {
+                            f.not_before_ms = Some(not_before_ms);
+                            spawn_outcome(async move { ctx.retry_later(o.item, f).await });
+                        }
+                        NextStep::Exhausted => {
+                            f.error = format!(
+                                "{} attempts failed; the last: {} ({kind})",
+                                o.item.attempts, f.error
+                            );
+                            f.kind = ErrorKind::AttemptsExhausted;
+                            spawn_outcome(async move { ctx.dead_letter(o.item, f).await });
+                        }
                     }
                 }
-                if again.is_empty() {
-                    return;
-                }
-                let backoff = ctx.retry.backoff_before(again[0].attempts + 1);
-                let wait = answer.retry_after.map_or(backoff, |ra| ra.max(backoff));
-                ctx.metrics.retry_scheduled_add(again.len() as i64);
-                let waited = wait_or_stop(&ctx, wait).await;
-                ctx.metrics.retry_scheduled_add(-(again.len() as i64));
-                if !waited {
-                    return;
-                }
-                items = again;
+                return;
             }
         }
     }
 }
 
-/// Dead-letters one record on its own task, so that a request's records are written
-/// together rather than one acknowledgement after another.
-fn spawn_dead_letter(ctx: &Arc<Context>, item: InFlight, failure: Failure) {
-    let ctx = ctx.clone();
-    tokio::spawn(async move { ctx.dead_letter(item, failure).await });
+fn gate_changed(ctx: &Context, change: Change, answer: &Answer) {
+    let auth_failed = ctx.gate.auth_failed();
+    ctx.health.auth_failed.store(auth_failed, Ordering::SeqCst);
+    ctx.metrics.set_auth_failed(auth_failed);
+    match change {
+        Change::Opened(Reason::Auth) => error!(
+            status = answer.status,
+            "mParticle refused the API key or secret; consumption stopped until it accepts them"
+        ),
+        Change::Opened(Reason::Outage) => warn!(
+            status = answer.status,
+            detail = %answer.detail,
+            "every recent request to mParticle failed; consumption paused, probing"
+        ),
+        Change::Closed(reason) => info!(?reason, "mParticle answers again; consumption resumed"),
+    }
+    ctx.metrics.gate_changed(change);
 }
 
 /// Splits a list in two halves, the first at least as long as the second.
@@ -221,9 +188,9 @@ fn split_halves<T>(mut items: Vec<T>) -> (Vec<T>, Vec<T>) {
 fn delivered(ctx: &Context, items: Vec<Outbound>) {
     let now = unix_ms();
     let mut per_action: HashMap<&str, u64> = HashMap::new();
-    for item in &items {
-        *per_action.entry(item.item.action_or_unknown()).or_default() += 1;
-        if let Some(ts) = item.item.record.timestamp_ms {
+    for o in &items {
+        *per_action.entry(o.item.action_or_unknown()).or_default() += 1;
+        if let Some(ts) = o.item.record.timestamp_ms {
             ctx.metrics
                 .delivery_latency(Duration::from_millis(now.saturating_sub(ts).max(0) as u64));
         }
@@ -232,13 +199,4 @@ fn delivered(ctx: &Context, items: Vec<Outbound>) {
         ctx.metrics.events_delivered(action, count);
     }
     ctx.finish(items.into_iter().map(|o| o.item).collect());
-}
-
-/// Sleeps for `wait`; false when shutdown came first (the records stay unfinished, so
-/// their offsets do not move and they are consumed again after restart).
-async fn wait_or_stop(ctx: &Context, wait: Duration) -> bool {
-    tokio::select! {
-        _ = ctx.shutdown.wait() => false,
-        _ = tokio::time::sleep(wait) => true,
-    }
 }

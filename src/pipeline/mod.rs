@@ -1,19 +1,27 @@
 //! The forwarding pipeline: consume → intake (decode, map) → bulk assembly → delivery →
-//! outcome, with the offset of every record moving only once its outcome is durable.
+//! outcome, with the offset of every record moving only once its outcome is durable:
+//! delivered, skipped by configuration, written to the retry topic, or written to the
+//! dead-letter topic.
 //!
-//! Concurrency and memory are bounded by two semaphores: `MAX_IN_FLIGHT_RECORDS` records
-//! between consume and outcome (the reader stops pulling when they are used up), and
-//! `MPARTICLE_MAX_IN_FLIGHT_REQUESTS` requests to mParticle at once.
+//! Two readers feed the same bulk assembly: the source topics, and the retry topic, whose
+//! records wait in a [`RetrySchedule`](retry_schedule::RetrySchedule) until they are due.
+//! Memory is bounded by `MAX_IN_FLIGHT_RECORDS` source records between consume and
+//! outcome, as many retries waiting, and as many retries being sent; requests by
+//! `MPARTICLE_MAX_IN_FLIGHT_REQUESTS`. The [`Gate`](gate::Gate) stops requests and pauses
+//! both readers while mParticle refuses the credentials or fails for everyone.
 
 mod bulk;
 mod delivery;
+pub mod gate;
 pub mod intake;
+mod readers;
+pub mod retry_schedule;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{error, info, warn};
 
 use crate::admin::Health;
@@ -21,7 +29,7 @@ use crate::config::{Config, RetryConfig, UnmappedAction};
 use crate::kafka::consumer::SourceConsumer;
 use crate::kafka::headers::Failure;
 use crate::kafka::offsets::Ticket;
-use crate::kafka::producer::FailurePublisher;
+use crate::kafka::producer::{FailurePublisher, PublishError};
 use crate::kafka::record::SourceRecord;
 use crate::mapping::FieldAssignments;
 use crate::metrics::Metrics;
@@ -29,14 +37,19 @@ use crate::mparticle::Environment;
 use crate::mparticle::client::Client;
 use crate::pacer::Pacer;
 use crate::shutdown::{Shutdown, StopReason};
-use intake::{IntakeRules, Prepared};
+use gate::Gate;
 
 /// A consumed record on its way to a final outcome. Holding it holds one in-flight slot.
 pub(crate) struct InFlight {
     pub record: SourceRecord,
     pub ticket: Ticket,
+    /// The consumer whose offsets this record holds back.
+    pub origin: Arc<SourceConsumer>,
     pub event_id: Option<String>,
     pub action: Option<String>,
+    /// Delivery attempts made before this consume (0 for a source record).
+    pub attempts: u32,
+    pub first_attempt_ms: Option<i64>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -48,12 +61,14 @@ impl InFlight {
 
 /// Everything the pipeline's tasks share.
 pub(crate) struct Context {
-    pub consumer: SourceConsumer,
+    pub source: Arc<SourceConsumer>,
+    pub retries: Arc<SourceConsumer>,
     pub publisher: FailurePublisher,
     pub client: Client,
     pub assignments: FieldAssignments,
     pub metrics: Metrics,
     pub pacer: Pacer,
+    pub gate: Gate,
     pub health: Arc<Health>,
     pub shutdown: Shutdown,
     pub environment: Environment,
@@ -62,23 +77,43 @@ pub(crate) struct Context {
     pub unmapped_action: UnmappedAction,
     pub bulk_linger: Duration,
     pub request_slots: Arc<Semaphore>,
-    record_slots: Arc<Semaphore>,
-    max_in_flight_records: usize,
-    /// True while mParticle refuses the credentials: the reader stops pulling.
-    pub auth_failed: watch::Sender<bool>,
+    /// Source records between consume and outcome.
+    pub record_slots: Arc<Semaphore>,
+    /// Due retries between leaving the schedule and their outcome.
+    pub retry_slots: Arc<Semaphore>,
+    pub max_in_flight_records: usize,
 }
 
 impl Context {
     /// Records whose outcome is durable: their offsets may move.
     pub fn finish(&self, records: Vec<InFlight>) {
-        self.consumer.complete(records.iter().map(|r| &r.ticket));
-        self.metrics.records_in_flight_add(-(records.len() as i64));
+        let count = records.len() as i64;
+        let (from_source, from_retries): (Vec<_>, Vec<_>) = records
+            .iter()
+            .partition(|r| Arc::ptr_eq(&r.origin, &self.source));
+        self.source.complete(from_source.iter().map(|r| &r.ticket));
+        self.retries
+            .complete(from_retries.iter().map(|r| &r.ticket));
+        self.metrics.records_in_flight_add(-count);
     }
 
-    /// Writes a record to the dead-letter topic, then finishes it. If the write fails the
-    /// service stops (exit 1) and the offset stays before the record.
+    /// A write to the retry or dead-letter topic failed: the service stops (exit 1) and
+    /// the record's offset stays where it is, so it is consumed again after restart.
+    fn fatal(&self, item: InFlight, publish_error: PublishError) {
+        error!(
+            error = %publish_error,
+            topic = %item.record.topic,
+            partition = item.record.partition,
+            offset = item.record.offset,
+            "cannot write the record on; stopping without moving its offset"
+        );
+        self.metrics.records_in_flight_add(-1);
+        self.shutdown
+            .trigger(StopReason::Fatal(publish_error.to_string()));
+    }
+
+    /// Writes a record to the dead-letter topic, then finishes it.
     pub async fn dead_letter(&self, item: InFlight, failure: Failure) {
-        let action = item.action_or_unknown().to_string();
         match self.publisher.dead_letter(&item.record, &failure).await {
             Ok(()) => {
                 warn!(
@@ -91,23 +126,45 @@ impl Context {
                     reason = %failure.error,
                     "dead-lettered"
                 );
-                self.metrics.event_dead_lettered(&action, failure.kind);
+                self.metrics
+                    .event_dead_lettered(item.action_or_unknown(), failure.kind);
                 self.finish(vec![item]);
             }
-            Err(publish_error) => {
-                error!(
-                    error = %publish_error,
+            Err(publish_error) => self.fatal(item, publish_error),
+        }
+    }
+
+    /// Writes a record to the retry topic for a later attempt, then finishes it.
+    pub async fn retry_later(&self, item: InFlight, failure: Failure) {
+        match self.publisher.retry(&item.record, &failure).await {
+            Ok(()) => {
+                warn!(
+                    event_id = item.event_id.as_deref().unwrap_or("-"),
                     topic = %item.record.topic,
                     partition = item.record.partition,
                     offset = item.record.offset,
-                    "cannot write a dead letter; stopping without moving the offset"
+                    kind = failure.kind.as_str(),
+                    attempt = failure.attempt,
+                    not_before_ms = failure.not_before_ms,
+                    reason = %failure.error,
+                    "delivery failed; scheduled for another attempt"
                 );
-                self.metrics.records_in_flight_add(-1);
-                self.shutdown
-                    .trigger(StopReason::Fatal(publish_error.to_string()));
+                self.metrics
+                    .event_retried(item.action_or_unknown(), failure.kind);
+                self.finish(vec![item]);
             }
+            Err(publish_error) => self.fatal(item, publish_error),
         }
     }
+}
+
+/// Runs `work` on its own task, so that a request's records are written together rather
+/// than one acknowledgement after another.
+pub(crate) fn spawn_outcome<F>(work: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(work);
 }
 
 /// The running pipeline.
@@ -116,7 +173,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Connects the consumer and the producer (nothing is sent until [`run`](Self::run)).
+    /// Connects the consumers and the producer (nothing is sent until [`run`](Self::run)).
     pub fn new(
         config: &Config,
         assignments: FieldAssignments,
@@ -124,17 +181,30 @@ impl Pipeline {
         health: Arc<Health>,
         shutdown: Shutdown,
     ) -> anyhow::Result<Pipeline> {
-        let consumer = SourceConsumer::subscribe(&config.kafka, metrics.clone(), health.clone())?;
-        let publisher = FailurePublisher::new(&config.kafka)?;
-        let client = Client::new(&config.mparticle)?;
-        let (auth_failed, _) = watch::channel(false);
+        let kafka = &config.kafka;
+        let source = SourceConsumer::subscribe(
+            kafka,
+            &kafka.group_id,
+            &kafka.topics,
+            metrics.clone(),
+            health.clone(),
+        )?;
+        let retries = SourceConsumer::subscribe(
+            kafka,
+            &retry_group(&kafka.group_id),
+            std::slice::from_ref(&kafka.retry_topic),
+            metrics.clone(),
+            Arc::new(Health::default()),
+        )?;
         let ctx = Context {
-            consumer,
-            publisher,
-            client,
+            source: Arc::new(source),
+            retries: Arc::new(retries),
+            publisher: FailurePublisher::new(kafka)?,
+            client: Client::new(&config.mparticle)?,
             assignments,
             metrics,
             pacer: Pacer::new(config.mparticle.max_batches_per_second),
+            gate: Gate::new(),
             health,
             shutdown,
             environment: Environment::from_development_flag(config.mparticle.development),
@@ -144,8 +214,8 @@ impl Pipeline {
             bulk_linger: config.mparticle.bulk_linger,
             request_slots: Arc::new(Semaphore::new(config.mparticle.max_in_flight_requests)),
             record_slots: Arc::new(Semaphore::new(config.max_in_flight_records)),
+            retry_slots: Arc::new(Semaphore::new(config.max_in_flight_records)),
             max_in_flight_records: config.max_in_flight_records,
-            auth_failed,
         };
         Ok(Pipeline { ctx: Arc::new(ctx) })
     }
@@ -155,118 +225,45 @@ impl Pipeline {
         let ctx = self.ctx;
         let (outbound_tx, outbound_rx) = mpsc::channel(ctx.max_in_flight_records.min(4096));
         let assembler = tokio::spawn(bulk::assemble(ctx.clone(), outbound_rx));
-        read_records(&ctx, outbound_tx).await;
+        let retry_reader = tokio::spawn(readers::read_retries(ctx.clone(), outbound_tx.clone()));
+        readers::read_source(&ctx, outbound_tx).await;
+        let _ = retry_reader.await;
 
         ctx.health.draining.store(true, Ordering::SeqCst);
-        let pending = ctx.consumer.pending();
         info!(
-            pending,
+            pending = ctx.source.pending() + ctx.retries.pending(),
             grace_secs = grace.as_secs(),
             "no longer taking records; draining"
         );
         let _ = assembler.await;
         let all = ctx.max_in_flight_records as u32;
-        let drained = tokio::time::timeout(grace, ctx.record_slots.acquire_many(all)).await;
+        let drained = tokio::time::timeout(grace, async {
+            let _ = ctx.record_slots.acquire_many(all).await;
+            let _ = ctx.retry_slots.acquire_many(all).await;
+        })
+        .await;
         if drained.is_err() {
             warn!(
-                pending = ctx.consumer.pending(),
+                pending = ctx.source.pending() + ctx.retries.pending(),
                 "grace period over; records still in flight will be consumed again after restart"
             );
         }
         if let Err(error) = ctx.publisher.flush(Duration::from_secs(5)) {
             warn!(%error, "producer flush incomplete");
         }
-        match ctx.consumer.commit_now() {
-            Ok(()) => info!("final offsets committed"),
-            Err(error) => warn!(%error, "final commit failed; some records will be consumed again"),
+        for consumer in [&ctx.source, &ctx.retries] {
+            match consumer.commit_now() {
+                Ok(()) => info!("final offsets committed"),
+                Err(error) => {
+                    warn!(%error, "final commit failed; some records will be consumed again")
+                }
+            }
+            consumer.leave();
         }
-        ctx.consumer.leave();
     }
 }
 
-/// Pulls records while there is room and mParticle accepts the credentials.
-async fn read_records(ctx: &Arc<Context>, outbound: mpsc::Sender<delivery::Outbound>) {
-    let mut auth_failed = ctx.auth_failed.subscribe();
-    let rules = IntakeRules {
-        assignments: &ctx.assignments,
-        environment: ctx.environment,
-        event_max_bytes: ctx.event_max_bytes,
-        unmapped_action: ctx.unmapped_action,
-    };
-    loop {
-        let slot = tokio::select! {
-            _ = ctx.shutdown.wait() => return,
-            slot = ctx.record_slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => return,
-            },
-        };
-        if *auth_failed.borrow() {
-            tokio::select! {
-                _ = ctx.shutdown.wait() => return,
-                _ = auth_failed.wait_for(|failed| !failed) => {}
-            }
-        }
-        let next = tokio::select! {
-            _ = ctx.shutdown.wait() => return,
-            next = ctx.consumer.next() => next,
-        };
-        let (record, ticket) = match next {
-            Ok(next) => next,
-            Err(error) => {
-                warn!(%error, "consume error");
-                continue;
-            }
-        };
-        ctx.metrics.event_consumed(&record.topic);
-        ctx.metrics.records_in_flight_add(1);
-        let prepared = intake::prepare(&record, &rules);
-        let mut item = InFlight {
-            record,
-            ticket,
-            event_id: None,
-            action: None,
-            _slot: slot,
-        };
-        match prepared {
-            Prepared::Send {
-                event_id,
-                action,
-                batch,
-            } => {
-                ctx.metrics.values_truncated(batch.truncated_values);
-                item.event_id = Some(event_id);
-                item.action = Some(action);
-                // The assembler only ends after this sender is dropped, so a failed send
-                // cannot happen; if it did, the record stays pending and is consumed again.
-                if outbound
-                    .send(delivery::Outbound::new(item, batch.json))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Prepared::Skip {
-                event_id,
-                action,
-                reason,
-            } => {
-                item.event_id = Some(event_id);
-                item.action = Some(action);
-                ctx.metrics.event_skipped(reason);
-                ctx.finish(vec![item]);
-            }
-            Prepared::Reject {
-                event_id,
-                action,
-                failure,
-            } => {
-                item.event_id = event_id;
-                item.action = action;
-                let ctx = ctx.clone();
-                tokio::spawn(async move { ctx.dead_letter(item, failure).await });
-            }
-        }
-    }
+/// The consumer group of the retry topic: the source group's name with `.retry`.
+pub fn retry_group(group_id: &str) -> String {
+    format!("{group_id}.retry")
 }

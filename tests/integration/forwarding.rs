@@ -195,7 +195,7 @@ async fn invalid_records_are_dead_lettered_with_their_kind_and_the_next_good_one
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn while_mparticle_answers_503_the_committed_offset_does_not_pass_the_failed_record() {
+async fn while_mparticle_answers_503_the_committed_offsets_do_not_pass_the_failed_record() {
     let service = ServiceSpec::default()
         .partitions(1)
         .topics(1)
@@ -205,10 +205,13 @@ async fn while_mparticle_answers_503_the_committed_offset_does_not_pass_the_fail
         .await;
     let producer = producer();
     let topic = service.topics[0].clone();
+    let retry_group = mparticle_forwarder::pipeline::retry_group(&service.group);
     service
         .standin
         .add_fault(Fault::status(503).when_id("failing"));
 
+    // One at a time, so that each goes in a request of its own.
+    let delivered = |id: &str| service.standin.accepted_ids().iter().any(|x| x == id);
     produce(
         &producer,
         &topic,
@@ -216,12 +219,8 @@ async fn while_mparticle_answers_503_the_committed_offset_does_not_pass_the_fail
         point_add("first", "c1", 1).as_bytes(),
     )
     .await;
-    assert!(
-        eventually(Duration::from_secs(20), || service.standin.accepted_ids()
-            == ["first"])
-        .await
-    );
-    let (_, failing_offset) = produce(
+    assert!(eventually(Duration::from_secs(20), || delivered("first")).await);
+    produce(
         &producer,
         &topic,
         Some("c1"),
@@ -243,24 +242,24 @@ async fn while_mparticle_answers_503_the_committed_offset_does_not_pass_the_fail
         point_add("after", "c1", 3).as_bytes(),
     )
     .await;
-    assert!(
-        eventually(Duration::from_secs(20), || service
-            .standin
-            .accepted_ids()
-            .contains(&"after".to_string()))
-        .await
-    );
+    assert!(eventually(Duration::from_secs(20), || delivered("after")).await);
 
-    // The later record is done, the failed one is not: the commit stays on the failed one.
-    let group = service.group.clone();
-    assert!(
-        eventually(Duration::from_secs(10), || committed(&group, &topic)
+    // The source offset moves past the failed record only once it is in the retry topic.
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    assert!(!read_all(&service.retry_topic).is_empty());
+    // In the retry topic, the record that is still failing holds the commit back.
+    for _ in 0..6 {
+        let end = end_offsets(&service.retry_topic)[&0];
+        let done = committed(&retry_group, &service.retry_topic)
             .get(&0)
-            == Some(&failing_offset))
-        .await
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(committed(&group, &topic).get(&0), Some(&failing_offset));
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            done < end,
+            "retry commit {done} passed the pending retry (end {end})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let failed_attempts = service
         .standin
         .requests()
@@ -273,14 +272,15 @@ async fn while_mparticle_answers_503_the_committed_offset_does_not_pass_the_fail
     );
 
     service.standin.clear_faults();
+    assert!(eventually(Duration::from_secs(20), || delivered("failing")).await);
+    let retry_topic = service.retry_topic.clone();
     assert!(
-        eventually(Duration::from_secs(20), || service
-            .standin
-            .accepted_ids()
-            .contains(&"failing".to_string()))
+        eventually(Duration::from_secs(20), || {
+            committed(&retry_group, &retry_topic).get(&0) == end_offsets(&retry_topic).get(&0)
+        })
         .await
     );
-    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    assert!(read_all(&service.dlq_topic).is_empty());
     service.stop().await;
 }
 

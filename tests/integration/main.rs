@@ -5,4 +5,6 @@
 mod cli;
 mod client;
 mod forwarding;
+mod resilience;
+mod retries;
 mod support;

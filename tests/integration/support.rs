@@ -95,6 +95,35 @@ pub async fn produce(
     (delivery.partition, delivery.offset)
 }
 
+/// Produces one record with headers to a partition and waits for the acknowledgement.
+pub async fn produce_with_headers(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    value: &[u8],
+    headers: &[(String, String)],
+) -> i64 {
+    let mut owned = rdkafka::message::OwnedHeaders::new();
+    for (name, value) in headers {
+        owned = owned.insert(rdkafka::message::Header {
+            key: name,
+            value: Some(value.as_bytes()),
+        });
+    }
+    let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
+        .partition(partition)
+        .key(key)
+        .payload(value)
+        .headers(owned);
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce")
+        .offset
+}
+
 /// A record read back from a topic.
 #[derive(Debug, Clone)]
 pub struct ReadRecord {

@@ -1,0 +1,238 @@
+//! The two readers: the source topics, and the retry topic with its schedule. Both hand
+//! records to intake and on to bulk assembly; both pause (and keep polling, so they stay in
+//! their groups) while the gate holds consumers.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::time::{Duration, Instant, sleep_until};
+use tracing::warn;
+
+use super::delivery::Outbound;
+use super::intake::{IntakeRules, Prepared, prepare};
+use super::retry_schedule::RetrySchedule;
+use super::{Context, InFlight, spawn_outcome};
+use crate::clock::unix_ms;
+use crate::kafka::consumer::SourceConsumer;
+use crate::kafka::offsets::Ticket;
+use crate::kafka::record::SourceRecord;
+use crate::retry::RetryState;
+
+/// Pulls source records while there is room and the gate lets consumers pull.
+pub(super) async fn read_source(ctx: &Arc<Context>, outbound: mpsc::Sender<Outbound>) {
+    let mut gate_changes = ctx.gate.subscribe();
+    let mut paused = false;
+    loop {
+        let hold = ctx.gate.holds_consumers();
+        if hold != paused {
+            ctx.source.set_paused(hold);
+            paused = hold;
+        }
+        // A slot first, so that a full pipeline stops pulling; none while paused, when
+        // polling only keeps the group membership alive.
+        let slot = if paused {
+            None
+        } else {
+            tokio::select! {
+                _ = ctx.shutdown.wait() => return,
+                _ = gate_changes.changed() => continue,
+                slot = ctx.record_slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => Some(slot),
+                    Err(_) => return,
+                },
+            }
+        };
+        let next = tokio::select! {
+            _ = ctx.shutdown.wait() => return,
+            _ = gate_changes.changed(), if paused => continue,
+            next = ctx.source.next() => next,
+        };
+        let (record, ticket) = match next {
+            Ok(next) => next,
+            Err(error) => {
+                warn!(%error, "consume error");
+                continue;
+            }
+        };
+        // A record fetched just before the pause took effect still needs its slot.
+        let slot = match slot {
+            Some(slot) => slot,
+            None => match ctx.record_slots.clone().acquire_owned().await {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
+        ctx.metrics.event_consumed(&record.topic);
+        let item = in_flight(ctx, &ctx.source, record, ticket, slot, 0, None);
+        if let Some(outbound_item) = take_in(ctx, item) {
+            if outbound.send(outbound_item).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A retry record waiting in the schedule.
+struct Waiting {
+    record: SourceRecord,
+    ticket: Ticket,
+    state: RetryState,
+}
+
+/// Reads the retry topic into the schedule and hands each retry on once it is due.
+pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Outbound>) {
+    let mut schedule: RetrySchedule<Waiting> = RetrySchedule::new(ctx.max_in_flight_records);
+    let mut gate_changes = ctx.gate.subscribe();
+    let mut paused = false;
+    loop {
+        ctx.metrics.set_retry_scheduled(schedule.len());
+        let hold = ctx.gate.holds_consumers();
+        if hold != paused {
+            ctx.retries.set_paused(hold);
+            paused = hold;
+        }
+        let now_ms = unix_ms();
+        while let Some(waiting) = schedule.pop_due(now_ms) {
+            let slot = tokio::select! {
+                _ = ctx.shutdown.wait() => return,
+                slot = ctx.retry_slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
+            let Waiting {
+                record,
+                ticket,
+                state,
+            } = waiting;
+            let item = in_flight(
+                &ctx,
+                &ctx.retries,
+                record,
+                ticket,
+                slot,
+                state.attempts_made,
+                state.first_attempt_ms,
+            );
+            if let Some(outbound_item) = take_in(&ctx, item) {
+                if outbound.send(outbound_item).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let wake_at = schedule.next_due_ms().map(|due| {
+            Instant::now() + Duration::from_millis(due.saturating_sub(unix_ms()).max(0) as u64)
+        });
+        let next = tokio::select! {
+            _ = ctx.shutdown.wait() => return,
+            _ = gate_changes.changed() => continue,
+            _ = sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => continue,
+            next = ctx.retries.next() => next,
+        };
+        let (record, ticket) = match next {
+            Ok(next) => next,
+            Err(error) => {
+                warn!(%error, "consume error on the retry topic");
+                continue;
+            }
+        };
+        let state = RetryState::of(&record);
+        if let Some(evicted) = schedule.insert(
+            state.not_before_ms,
+            Waiting {
+                record,
+                ticket,
+                state,
+            },
+        ) {
+            requeue(&ctx, evicted);
+        }
+    }
+}
+
+/// More retries wait than memory allows: the one due latest goes back to the end of the
+/// retry topic, unchanged, and its offset moves once that write is acknowledged.
+fn requeue(ctx: &Arc<Context>, waiting: Waiting) {
+    let ctx = ctx.clone();
+    spawn_outcome(async move {
+        match ctx.publisher.requeue(&waiting.record).await {
+            Ok(()) => ctx.retries.complete([&waiting.ticket]),
+            Err(error) => {
+                warn!(%error, "cannot write a retry back to the retry topic; stopping");
+                ctx.shutdown
+                    .trigger(crate::shutdown::StopReason::Fatal(error.to_string()));
+            }
+        }
+    });
+}
+
+fn in_flight(
+    ctx: &Context,
+    origin: &Arc<SourceConsumer>,
+    record: SourceRecord,
+    ticket: Ticket,
+    slot: OwnedSemaphorePermit,
+    attempts: u32,
+    first_attempt_ms: Option<i64>,
+) -> InFlight {
+    ctx.metrics.records_in_flight_add(1);
+    InFlight {
+        record,
+        ticket,
+        origin: origin.clone(),
+        event_id: None,
+        action: None,
+        attempts,
+        first_attempt_ms,
+        _slot: slot,
+    }
+}
+
+/// Intake: a record to send comes back; one skipped or rejected is finished here.
+fn take_in(ctx: &Arc<Context>, mut item: InFlight) -> Option<Outbound> {
+    let rules = IntakeRules {
+        assignments: &ctx.assignments,
+        environment: ctx.environment,
+        event_max_bytes: ctx.event_max_bytes,
+        unmapped_action: ctx.unmapped_action,
+    };
+    match prepare(&item.record, &rules) {
+        Prepared::Send {
+            event_id,
+            action,
+            batch,
+        } => {
+            ctx.metrics.values_truncated(batch.truncated_values);
+            item.event_id = Some(event_id);
+            item.action = Some(action);
+            Some(Outbound {
+                item,
+                batch: batch.json,
+            })
+        }
+        Prepared::Skip {
+            event_id,
+            action,
+            reason,
+        } => {
+            item.event_id = Some(event_id);
+            item.action = Some(action);
+            ctx.metrics.event_skipped(reason);
+            ctx.finish(vec![item]);
+            None
+        }
+        Prepared::Reject {
+            event_id,
+            action,
+            mut failure,
+        } => {
+            item.event_id = event_id;
+            item.action = action;
+            failure.attempt = item.attempts;
+            failure.first_attempt_ms = item.first_attempt_ms;
+            let ctx = ctx.clone();
+            spawn_outcome(async move { ctx.dead_letter(item, failure).await });
+            None
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! `replay-dlq`: dead letters republished to the topic they were first consumed from,
+//! after the cause is fixed. Filters by error kind, action and time; `--dry-run` only
+//! lists. Each replay adds one to `forwarder-replay-count`; a record already replayed
+//! `max_replays` times is left where it is, so nothing loops forever.
+//!
+//! It reads the dead-letter topic from the beginning up to its end at the start of the
+//! run and commits nothing: running it twice replays twice (mParticle drops duplicates by
+//! `source_request_id`). Narrow it with `--since`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::sync::Arc;
+
+use crate::config::KafkaConfig;
+use crate::kafka::headers::{ERROR_KIND, ORIGINAL_TOPIC, REPLAY_COUNT};
+use crate::kafka::record::SourceRecord;
+use crate::kafka::settings;
+
+/// Which dead letters to replay.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    /// `forwarder-error-kind` values; empty: every kind.
+    pub kinds: Vec<String>,
+    /// Loyalty-event actions; empty: every action.
+    pub actions: Vec<String>,
+    /// Dead-lettered at or after this unix ms.
+    pub since_ms: Option<i64>,
+    /// Dead-lettered before this unix ms.
+    pub until_ms: Option<i64>,
+    /// Replays a record may have had already.
+    pub max_replays: u32,
+}
+
+/// What to do with one dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Replay {
+        topic: String,
+        replay_count: u32,
+    },
+    Filtered,
+    /// Replayed `max_replays` times already.
+    LoopGuard,
+    /// No `forwarder-original-topic` header: not a dead letter of this service.
+    NoOrigin,
+}
+
+/// Decides one dead letter. Pure.
+pub fn decide(record: &SourceRecord, filter: &ReplayFilter) -> Decision {
+    let Some(topic) = record.header_text(ORIGINAL_TOPIC) else {
+        return Decision::NoOrigin;
+    };
+    if !filter.kinds.is_empty() {
+        let kind = record.header_text(ERROR_KIND).unwrap_or_default();
+        if !filter.kinds.iter().any(|k| k == kind) {
+            return Decision::Filtered;
+        }
+    }
+    if !filter.actions.is_empty() {
+        let action = record
+            .value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+            .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(str::to_string));
+        if !action.is_some_and(|a| filter.actions.contains(&a)) {
+            return Decision::Filtered;
+        }
+    }
+    let at = record.timestamp_ms.unwrap_or(0);
+    if filter.since_ms.is_some_and(|since| at < since)
+        || filter.until_ms.is_some_and(|until| at >= until)
+    {
+        return Decision::Filtered;
+    }
+    let replays = record
+        .header_text(REPLAY_COUNT)
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if replays >= filter.max_replays {
+        return Decision::LoopGuard;
+    }
+    Decision::Replay {
+        topic: topic.to_string(),
+        replay_count: replays + 1,
+    }
+}
+
+/// The headers of the replayed record: the original ones without any `forwarder-*`
+/// header, plus the new replay count.
+pub fn replay_headers(record: &SourceRecord, replay_count: u32) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut headers: Vec<(String, Option<Vec<u8>>)> = record
+        .headers
+        .iter()
+        .filter(|(name, _)| !name.starts_with("forwarder-"))
+        .cloned()
+        .collect();
+    headers.push((
+        REPLAY_COUNT.to_string(),
+        Some(replay_count.to_string().into_bytes()),
+    ));
+    headers
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    pub examined: usize,
+    pub replayed: BTreeMap<String, usize>,
+    pub filtered: usize,
+    pub loop_guarded: usize,
+    pub no_origin: usize,
+}
+
+/// Replays the dead-letter topic's records as `filter` says; with `dry_run` only lists
+/// them on `out`.
+pub async fn run(
+    kafka: &KafkaConfig,
+    filter: &ReplayFilter,
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<ReplayReport> {
+    let consumer: BaseConsumer = {
+        let mut config = settings::consumer(kafka, &format!("{}.replay", kafka.group_id));
+        config.set("enable.auto.commit", "false");
+        config.create()?
+    };
+    let producer: FutureProducer = settings::producer(kafka).create()?;
+    let dlq = kafka.dlq_topic.as_str();
+    let metadata = consumer.fetch_metadata(Some(dlq), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    let mut ends = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(dlq, p, Duration::from_secs(10))?;
+        if high > low {
+            ends.insert(p, high);
+            assignment.add_partition_offset(dlq, p, Offset::Beginning)?;
+        }
+    }
+    let mut report = ReplayReport::default();
+    if ends.is_empty() {
+        return Ok(report);
+    }
+    consumer.assign(&assignment)?;
+    let topic: Arc<str> = Arc::from(dlq);
+    let mut pending = Vec::new();
+    while !ends.is_empty() {
+        let Some(result) = consumer.poll(Duration::from_secs(10)) else {
+            anyhow::bail!("no record from {dlq} for 10 s before its end; is the broker up?");
+        };
+        let message = result?;
+        let record = SourceRecord::copy_from(&message, topic.clone());
+        if ends
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            ends.remove(&message.partition());
+        }
+        report.examined += 1;
+        match decide(&record, filter) {
+            Decision::Filtered => report.filtered += 1,
+            Decision::LoopGuard => report.loop_guarded += 1,
+            Decision::NoOrigin => report.no_origin += 1,
+            Decision::Replay {
+                topic: target,
+                replay_count,
+            } => {
+                *report.replayed.entry(target.clone()).or_default() += 1;
+                writeln!(
+                    out,
+                    "{} {}/{} -> {} ({}, replay {replay_count})",
+                    if dry_run { "would replay" } else { "replaying" },
+                    record.partition,
+                    record.offset,
+                    target,
+                    record.header_text(ERROR_KIND).unwrap_or("?"),
+                )?;
+                if !dry_run {
+                    let mut headers = OwnedHeaders::new();
+                    for (key, value) in replay_headers(&record, replay_count) {
+                        headers = headers.insert(Header {
+                            key: &key,
+                            value: value.as_deref(),
+                        });
+                    }
+                    let mut out_record: FutureRecord<'_, [u8], [u8]> =
+                        FutureRecord::to(&target).headers(headers);
+                    if let Some(key) = &record.key {
+                        out_record = out_record.key(key.as_slice());
+                    }
+                    if let Some(value) = &record.value {
+                        out_record = out_record.payload(value.as_slice());
+                    }
+                    let delivery = producer.send_result(out_record).map_err(|(error, _)| {
+                        anyhow::anyhow!("cannot queue a replay to {target}: {error}")
+                    })?;
+                    pending.push(delivery);
+                }
+            }
+        }
+    }
+    for delivery in pending {
+        delivery
+            .await
+            .map_err(|_| anyhow::anyhow!("the producer went away"))?
+            .map_err(|(error, _)| anyhow::anyhow!("a replay was not acknowledged: {error}"))?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dead_letter(headers: &[(&str, &str)], value: &str, timestamp_ms: i64) -> SourceRecord {
+        SourceRecord {
+            topic: Arc::from("dlq"),
+            partition: 0,
+            offset: 3,
+            key: Some(b"c1".to_vec()),
+            value: Some(value.as_bytes().to_vec()),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), Some(v.as_bytes().to_vec())))
+                .collect(),
+            timestamp_ms: Some(timestamp_ms),
+        }
+    }
+
+    fn filter() -> ReplayFilter {
+        ReplayFilter {
+            max_replays: 3,
+            ..ReplayFilter::default()
+        }
+    }
+
+    const EVENT: &str = r#"{"id":"e1","action":"point_add","customer":{"id":"c1"}}"#;
+
+    #[test]
+    fn a_dead_letter_goes_back_to_its_original_topic() {
+        let record = dead_letter(
+            &[
+                (ORIGINAL_TOPIC, "loyalty.point-add"),
+                (ERROR_KIND, "http_4xx"),
+            ],
+            EVENT,
+            10,
+        );
+        assert_eq!(
+            decide(&record, &filter()),
+            Decision::Replay {
+                topic: "loyalty.point-add".into(),
+                replay_count: 1
+            }
+        );
+    }
+
+    #[test]
+    fn filters_select_by_kind_action_and_time() {
+        let record = dead_letter(
+            &[(ORIGINAL_TOPIC, "t"), (ERROR_KIND, "mapping")],
+            EVENT,
+            1_000,
+        );
+        let by_kind = ReplayFilter {
+            kinds: vec!["attempts_exhausted".into()],
+            ..filter()
+        };
+        assert_eq!(decide(&record, &by_kind), Decision::Filtered);
+        let by_action = ReplayFilter {
+            actions: vec!["reward_claim".into()],
+            ..filter()
+        };
+        assert_eq!(decide(&record, &by_action), Decision::Filtered);
+        let matching_action = ReplayFilter {
+            actions: vec!["point_add".into()],
+            ..filter()
+        };
+        assert!(matches!(
+            decide(&record, &matching_action),
+            Decision::Replay { .. }
+        ));
+        let too_early = ReplayFilter {
+            since_ms: Some(2_000),
+            ..filter()
+        };
+        assert_eq!(decide(&record, &too_early), Decision::Filtered);
+        let too_late = ReplayFilter {
+            until_ms: Some(1_000),
+            ..filter()
+        };
+        assert_eq!(decide(&record, &too_late), Decision::Filtered);
+    }
+
+    #[test]
+    fn a_record_replayed_too_often_stays() {
+        let record = dead_letter(&[(ORIGINAL_TOPIC, "t"), (REPLAY_COUNT, "3")], EVENT, 0);
+        assert_eq!(decide(&record, &filter()), Decision::LoopGuard);
+        let record = dead_letter(&[(ORIGINAL_TOPIC, "t"), (REPLAY_COUNT, "2")], EVENT, 0);
+        assert_eq!(
+            decide(&record, &filter()),
+            Decision::Replay {
+                topic: "t".into(),
+                replay_count: 3
+            }
+        );
+    }
+
+    #[test]
+    fn replayed_headers_drop_the_failure_and_count_the_replay() {
+        let record = dead_letter(
+            &[
+                (ORIGINAL_TOPIC, "t"),
+                (ERROR_KIND, "mapping"),
+                ("traceparent", "00-x"),
+                (REPLAY_COUNT, "1"),
+            ],
+            EVENT,
+            0,
+        );
+        let headers = replay_headers(&record, 2);
+        let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["traceparent", REPLAY_COUNT]);
+        assert_eq!(headers[1].1.as_deref(), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn a_record_of_unknown_origin_is_left_alone() {
+        assert_eq!(
+            decide(&dead_letter(&[], EVENT, 0), &filter()),
+            Decision::NoOrigin
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! The service as a process: killed with SIGKILL mid-run and restarted, two replicas with
+//! one killed, and a flood of malformed records. Nothing may go missing.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mparticle_forwarder::standin::{Fault, StandIn, StandInConfig};
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mparticle-forwarder");
+
+struct Topics {
+    sources: Vec<String>,
+    retry: String,
+    dlq: String,
+    group: String,
+}
+
+async fn topics(partitions: i32) -> Topics {
+    let t = Topics {
+        sources: vec![unique("src0"), unique("src1")],
+        retry: unique("retry"),
+        dlq: unique("dlq"),
+        group: unique("group"),
+    };
+    let mut all: Vec<&str> = t.sources.iter().map(String::as_str).collect();
+    all.push(&t.retry);
+    all.push(&t.dlq);
+    create_topics(&all, partitions).await;
+    t
+}
+
+fn spawn_forwarder(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("MPARTICLE_API_URL", standin.events_url())
+        .env("MPARTICLE_API_KEY", API_KEY)
+        .env("MPARTICLE_API_SECRET", API_SECRET)
+        .env("MPARTICLE_TIMEOUT", "1s")
+        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
+        .env("KAFKA_GROUP_ID", &t.group)
+        .env("KAFKA_TOPICS", t.sources.join(","))
+        .env("KAFKA_RETRY_TOPIC", &t.retry)
+        .env("KAFKA_DLQ_TOPIC", &t.dlq)
+        .env("RETRY_BACKOFF", "1s,2s")
+        .env(
+            "FIELD_ASSIGNMENTS_FILE",
+            "tests/data/field-assignments.toml",
+        )
+        .env("ADMIN_ADDR", "127.0.0.1:0")
+        .env("KAFKA_PROPERTY_AUTO_COMMIT_INTERVAL_MS", "200")
+        // A killed replica's partitions move after 6 s instead of 45 s.
+        .env("KAFKA_PROPERTY_SESSION_TIMEOUT_MS", "6000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    command.spawn().expect("start the forwarder")
+}
+
+async fn produce_events(t: &Topics, count: usize, prefix: &str) -> HashSet<String> {
+    let producer = producer();
+    let mut ids = HashSet::new();
+    let mut pending = Vec::new();
+    for i in 0..count {
+        let id = format!("{prefix}-{i}");
+        let customer = format!("cust-{}", i % 1013);
+        let (topic, value) = if i % 2 == 0 {
+            (&t.sources[0], point_add(&id, &customer, (i % 300) as u32))
+        } else {
+            (&t.sources[1], reward_claim(&id, &customer))
+        };
+        let record = rdkafka::producer::FutureRecord::to(topic)
+            .key(&customer)
+            .payload(&value);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        ids.insert(id);
+    }
+    for p in pending {
+        p.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    ids
+}
+
+fn dead_letter_ids(topic: &str) -> HashSet<String> {
+    read_all(topic)
+        .into_iter()
+        .filter_map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(r.value.as_deref()?).ok()?;
+            Some(v["id"].as_str()?.to_string())
+        })
+        .collect()
+}
+
+async fn wait_all_accounted_for(
+    standin: &StandIn,
+    t: &Topics,
+    ids: &HashSet<String>,
+    timeout: Duration,
+) -> (usize, usize) {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut missing: Vec<String>;
+    loop {
+        let delivered: HashSet<String> = standin.accepted_ids().into_iter().collect();
+        missing = ids
+            .iter()
+            .filter(|id| !delivered.contains(*id))
+            .cloned()
+            .collect();
+        // Reading the dead-letter topic is slow; only once few are left.
+        if missing.len() < 1_000 {
+            let dead = dead_letter_ids(&t.dlq);
+            missing.retain(|id| !dead.contains(id));
+        }
+        if missing.is_empty() || std::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let delivered: HashSet<String> = standin.accepted_ids().into_iter().collect();
+    let strangers = delivered.iter().filter(|id| !ids.contains(*id)).count();
+    assert_eq!(strangers, 0, "only produced ids arrive");
+    (delivered.len(), dead_letter_ids(&t.dlq).len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_run_and_restarted_every_event_is_delivered_or_dead_lettered() {
+    let standin = StandIn::start_local(StandInConfig {
+        api_key: API_KEY.into(),
+        api_secret: API_SECRET.into(),
+        ..StandInConfig::default()
+    })
+    .await
+    .unwrap();
+    standin.add_fault(Fault::status(503).probability(0.10));
+    standin.add_fault(Fault {
+        probability: Some(0.02),
+        ..Fault::delay(1_500)
+    });
+    let t = topics(3).await;
+    let ids = produce_events(&t, 20_000, "kill").await;
+
+    let mut first = spawn_forwarder(&standin, &t, &[]);
+    let started = eventually(Duration::from_secs(60), || {
+        standin.accepted_count() >= 5_000
+    })
+    .await;
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    assert!(
+        started,
+        "the first run delivered {}",
+        standin.accepted_count()
+    );
+    let at_kill = standin.accepted_count();
+
+    let mut second = spawn_forwarder(&standin, &t, &[]);
+    let (delivered, dead) =
+        wait_all_accounted_for(&standin, &t, &ids, Duration::from_secs(240)).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let accepted = standin.accepted_ids();
+    eprintln!(
+        "killed after {at_kill} accepted; {delivered} delivered, {dead} dead-lettered, {} duplicates by redelivery",
+        accepted.len() - delivered
+    );
+    standin.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_one_of_two_replicas_dies_the_other_takes_its_partitions() {
+    let standin = StandIn::start_local(StandInConfig {
+        api_key: API_KEY.into(),
+        api_secret: API_SECRET.into(),
+        ..StandInConfig::default()
+    })
+    .await
+    .unwrap();
+    // Slow enough that the run is still going when one replica dies.
+    standin.add_fault(Fault::delay(20));
+    let t = topics(3).await;
+    let mut a = spawn_forwarder(&standin, &t, &[("MPARTICLE_MAX_IN_FLIGHT_REQUESTS", "2")]);
+    let mut b = spawn_forwarder(&standin, &t, &[("MPARTICLE_MAX_IN_FLIGHT_REQUESTS", "2")]);
+    let ids = produce_events(&t, 20_000, "replica").await;
+    let midway = eventually(Duration::from_secs(60), || {
+        standin.accepted_count() >= 4_000
+    })
+    .await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert!(midway);
+    assert!(standin.accepted_count() < 20_000, "the kill came mid-run");
+    wait_all_accounted_for(&standin, &t, &ids, Duration::from_secs(180)).await;
+    b.kill().unwrap();
+    b.wait().unwrap();
+    standin.stop();
+}
+
+/// A small deterministic generator, so a failure can be reproduced.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+fn malformed(rng: &mut Lcg, i: usize) -> Vec<u8> {
+    match i % 8 {
+        0 => (0..(rng.next() % 200 + 1)).map(|_| rng.next() as u8).collect(),
+        1 => b"{\"id\":\"\xff\xfe\",\"action\":\"point_add\"}".to_vec(),
+        2 => format!("{}{}", "[".repeat(300), "]".repeat(300)).into_bytes(),
+        3 => format!(r#"{{"id":"huge-{i}","action":"point_add","customer":{{"id":"c"}},"data":{{"reason":"{}"}}}}"#, "x".repeat(140_000)).into_bytes(),
+        4 => format!(r#"{{"id":{i},"action":"point_add","customer":{{"id":"c"}}}}"#).into_bytes(),
+        5 => format!(r#"{{"id":"m-{i}","action":"point_add","customer":"c"}}"#).into_bytes(),
+        6 => format!(r#"{{"id":"m-{i}","action":"point_add","customer":{{"id":"c"}},"created_at":true,"data":{{"points":1}}}}"#).into_bytes(),
+        _ => format!(r#"{{"id":"m-{i}","action":"point_add","customer":{{"id":"c"}},"data":[1,2]}}"#).into_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_malformed_records_are_each_dead_lettered_and_every_good_one_delivered() {
+    let service = ServiceSpec::default().partitions(3).topics(1).spawn().await;
+    let producer = producer();
+    let mut rng = Lcg(42);
+    let mut good = HashSet::new();
+    let mut pending = Vec::new();
+    for i in 0..1_000 {
+        let bad = malformed(&mut rng, i);
+        let id = format!("good-{i}");
+        let ok = point_add(&id, "c1", 1).into_bytes();
+        good.insert(id);
+        for value in [bad, ok] {
+            let record = rdkafka::producer::FutureRecord::<str, [u8]>::to(&service.topics[0])
+                .payload(&value);
+            pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        }
+    }
+    for p in pending {
+        p.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || service.standin.accepted_count()
+            >= 1_000)
+        .await
+    );
+    let dlq = service.dlq_topic.clone();
+    assert!(eventually(Duration::from_secs(30), || read_all(&dlq).len() >= 1_000).await);
+    let delivered: HashSet<String> = service.standin.accepted_ids().into_iter().collect();
+    assert_eq!(delivered, good);
+    let dead = read_all(&service.dlq_topic);
+    assert_eq!(dead.len(), 1_000);
+    for record in &dead {
+        let kind = record.header("forwarder-error-kind").unwrap();
+        assert!(
+            ["invalid_json", "invalid_event", "too_large"].contains(&kind),
+            "{kind}"
+        );
+        assert!(!record.header("forwarder-error").unwrap().is_empty());
+    }
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    service.stop().await;
+}

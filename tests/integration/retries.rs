@@ -1,0 +1,328 @@
+//! Failures never lose an event: the delayed retry topic, the attempts, the dead-letter
+//! topic, rate limits and refused credentials. Short backoffs (`1s,2s`).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use mparticle_forwarder::standin::{Fault, RequestLog};
+
+use crate::support::*;
+
+fn requests_for(service: &TestService, id: &str) -> Vec<RequestLog> {
+    service
+        .standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.ids.iter().any(|x| x == id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_answered_503_twice_is_delivered_on_the_third_attempt() {
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    service
+        .standin
+        .add_fault(Fault::status(503).when_id("flaky").times(2));
+    let producer = producer();
+    produce(
+        &producer,
+        &service.topics[0],
+        Some("c1"),
+        point_add("flaky", "c1", 7).as_bytes(),
+    )
+    .await;
+
+    assert!(
+        eventually(Duration::from_secs(30), || service.standin.accepted_ids()
+            == ["flaky"])
+        .await
+    );
+    let attempts = requests_for(&service, "flaky");
+    let statuses: Vec<u16> = attempts.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [503, 503, 202]);
+    assert!(
+        attempts[1].at_ms - attempts[0].at_ms >= 1_000,
+        "backoff before attempt 2 is 1 s: {attempts:?}"
+    );
+    assert!(
+        attempts[2].at_ms - attempts[1].at_ms >= 2_000,
+        "backoff before attempt 3 is 2 s: {attempts:?}"
+    );
+
+    let retries = read_all(&service.retry_topic);
+    let counts: Vec<&str> = retries
+        .iter()
+        .filter_map(|r| r.header("forwarder-attempt"))
+        .collect();
+    assert_eq!(counts, ["1", "2"]);
+    for r in &retries {
+        assert_eq!(r.header("forwarder-error-kind"), Some("http_5xx"));
+        assert_eq!(r.header("forwarder-http-status"), Some("503"));
+        assert_eq!(
+            r.header("forwarder-original-topic"),
+            Some(service.topics[0].as_str())
+        );
+        assert_eq!(r.header("forwarder-original-offset"), Some("0"));
+        assert_eq!(r.key.as_deref(), Some(&b"c1"[..]));
+    }
+    assert!(read_all(&service.dlq_topic).is_empty());
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_always_answered_503_reaches_mparticle_five_times_then_is_dead_lettered() {
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    service
+        .standin
+        .add_fault(Fault::status(503).when_id("doomed"));
+    let producer = producer();
+    produce(
+        &producer,
+        &service.topics[0],
+        Some("c1"),
+        point_add("doomed", "c1", 7).as_bytes(),
+    )
+    .await;
+
+    assert!(
+        eventually(Duration::from_secs(40), || !read_all(&service.dlq_topic)
+            .is_empty())
+        .await
+    );
+    assert_eq!(requests_for(&service, "doomed").len(), 5);
+    let dead = read_all(&service.dlq_topic);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].header("forwarder-error-kind"),
+        Some("attempts_exhausted")
+    );
+    assert_eq!(dead[0].header("forwarder-attempt"), Some("5"));
+    assert_eq!(dead[0].header("forwarder-http-status"), Some("503"));
+    assert_eq!(dead[0].header("forwarder-original-offset"), Some("0"));
+    assert!(dead[0].header("forwarder-first-attempt-ms").is_some());
+    assert!(dead[0].header("forwarder-last-attempt-ms").is_some());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        requests_for(&service, "doomed").len(),
+        5,
+        "no sixth attempt"
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    let (_, metrics) = service.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(r#"events_retried_total{action="point_add",kind="http_5xx"} 4"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"events_dead_lettered_total{action="point_add",kind="attempts_exhausted"} 1"#
+        )
+    );
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_3_holds_every_request_for_3_seconds() {
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    service.standin.add_fault(
+        Fault::status(429)
+            .retry_after(3)
+            .when_id("limited")
+            .times(1),
+    );
+    let producer = producer();
+    produce(
+        &producer,
+        &service.topics[0],
+        Some("c1"),
+        point_add("limited", "c1", 1).as_bytes(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || !requests_for(
+            &service, "limited"
+        )
+        .is_empty())
+        .await
+    );
+    let limited_at = requests_for(&service, "limited")[0].at_ms;
+    for i in 0..5 {
+        produce(
+            &producer,
+            &service.topics[0],
+            Some("c2"),
+            point_add(&format!("other-{i}"), "c2", 1).as_bytes(),
+        )
+        .await;
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || service.standin.accepted_count()
+            == 6)
+        .await
+    );
+    let requests = service.standin.requests();
+    assert!(requests.len() >= 2);
+    for r in &requests[1..] {
+        assert!(
+            r.at_ms >= limited_at + 3_000,
+            "a request {} ms after the 429",
+            r.at_ms - limited_at
+        );
+    }
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_due_in_30_s_does_not_delay_one_due_in_1_s_behind_it() {
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    let producer = producer();
+    let now = mparticle_forwarder::clock::unix_ms();
+    let retry_record = |id: &str, due_ms: i64| {
+        (
+            point_add(id, "c1", 1),
+            vec![
+                ("forwarder-attempt".to_string(), "1".to_string()),
+                ("forwarder-not-before-ms".to_string(), due_ms.to_string()),
+                (
+                    "forwarder-original-topic".to_string(),
+                    service.topics[0].clone(),
+                ),
+            ],
+        )
+    };
+    for (id, due) in [("due-in-30s", now + 30_000), ("due-in-1s", now + 1_000)] {
+        let (value, headers) = retry_record(id, due);
+        produce_with_headers(
+            &producer,
+            &service.retry_topic,
+            0,
+            "c1",
+            value.as_bytes(),
+            &headers,
+        )
+        .await;
+    }
+    assert!(
+        eventually(Duration::from_secs(15), || service.standin.accepted_ids()
+            == ["due-in-1s"])
+        .await
+    );
+    let first = requests_for(&service, "due-in-1s")[0].at_ms;
+    assert!(first >= now + 1_000, "not before its time");
+    assert!(first < now + 10_000, "not held back by the later one");
+    assert!(
+        eventually(Duration::from_secs(45), || service.standin.accepted_count()
+            == 2)
+        .await
+    );
+    assert!(requests_for(&service, "due-in-30s")[0].at_ms >= now + 30_000);
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_is_dead_lettered_after_exactly_one_attempt() {
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    service
+        .standin
+        .add_fault(Fault::status(400).when_id("malformed"));
+    let producer = producer();
+    produce(
+        &producer,
+        &service.topics[0],
+        Some("c1"),
+        point_add("malformed", "c1", 1).as_bytes(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || read_all(&service.dlq_topic)
+            .len()
+            == 1)
+        .await
+    );
+    assert_eq!(requests_for(&service, "malformed").len(), 1);
+    let dead = read_all(&service.dlq_topic);
+    assert_eq!(dead[0].header("forwarder-error-kind"), Some("http_4xx"));
+    assert_eq!(dead[0].header("forwarder-attempt"), Some("1"));
+    assert!(read_all(&service.retry_topic).is_empty());
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_stop_consumption_without_dead_letters_until_they_work_again() {
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    service.standin.add_fault(Fault::status(401));
+    let producer = producer();
+    for i in 0..5 {
+        produce(
+            &producer,
+            &service.topics[0],
+            Some("c1"),
+            point_add(&format!("auth-{i}"), "c1", 1).as_bytes(),
+        )
+        .await;
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || service
+            .standin
+            .requests()
+            .iter()
+            .any(|r| r.status == 401))
+        .await
+    );
+    let admin = service.admin;
+    let not_ready = eventually(Duration::from_secs(5), || {
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("http://{admin}/readyz"),
+            ])
+            .output()
+            .map(|o| o.stdout == b"503")
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(
+        not_ready,
+        "/readyz answers 503 while credentials are refused"
+    );
+    let (_, metrics) = service.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("mparticle_forwarder_mparticle_auth_failed 1"),
+        "{metrics}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        committed(&service.group, &service.topics[0]).is_empty(),
+        "no offset moves"
+    );
+    assert!(
+        read_all(&service.dlq_topic).is_empty(),
+        "nothing dead-lettered"
+    );
+    assert!(
+        read_all(&service.retry_topic).is_empty(),
+        "no attempt burnt"
+    );
+
+    service.standin.clear_faults();
+    assert!(
+        eventually(Duration::from_secs(40), || service.standin.accepted_count()
+            == 5)
+        .await
+    );
+    let ids: HashSet<String> = service.standin.accepted_ids().into_iter().collect();
+    assert_eq!(ids.len(), 5);
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    assert_eq!(service.admin_get("/readyz").await.0, 200);
+    let (_, metrics) = service.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("mparticle_forwarder_mparticle_auth_failed 0"),
+        "{metrics}"
+    );
+    service.stop().await;
+}
