@@ -276,3 +276,63 @@ async fn a_thousand_malformed_records_are_each_dead_lettered_and_every_good_one_
     assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_commits_and_exits_0_and_a_restart_finishes_the_rest() {
+    let standin = StandIn::start_local(StandInConfig {
+        api_key: API_KEY.into(),
+        api_secret: API_SECRET.into(),
+        ..StandInConfig::default()
+    })
+    .await
+    .unwrap();
+    let t = topics(3).await;
+    let grace = [("SHUTDOWN_GRACE", "10s")];
+    let first_ids = produce_events(&t, 500, "term-a").await;
+    let mut forwarder = spawn_forwarder(&standin, &t, &grace);
+    assert!(eventually(Duration::from_secs(60), || standin.accepted_count() >= 500).await);
+
+    // Everything done: a clean stop commits every offset.
+    let stopped_at = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &forwarder.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = forwarder.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(10),
+        "within the grace period"
+    );
+    for topic in &t.sources {
+        let ends = end_offsets(topic);
+        let done = committed(&t.group, topic);
+        for (p, end) in ends {
+            assert_eq!(
+                done.get(&p).copied().unwrap_or(0),
+                end,
+                "{topic}/{p} committed to the end"
+            );
+        }
+    }
+
+    // Stopped in the middle of a run: nothing is lost across the restart.
+    let second_ids = produce_events(&t, 3_000, "term-b").await;
+    let mut forwarder = spawn_forwarder(&standin, &t, &grace);
+    eventually(Duration::from_secs(30), || {
+        standin.accepted_count() >= 1_000
+    })
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &forwarder.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(forwarder.wait().unwrap().code(), Some(0));
+    let mut forwarder = spawn_forwarder(&standin, &t, &grace);
+    let all: HashSet<String> = first_ids.union(&second_ids).cloned().collect();
+    wait_all_accounted_for(&standin, &t, &all, Duration::from_secs(60)).await;
+    forwarder.kill().unwrap();
+    forwarder.wait().unwrap();
+    standin.stop();
+}

@@ -291,9 +291,9 @@ async fn refused_credentials_stop_consumption_without_dead_letters_until_they_wo
         "/readyz answers 503 while credentials are refused"
     );
     let (_, metrics) = service.admin_get("/metrics").await;
-    assert!(
-        metrics.contains("mparticle_forwarder_mparticle_auth_failed 1"),
-        "{metrics}"
+    assert_eq!(
+        metric_value(&metrics, "mparticle_forwarder_mparticle_auth_failed"),
+        Some(1.0)
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
@@ -320,9 +320,148 @@ async fn refused_credentials_stop_consumption_without_dead_letters_until_they_wo
     assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
     assert_eq!(service.admin_get("/readyz").await.0, 200);
     let (_, metrics) = service.admin_get("/metrics").await;
+    assert_eq!(
+        metric_value(&metrics, "mparticle_forwarder_mparticle_auth_failed"),
+        Some(0.0)
+    );
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_pauses_consumption_instead_of_burning_every_attempt() {
+    let service = ServiceSpec::default()
+        .partitions(1)
+        .topics(1)
+        // Five attempts 1 s apart: without the pause, every record would be dead-lettered
+        // within the 8 s watched below.
+        .env("RETRY_MAX_ATTEMPTS", "5")
+        .env("RETRY_BACKOFF", "1s")
+        .env("MPARTICLE_BULK_LINGER", "1ms")
+        .spawn()
+        .await;
+    service.standin.add_fault(Fault::status(503));
+    let producer = producer();
+    for i in 0..12 {
+        produce(
+            &producer,
+            &service.topics[0],
+            Some("c1"),
+            point_add(&format!("outage-{i}"), "c1", 1).as_bytes(),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let admin = service.admin;
+    let open = eventually(Duration::from_secs(20), || {
+        metric_value(&scrape(admin), "mparticle_forwarder_mparticle_outage") == Some(1.0)
+    })
+    .await;
+    assert!(open, "ten failed requests in a row pause delivery");
+    let before = service.standin.requests().len();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let during = service.standin.requests().len() - before;
     assert!(
-        metrics.contains("mparticle_forwarder_mparticle_auth_failed 0"),
-        "{metrics}"
+        during <= 2,
+        "only probes while paused ({during} requests in 8 s): {:?}",
+        service.standin.requests()
+    );
+    assert!(
+        read_all(&service.dlq_topic).is_empty(),
+        "no record burnt its attempts during the outage"
+    );
+
+    service.standin.clear_faults();
+    assert!(
+        eventually(Duration::from_secs(30), || service.standin.accepted_count()
+            >= 12)
+        .await
+    );
+    let ids: HashSet<String> = service.standin.accepted_ids().into_iter().collect();
+    assert_eq!(ids.len(), 12);
+    assert!(read_all(&service.dlq_topic).is_empty());
+    let (_, metrics) = service.admin_get("/metrics").await;
+    assert_eq!(
+        metric_value(&metrics, "mparticle_forwarder_mparticle_outage"),
+        Some(0.0)
+    );
+    assert!(metrics.contains(r#"mparticle_forwarder_delivery_paused_total{reason="outage"}"#));
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_dlq_sends_dead_letters_back_and_stops_a_record_from_looping() {
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    service
+        .standin
+        .add_fault(Fault::status(400).when_id("refused-once"));
+    let producer = producer();
+    produce(
+        &producer,
+        &service.topics[0],
+        Some("c1"),
+        point_add("refused-once", "c1", 1).as_bytes(),
+    )
+    .await;
+    produce(&producer, &service.topics[0], Some("c1"), b"not json").await;
+    assert!(
+        eventually(Duration::from_secs(20), || read_all(&service.dlq_topic)
+            .len()
+            == 2)
+        .await
+    );
+
+    let replay = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mparticle-forwarder"))
+            .arg("replay-dlq")
+            .args(args)
+            .env_clear()
+            .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
+            .env("KAFKA_GROUP_ID", &service.group)
+            .env("KAFKA_TOPICS", &service.topics[0])
+            .env("KAFKA_RETRY_TOPIC", &service.retry_topic)
+            .env("KAFKA_DLQ_TOPIC", &service.dlq_topic)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let dry = replay(&["--kind", "http_4xx", "--dry-run"]);
+    assert!(dry.contains("would replay 1 of 2 dead letters"), "{dry}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        service.standin.accepted_ids().is_empty(),
+        "a dry run writes nothing"
+    );
+
+    // Replayed while mParticle still refuses it: dead-lettered again, now counted.
+    let out = replay(&["--kind", "http_4xx", "--max-replays", "1"]);
+    assert!(out.contains("replayed 1 of 2 dead letters"), "{out}");
+    let dlq = service.dlq_topic.clone();
+    assert!(eventually(Duration::from_secs(20), || read_all(&dlq).len() == 3).await);
+    let dead = read_all(&service.dlq_topic);
+    assert_eq!(
+        dead.iter()
+            .filter(|r| r.header("forwarder-replay-count") == Some("1"))
+            .count(),
+        1
+    );
+
+    // With the cause fixed, the original dead letter is replayed; the one already replayed
+    // once is left where it is.
+    service.standin.clear_faults();
+    let out = replay(&["--kind", "http_4xx", "--max-replays", "1"]);
+    assert!(out.contains("replayed 1 of 3 dead letters"), "{out}");
+    assert!(out.contains("1 left after 1 replays"), "{out}");
+    assert!(
+        eventually(Duration::from_secs(20), || service.standin.accepted_ids()
+            == ["refused-once"])
+        .await
     );
     service.stop().await;
 }

@@ -238,6 +238,30 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
     }
 }
 
+/// The value of the sample `series` (name and labels, exactly as exposed) in a
+/// Prometheus text exposition.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+/// Scrapes `/metrics` at `admin` synchronously (for use inside [`eventually`]).
+pub fn scrape(admin: SocketAddr) -> String {
+    std::process::Command::new("curl")
+        .args(["-s", &format!("http://{admin}/metrics")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 /// A loyalty event as JSON text.
 pub fn point_add(id: &str, customer: &str, points: u32) -> String {
     format!(
