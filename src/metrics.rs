@@ -41,6 +41,7 @@ pub struct Metrics {
     delivery_latency: Histogram,
     bulk_size: Histogram,
     retry_scheduled: IntGauge,
+    oldest_due_retry_age: prometheus::Gauge,
     consumer_lag: IntGaugeVec,
     auth_failed: IntGauge,
     outage: IntGauge,
@@ -151,6 +152,14 @@ impl Metrics {
                 "Batches in each Events API request.",
                 vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0],
             )?,
+            oldest_due_retry_age: {
+                let g = prometheus::Gauge::with_opts(opts(
+                    "retry_oldest_due_age_seconds",
+                    "How long the oldest retry that is due has waited to be sent (0: none waiting).",
+                ))?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             retry_scheduled: gauge("retry_scheduled", "Records waiting for their next attempt.")?,
             consumer_lag,
             auth_failed: gauge(
@@ -178,6 +187,21 @@ impl Metrics {
             )?,
             registry,
         };
+        // Series of bounded label sets exist from the start, so that rate() and alerts see a
+        // zero rather than nothing.
+        for action in &metrics.known_actions {
+            metrics
+                .events_delivered
+                .with_label_values(&[action.as_str()]);
+        }
+        for reason in [Reason::Auth, Reason::Outage] {
+            metrics
+                .gate_openings
+                .with_label_values(&[reason_label(reason)]);
+        }
+        metrics
+            .events_skipped
+            .with_label_values(&["unmapped_action"]);
         Ok(metrics)
     }
 
@@ -238,6 +262,10 @@ impl Metrics {
 
     pub fn set_retry_scheduled(&self, waiting: usize) {
         self.retry_scheduled.set(waiting as i64);
+    }
+
+    pub fn set_oldest_due_retry_age(&self, age: Duration) {
+        self.oldest_due_retry_age.set(age.as_secs_f64());
     }
 
     pub fn set_consumer_lag(&self, topic: &str, partition: i32, lag: i64) {

@@ -79,6 +79,7 @@ async fn deliver_request(
         ctx.pacer.acquire(items.len()).await;
         let attempt_ms = unix_ms();
         for o in &mut items {
+            o.item.due = None;
             o.item.attempts += 1;
             o.item.first_attempt_ms.get_or_insert(attempt_ms);
         }

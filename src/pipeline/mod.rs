@@ -17,8 +17,9 @@ pub mod intake;
 mod readers;
 pub mod retry_schedule;
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -50,7 +51,50 @@ pub(crate) struct InFlight {
     /// Delivery attempts made before this consume (0 for a source record).
     pub attempts: u32,
     pub first_attempt_ms: Option<i64>,
+    /// For a due retry not yet sent: keeps it in the oldest-due-retry gauge.
+    pub due: Option<DueToken>,
     _slot: OwnedSemaphorePermit,
+}
+
+/// Retries that are due and not yet sent (waiting for a request slot, the pacer or the
+/// gate), for the `retry_oldest_due_age_seconds` gauge.
+#[derive(Default)]
+pub(crate) struct DueRetries {
+    waiting: Mutex<BTreeMap<(i64, u64), ()>>,
+    arrivals: AtomicU64,
+}
+
+/// Registration of one due retry; dropping it (when the retry is sent or finished)
+/// removes it.
+pub(crate) struct DueToken {
+    key: (i64, u64),
+    registry: Arc<DueRetries>,
+}
+
+impl DueRetries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(i64, u64), ()>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn register(self: &Arc<Self>, due_ms: i64) -> DueToken {
+        let key = (due_ms, self.arrivals.fetch_add(1, AtomicOrdering::Relaxed));
+        self.lock().insert(key, ());
+        DueToken {
+            key,
+            registry: self.clone(),
+        }
+    }
+
+    /// When the oldest due retry not yet sent was due.
+    pub fn oldest_due_ms(&self) -> Option<i64> {
+        self.lock().first_key_value().map(|((due, _), _)| *due)
+    }
+}
+
+impl Drop for DueToken {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.key);
+    }
 }
 
 impl InFlight {
@@ -82,6 +126,7 @@ pub(crate) struct Context {
     /// Due retries between leaving the schedule and their outcome.
     pub retry_slots: Arc<Semaphore>,
     pub max_in_flight_records: usize,
+    pub due_retries: Arc<DueRetries>,
 }
 
 impl Context {
@@ -216,6 +261,7 @@ impl Pipeline {
             record_slots: Arc::new(Semaphore::new(config.max_in_flight_records)),
             retry_slots: Arc::new(Semaphore::new(config.max_in_flight_records)),
             max_in_flight_records: config.max_in_flight_records,
+            due_retries: Arc::new(DueRetries::default()),
         };
         Ok(Pipeline { ctx: Arc::new(ctx) })
     }
@@ -226,8 +272,10 @@ impl Pipeline {
         let (outbound_tx, outbound_rx) = mpsc::channel(ctx.max_in_flight_records.min(4096));
         let assembler = tokio::spawn(bulk::assemble(ctx.clone(), outbound_rx));
         let retry_reader = tokio::spawn(readers::read_retries(ctx.clone(), outbound_tx.clone()));
+        let gauges = tokio::spawn(update_gauges(ctx.clone()));
         readers::read_source(&ctx, outbound_tx).await;
         let _ = retry_reader.await;
+        gauges.abort();
 
         ctx.health.draining.store(true, Ordering::SeqCst);
         info!(
@@ -260,6 +308,20 @@ impl Pipeline {
             }
             consumer.leave();
         }
+    }
+}
+
+/// Refreshes the gauges that are not set where things happen, once a second.
+async fn update_gauges(ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let age_ms = ctx
+            .due_retries
+            .oldest_due_ms()
+            .map_or(0, |due| (crate::clock::unix_ms() - due).max(0));
+        ctx.metrics
+            .set_oldest_due_retry_age(Duration::from_millis(age_ms as u64));
     }
 }
 

@@ -105,7 +105,7 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Outbo
                 ticket,
                 state,
             } = waiting;
-            let item = in_flight(
+            let mut item = in_flight(
                 &ctx,
                 &ctx.retries,
                 record,
@@ -114,6 +114,7 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Outbo
                 state.attempts_made,
                 state.first_attempt_ms,
             );
+            item.due = Some(ctx.due_retries.register(state.not_before_ms));
             if let Some(outbound_item) = take_in(&ctx, item) {
                 if outbound.send(outbound_item).await.is_err() {
                     return;
@@ -184,6 +185,7 @@ fn in_flight(
         action: None,
         attempts,
         first_attempt_ms,
+        due: None,
         _slot: slot,
     }
 }

@@ -5,6 +5,7 @@
 mod cli;
 mod client;
 mod forwarding;
+mod operations;
 mod resilience;
 mod retries;
 mod support;

@@ -33,6 +33,12 @@ async fn topics(partitions: i32) -> Topics {
 }
 
 fn spawn_forwarder(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) -> Child {
+    forwarder_command(standin, t, extra)
+        .spawn()
+        .expect("start the forwarder")
+}
+
+fn forwarder_command(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) -> Command {
     let mut command = Command::new(BIN);
     command
         .env_clear()
@@ -60,7 +66,7 @@ fn spawn_forwarder(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) -> Chi
     for (k, v) in extra {
         command.env(k, v);
     }
-    command.spawn().expect("start the forwarder")
+    command
 }
 
 async fn produce_events(t: &Topics, count: usize, prefix: &str) -> HashSet<String> {
@@ -334,5 +340,88 @@ async fn sigterm_drains_commits_and_exits_0_and_a_restart_finishes_the_rest() {
     wait_all_accounted_for(&standin, &t, &all, Duration::from_secs(60)).await;
     forwarder.kill().unwrap();
     forwarder.wait().unwrap();
+    standin.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_each_dead_letter_and_retry_and_never_the_secret() {
+    let standin = StandIn::start_local(StandInConfig {
+        api_key: API_KEY.into(),
+        api_secret: API_SECRET.into(),
+        ..StandInConfig::default()
+    })
+    .await
+    .unwrap();
+    standin.add_fault(Fault::status(503).when_id("log-retried").times(1));
+    let t = topics(1).await;
+    let log = std::env::temp_dir().join(format!("{}.log", unique("forwarder")));
+    let mut forwarder = forwarder_command(
+        &standin,
+        &t,
+        &[("LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+    )
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
+    let producer = producer();
+    produce(
+        &producer,
+        &t.sources[0],
+        Some("c1"),
+        point_add("log-retried", "c1", 1).as_bytes(),
+    )
+    .await;
+    produce(
+        &producer,
+        &t.sources[0],
+        Some("c1"),
+        br#"{"id":"log-dead","action":"point_add","customer":{"id":"c1"}}"#,
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(30), || standin.accepted_ids()
+            == ["log-retried"])
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Command::new("kill")
+        .args(["-TERM", &forwarder.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(forwarder.wait().unwrap().code(), Some(0));
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(API_SECRET) && !text.contains(API_KEY),
+        "no credentials in the logs"
+    );
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let find = |message: &str, id: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == message && l["event_id"] == id)
+            .unwrap_or_else(|| panic!("no {message:?} line for {id}: {text}"))
+            .clone()
+    };
+    let dead = find("dead-lettered", "log-dead");
+    assert_eq!(dead["level"], "WARN");
+    assert_eq!(dead["kind"], "mapping");
+    assert_eq!(dead["topic"], t.sources[0].as_str());
+    assert!(dead["partition"].is_number() && dead["offset"].is_number());
+    assert!(dead["reason"].as_str().unwrap().contains("data.points"));
+    let retried = find(
+        "delivery failed; scheduled for another attempt",
+        "log-retried",
+    );
+    assert_eq!(retried["kind"], "http_5xx");
+    assert!(!text.contains("\"antavo_"), "no payloads at info level");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "signal received; draining" && l["signal"] == "SIGTERM")
+    );
     standin.stop();
 }
