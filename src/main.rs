@@ -15,6 +15,11 @@ use mparticle_forwarder::mparticle::Environment;
 use mparticle_forwarder::replay::{self, ReplayFilter};
 use mparticle_forwarder::telemetry;
 
+/// mimalloc instead of glibc's malloc: the pipeline allocates many small, short-lived
+/// buffers across threads (librdkafka's and tokio's); measured in BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for input that is not a mappable loyalty event (EX_DATAERR).
 const EXIT_BAD_INPUT: u8 = 65;
 

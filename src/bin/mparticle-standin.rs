@@ -34,9 +34,12 @@ struct Args {
     /// Append every accepted batch to this file as a JSON line.
     #[arg(long, env = "STANDIN_RECORD_FILE")]
     record_file: Option<PathBuf>,
-    /// Keep only counts and ids in memory, not whole batches (for benchmarks).
+    /// Benchmark mode: no contract checks, only counts, id hashes and latencies kept.
     #[arg(long)]
     fast: bool,
+    /// Answer 429 above this many batches per second.
+    #[arg(long, env = "STANDIN_RATE_LIMIT")]
+    rate_limit: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -64,7 +67,8 @@ fn main() -> ExitCode {
             api_key: args.api_key,
             api_secret: args.api_secret,
             record_file: args.record_file,
-            keep_batches: !args.fast,
+            fast: args.fast,
+            rate_limit: args.rate_limit,
         };
         let standin = match StandIn::start(listener, config) {
             Ok(standin) => standin,

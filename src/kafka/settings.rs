@@ -31,6 +31,13 @@ pub fn consumer(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
         "partition.assignment.strategy",
         "cooperative-sticky",
     );
+    // librdkafka prefetches up to 64 MiB per consumer by default; 8 MiB keeps a fetch of
+    // every partition in hand at full speed without dominating the process's memory.
+    set_default(&mut config, "queued.max.messages.kbytes", "8192");
+    // librdkafka's 50 MiB fetch responses and 100,000 prefetched messages per partition
+    // make most of the process's memory at full speed; these keep it small (BENCHMARKS.md).
+    set_default(&mut config, "fetch.max.bytes", "4194304");
+    set_default(&mut config, "queued.min.messages", "10000");
     config.set("group.id", group_id);
     config.set("enable.auto.commit", "true");
     config.set("enable.auto.offset.store", "false");

@@ -20,6 +20,9 @@ use crate::retry::RetryState;
 
 /// Pulls source records while there is room and the gate lets consumers pull.
 pub(super) async fn read_source(ctx: &Arc<Context>, outbound: mpsc::Sender<Outbound>) {
+    // One stop future for the whole loop, not a new subscription per record.
+    let stop = ctx.shutdown.wait();
+    tokio::pin!(stop);
     let mut gate_changes = ctx.gate.subscribe();
     let mut paused = false;
     loop {
@@ -34,7 +37,7 @@ pub(super) async fn read_source(ctx: &Arc<Context>, outbound: mpsc::Sender<Outbo
             None
         } else {
             tokio::select! {
-                _ = ctx.shutdown.wait() => return,
+                _ = &mut stop => return,
                 _ = gate_changes.changed() => continue,
                 slot = ctx.record_slots.clone().acquire_owned() => match slot {
                     Ok(slot) => Some(slot),
@@ -43,7 +46,7 @@ pub(super) async fn read_source(ctx: &Arc<Context>, outbound: mpsc::Sender<Outbo
             }
         };
         let next = tokio::select! {
-            _ = ctx.shutdown.wait() => return,
+            _ = &mut stop => return,
             _ = gate_changes.changed(), if paused => continue,
             next = ctx.source.next() => next,
         };
@@ -81,6 +84,8 @@ struct Waiting {
 
 /// Reads the retry topic into the schedule and hands each retry on once it is due.
 pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Outbound>) {
+    let stop = ctx.shutdown.wait();
+    tokio::pin!(stop);
     let mut schedule: RetrySchedule<Waiting> = RetrySchedule::new(ctx.max_in_flight_records);
     let mut gate_changes = ctx.gate.subscribe();
     let mut paused = false;
@@ -94,7 +99,7 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Outbo
         let now_ms = unix_ms();
         while let Some(waiting) = schedule.pop_due(now_ms) {
             let slot = tokio::select! {
-                _ = ctx.shutdown.wait() => return,
+                _ = &mut stop => return,
                 slot = ctx.retry_slots.clone().acquire_owned() => match slot {
                     Ok(slot) => slot,
                     Err(_) => return,
@@ -125,7 +130,7 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Outbo
             Instant::now() + Duration::from_millis(due.saturating_sub(unix_ms()).max(0) as u64)
         });
         let next = tokio::select! {
-            _ = ctx.shutdown.wait() => return,
+            _ = &mut stop => return,
             _ = gate_changes.changed() => continue,
             _ = sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => continue,
             next = ctx.retries.next() => next,

@@ -14,6 +14,7 @@
 pub mod contract;
 pub mod faults;
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
@@ -47,9 +48,14 @@ pub struct StandInConfig {
     pub api_secret: String,
     /// Append every accepted batch to this file as one JSON line.
     pub record_file: Option<PathBuf>,
-    /// Keep accepted batches and the request log in memory (off for benchmarks: then only
-    /// counts and ids are kept).
-    pub keep_batches: bool,
+    /// Fast mode, for benchmarks: after the credentials check, no contract checks and
+    /// nothing kept but counts, a hash of each `source_request_id` (for the unique count)
+    /// and each batch's latency (acceptance time minus `timestamp_unixtime_ms`). It reads
+    /// the forwarder's compact JSON by scanning, not parsing.
+    pub fast: bool,
+    /// Answer 429 (`Retry-After: 1`) above this many batches per second (a token bucket
+    /// holding one second's worth), as mParticle's per-account limit does.
+    pub rate_limit: Option<f64>,
 }
 
 impl Default for StandInConfig {
@@ -58,7 +64,8 @@ impl Default for StandInConfig {
             api_key: "local-key".into(),
             api_secret: "local-secret".into(),
             record_file: None,
-            keep_batches: true,
+            fast: false,
+            rate_limit: None,
         }
     }
 }
@@ -80,7 +87,33 @@ struct Recorded {
     accepted_ids: Vec<String>,
     requests: Vec<RequestLog>,
     request_count: u64,
+    accepted_count: u64,
     by_status: std::collections::BTreeMap<u16, u64>,
+    /// Fast mode: hashes of accepted ids, and latencies in ms.
+    unique_hashes: HashSet<u64>,
+    latencies_ms: Vec<i64>,
+}
+
+/// A token bucket in batches, refilled at `rate` per second up to one second's worth.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl RateLimit {
+    fn take(&mut self, batches: usize) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+        if self.tokens >= batches as f64 {
+            self.tokens -= batches as f64;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 struct State {
@@ -88,6 +121,7 @@ struct State {
     faults: Mutex<FaultScript>,
     recorded: Mutex<Recorded>,
     file: Mutex<Option<BufWriter<File>>>,
+    rate_limit: Option<Mutex<RateLimit>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,11 +149,19 @@ impl StandIn {
             )),
             None => None,
         };
+        let rate_limit = config.rate_limit.map(|rate| {
+            Mutex::new(RateLimit {
+                rate,
+                tokens: rate,
+                at: std::time::Instant::now(),
+            })
+        });
         let state = Arc::new(State {
             config,
             faults: Mutex::new(FaultScript::default()),
             recorded: Mutex::new(Recorded::default()),
             file: Mutex::new(file),
+            rate_limit,
         });
         let shutdown = Shutdown::new();
         let handler_state = state.clone();
@@ -169,8 +211,24 @@ impl StandIn {
         lock(&self.state.recorded).accepted_ids.clone()
     }
 
+    /// Batches accepted, duplicates included (both modes).
     pub fn accepted_count(&self) -> usize {
-        lock(&self.state.recorded).accepted_ids.len()
+        lock(&self.state.recorded).accepted_count as usize
+    }
+
+    /// Fast mode: distinct `source_request_id`s accepted.
+    pub fn unique_accepted(&self) -> usize {
+        lock(&self.state.recorded).unique_hashes.len()
+    }
+
+    /// Fast mode: each accepted batch's acceptance time minus its `timestamp_unixtime_ms`.
+    pub fn latencies_ms(&self) -> Vec<i64> {
+        lock(&self.state.recorded).latencies_ms.clone()
+    }
+
+    /// Answers given, by status.
+    pub fn status_counts(&self) -> std::collections::BTreeMap<u16, u64> {
+        lock(&self.state.recorded).by_status.clone()
     }
 
     /// Every request seen, in order.
@@ -287,6 +345,67 @@ fn ids_in(body: &[u8]) -> Vec<String> {
     }
 }
 
+/// Fast mode's view of a body: every `source_request_id` and `timestamp_unixtime_ms`,
+/// found by scanning the forwarder's compact JSON.
+fn scan_batches(body: &[u8]) -> Vec<(&[u8], Option<i64>)> {
+    const ID: &[u8] = b"\"source_request_id\":\"";
+    const TS: &[u8] = b"\"timestamp_unixtime_ms\":";
+    let find =
+        |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).position(|w| w == needle);
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some(at) = find(rest, ID) {
+        let after = &rest[at + ID.len()..];
+        let end = after.iter().position(|b| *b == b'"').unwrap_or(after.len());
+        let id = &after[..end];
+        // The event's timestamp follows within the same batch.
+        let next_id = find(&after[end..], ID).map_or(after.len(), |p| end + p);
+        let timestamp = find(&after[..next_id], TS).and_then(|p| {
+            let digits = &after[p + TS.len()..];
+            let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+            std::str::from_utf8(&digits[..len]).ok()?.parse().ok()
+        });
+        out.push((id, timestamp));
+        rest = &after[end..];
+    }
+    out
+}
+
+fn fast_accept(state: &State, body: &[u8]) -> HttpResponse {
+    let batches = scan_batches(body);
+    if let Some(limit) = &state.rate_limit {
+        if !lock(limit).take(batches.len()) {
+            return rate_limited();
+        }
+    }
+    let now = crate::clock::unix_ms();
+    let mut recorded = lock(&state.recorded);
+    recorded.accepted_count += batches.len() as u64;
+    for (id, timestamp) in batches {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(id, &mut hasher);
+        recorded
+            .unique_hashes
+            .insert(std::hash::Hasher::finish(&hasher));
+        if let Some(ts) = timestamp {
+            recorded.latencies_ms.push(now - ts);
+        }
+    }
+    http_server::json(StatusCode::ACCEPTED, "{}")
+}
+
+fn rate_limited() -> HttpResponse {
+    let mut response = http_server::text(StatusCode::TOO_MANY_REQUESTS, "");
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(1u32));
+    response.headers_mut().insert(
+        "x-mp-rate-limit-exceeded",
+        HeaderValue::from_static("account"),
+    );
+    response
+}
+
 async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> HttpResponse {
     let at_ms = crate::clock::unix_ms();
     let path = request.uri().path().to_string();
@@ -295,6 +414,19 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
         Ok(body) => body,
         Err(e) => return bad_request(&e),
     };
+    if state.config.fast {
+        let response = match auth {
+            Err(status) => http_server::text(status, ""),
+            Ok(()) => fast_accept(&state, &body),
+        };
+        let mut recorded = lock(&state.recorded);
+        recorded.request_count += 1;
+        *recorded
+            .by_status
+            .entry(response.status().as_u16())
+            .or_default() += 1;
+        return response;
+    }
     let ids = ids_in(&body);
     let fault = lock(&state.faults).take(&ids);
     if let Some(fault) = &fault {
@@ -321,8 +453,16 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
         (Ok(()), None) => match contract::check_request(&body, bulk) {
             Err(message) => bad_request(&message),
             Ok(batches) => {
-                record_accepted(&state, batches);
-                http_server::json(StatusCode::ACCEPTED, "{}")
+                let allowed = match &state.rate_limit {
+                    Some(limit) => lock(limit).take(batches.len()),
+                    None => true,
+                };
+                if allowed {
+                    record_accepted(&state, batches);
+                    http_server::json(StatusCode::ACCEPTED, "{}")
+                } else {
+                    rate_limited()
+                }
             }
         },
     };
@@ -330,14 +470,12 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
     let mut recorded = lock(&state.recorded);
     recorded.request_count += 1;
     *recorded.by_status.entry(status).or_default() += 1;
-    if state.config.keep_batches {
-        recorded.requests.push(RequestLog {
-            at_ms,
-            path,
-            status,
-            ids,
-        });
-    }
+    recorded.requests.push(RequestLog {
+        at_ms,
+        path,
+        status,
+        ids,
+    });
     response
 }
 
@@ -350,6 +488,7 @@ fn record_accepted(state: &State, batches: Vec<Value>) {
         let _ = file.flush();
     }
     let mut recorded = lock(&state.recorded);
+    recorded.accepted_count += batches.len() as u64;
     for batch in batches {
         let id = batch
             .get("source_request_id")
@@ -357,8 +496,29 @@ fn record_accepted(state: &State, batches: Vec<Value>) {
             .unwrap_or_default()
             .to_string();
         recorded.accepted_ids.push(id);
-        if state.config.keep_batches {
-            recorded.batches.push(batch);
-        }
+        recorded.batches.push(batch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_mode_scans_ids_and_timestamps() {
+        let body = br#"[{"environment":"production","schema_version":2,"source_request_id":"a1","events":[{"event_type":"custom_event","data":{"timestamp_unixtime_ms":1000,"source_message_id":"a1"}}]},{"source_request_id":"b2","events":[{"data":{"source_message_id":"b2"}}]}]"#;
+        let found = scan_batches(body);
+        assert_eq!(found, vec![(&b"a1"[..], Some(1000)), (&b"b2"[..], None)]);
+    }
+
+    #[test]
+    fn the_rate_limit_allows_one_second_of_burst() {
+        let mut limit = RateLimit {
+            rate: 100.0,
+            tokens: 100.0,
+            at: std::time::Instant::now(),
+        };
+        assert!(limit.take(100));
+        assert!(!limit.take(10));
     }
 }

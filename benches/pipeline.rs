@@ -1,0 +1,555 @@
+//! The end-to-end benchmark (not a test): the local Kafka broker, the stand-in in fast
+//! mode, and the release forwarder as its own process, measured from outside.
+//!
+//! `scripts/bench.sh [--events N]` builds and runs it; BENCHMARKS.md has the figures.
+//! Reports, in order: the sink's own capacity; a consume-only floor over the preloaded
+//! topics (librdkafka alone: no decoding, no HTTP); the forwarder draining the same
+//! backlog (events per second, CPU seconds per million events, peak RSS); latency at a
+//! steady 5,000 events per second; pacing against a rate-limited sink.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mparticle_forwarder::standin::{StandIn, StandInConfig};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+const KEY: &str = "bench-key";
+const SECRET: &str = "bench-secret";
+
+struct Args {
+    events: usize,
+    bootstrap: String,
+    forwarder: String,
+}
+
+fn args() -> Args {
+    let mut events = 1_000_000;
+    let mut iter = std::env::args().skip(1);
+    while let Some(arg) = iter.next() {
+        if arg == "--events" {
+            events = iter
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("--events N");
+        }
+    }
+    Args {
+        events,
+        bootstrap: std::env::var("MPF_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+        forwarder: std::env::var("MPF_BENCH_FORWARDER")
+            .unwrap_or_else(|_| "target/release/mparticle-forwarder".into()),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("bench-{prefix}-{nanos:x}")
+}
+
+/// CPU seconds (user + system) and peak RSS (bytes) of a process, from /proc.
+fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the name.
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    (ticks / 100.0, hwm_kb * 1024)
+}
+
+async fn create_topics(bootstrap: &str, names: &[String], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+}
+
+/// A loyalty event of about 400 bytes. Without `created_at` the batch's timestamp is the
+/// record's, which the latency run needs.
+fn event(i: usize, with_created_at: bool) -> String {
+    let created = if with_created_at {
+        r#""created_at":"2026-11-28T12:00:00Z","#
+    } else {
+        ""
+    };
+    if i % 2 == 0 {
+        format!(
+            r#"{{"id":"bench-{i:09}","action":"point_add",{created}"customer":{{"id":"cust-{c:06}","email":"member{c}@example.com","phone":"+3620{c:07}","first_name":"Ana","tier":"gold","spendable":49482,"score":49492}},"data":{{"points":{p},"reason":"purchase","account":"main"}}}}"#,
+            c = i % 100_000,
+            p = i % 1000
+        )
+    } else {
+        format!(
+            r#"{{"id":"bench-{i:09}","action":"reward_claim",{created}"customer":{{"id":"cust-{c:06}","email":"member{c}@example.com","tier":"silver"}},"data":{{"reward_id":"rw-{r:08x}","reward_name":"10% off Winter Collection","points_spent":500,"coupon":{{"code":"TC{r:05}","type":"single"}}}}}}"#,
+            c = i % 100_000,
+            r = i
+        )
+    }
+}
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap()
+}
+
+async fn preload(bootstrap: &str, topics: &[String], events: usize) -> f64 {
+    let producer = producer(bootstrap);
+    let started = Instant::now();
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..events {
+        let value = event(i, true);
+        let key = format!("cust-{:06}", i % 100_000);
+        let mut record = FutureRecord::to(&topics[i % 2]).key(&key).payload(&value);
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push_back(delivery);
+                    break;
+                }
+                // The local queue is full: wait for the oldest acknowledgement.
+                Err((_, back)) => {
+                    record = back;
+                    match pending.pop_front() {
+                        Some(d) => {
+                            let _ = d.await;
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+            }
+        }
+        if pending.len() > 200_000 {
+            while pending.len() > 100_000 {
+                let _ = pending.pop_front().unwrap().await;
+            }
+        }
+    }
+    for d in pending {
+        d.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    started.elapsed().as_secs_f64()
+}
+
+fn spawn_forwarder(
+    a: &Args,
+    standin: &StandIn,
+    topics: &[String],
+    group: &str,
+    extra: &[(&str, String)],
+) -> Child {
+    let mut command = Command::new(&a.forwarder);
+    command
+        .env_clear()
+        .env("MPARTICLE_API_URL", standin.events_url())
+        .env("MPARTICLE_API_KEY", KEY)
+        .env("MPARTICLE_API_SECRET", SECRET)
+        .env("KAFKA_BOOTSTRAP_SERVERS", &a.bootstrap)
+        .env("KAFKA_GROUP_ID", group)
+        .env("KAFKA_TOPICS", topics.join(","))
+        .env("KAFKA_RETRY_TOPIC", format!("{group}.retry-topic"))
+        .env("KAFKA_DLQ_TOPIC", format!("{group}.dlq-topic"))
+        .env("FIELD_ASSIGNMENTS_FILE", "config/field-assignments.toml")
+        .env("ADMIN_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    // Extra settings for experiments: MPF_BENCH_FORWARDER_ENV="NAME=value NAME=value".
+    if let Ok(settings) = std::env::var("MPF_BENCH_FORWARDER_ENV") {
+        for pair in settings.split_whitespace() {
+            if let Some((k, v)) = pair.split_once('=') {
+                command.env(k, v);
+            }
+        }
+    }
+    command
+        .spawn()
+        .expect("the release forwarder (cargo build --release)")
+}
+
+async fn standin(rate_limit: Option<f64>) -> StandIn {
+    StandIn::start_local(StandInConfig {
+        api_key: KEY.into(),
+        api_secret: SECRET.into(),
+        fast: true,
+        rate_limit,
+        ..StandInConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// How many batches per second the fast sink takes, from 8 concurrent clients sending
+/// bulk requests of 100 batches for 3 s.
+async fn sink_capacity() -> f64 {
+    let sink = standin(None).await;
+    let body: Vec<u8> = {
+        let batches: Vec<String> = (0..100)
+            .map(|i| {
+                let text =
+                    std::fs::read_to_string("tests/data/events/point_add.expected-batch.json")
+                        .unwrap();
+                let compact: serde_json::Value =
+                    serde_json::from_str(&text.replace("evt_01JD4T9F3M2K", &format!("cap-{i}")))
+                        .unwrap();
+                compact.to_string()
+            })
+            .collect();
+        format!("[{}]", batches.join(",")).into_bytes()
+    };
+    let url = sink.events_url().replace("/events", "/bulkevents");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, url, body) = (client.clone(), url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let _ = client
+                    .post(&url)
+                    .basic_auth(KEY, Some(SECRET))
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await;
+            }
+        }));
+    }
+    let started = Instant::now();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = sink.accepted_count() as f64 / started.elapsed().as_secs_f64();
+    sink.stop();
+    rate
+}
+
+/// The floor: a consume-only pass in a child process (this binary with `--floor`).
+fn floor(a: &Args, topics: &[String]) -> (f64, f64) {
+    let started = Instant::now();
+    let output = Command::new(std::env::current_exe().unwrap())
+        .arg("--floor-child")
+        .env("FLOOR_TOPICS", topics.join(","))
+        .env("FLOOR_EVENTS", a.events.to_string())
+        .env("MPF_TEST_KAFKA", &a.bootstrap)
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu: f64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN);
+    (elapsed, cpu)
+}
+
+fn floor_child() {
+    let topics: Vec<String> = std::env::var("FLOOR_TOPICS")
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let events: usize = std::env::var("FLOOR_EVENTS").unwrap().parse().unwrap();
+    let kafka = mparticle_forwarder::config::KafkaConfig {
+        bootstrap_servers: std::env::var("MPF_TEST_KAFKA").unwrap(),
+        group_id: unique("floor"),
+        topics: topics.clone(),
+        retry_topic: "unused".into(),
+        dlq_topic: "unused".into(),
+        properties: vec![],
+    };
+    // The forwarder's own consumer settings, so the floor differs only in what is done per record.
+    let consumer: BaseConsumer =
+        mparticle_forwarder::kafka::settings::consumer(&kafka, &kafka.group_id)
+            .create()
+            .unwrap();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).unwrap();
+    let mut seen = 0usize;
+    let mut bytes = 0usize;
+    while seen < events {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            seen += 1;
+            bytes += rdkafka::Message::payload(&m).map_or(0, <[u8]>::len);
+        }
+    }
+    std::hint::black_box(bytes);
+    let (cpu, _) = cpu_and_peak_rss(std::process::id());
+    println!("{cpu}");
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return -1;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--floor-child") {
+        floor_child();
+        return;
+    }
+    let a = args();
+    if std::env::var_os("MPF_BENCH_ONLY_LATENCY").is_some() {
+        latency(&a).await;
+        return;
+    }
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    println!("## Run of {}", chrono_free_now());
+    println!(
+        "machine: {} cores ({cpu_model}), {} GiB",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        mem_gib()
+    );
+    println!("events: {}", a.events);
+
+    let capacity = sink_capacity().await;
+    println!("sink capacity (fast stand-in, 8 clients, bulk of 100): {capacity:.0} batches/s");
+
+    let topics = vec![unique("point-add"), unique("reward-claim")];
+    create_topics(&a.bootstrap, &topics, 3).await;
+    let preload_secs = preload(&a.bootstrap, &topics, a.events).await;
+    println!(
+        "preloaded {} events (~400 B, lz4) into 2 topics x 3 partitions in {preload_secs:.1} s",
+        a.events
+    );
+
+    let (floor_secs, floor_cpu) = floor(&a, &topics);
+    println!(
+        "floor (librdkafka consume only): {:.0} events/s, {:.2} CPU s per million events",
+        a.events as f64 / floor_secs,
+        floor_cpu / a.events as f64 * 1e6
+    );
+
+    let sink = standin(None).await;
+    let group = unique("group");
+    create_topics(
+        &a.bootstrap,
+        &[format!("{group}.retry-topic"), format!("{group}.dlq-topic")],
+        3,
+    )
+    .await;
+    let started = Instant::now();
+    let mut child = spawn_forwarder(&a, &sink, &topics, &group, &[]);
+    let mut first_at = None;
+    while sink.unique_accepted() < a.events {
+        if first_at.is_none() && sink.accepted_count() > 0 {
+            first_at = Some(Instant::now());
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            panic!(
+                "only {} of {} delivered in 15 minutes",
+                sink.unique_accepted(),
+                a.events
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = started.elapsed().as_secs_f64();
+    let steady = first_at.map_or(total, |f| f.elapsed().as_secs_f64());
+    let (cpu, rss) = cpu_and_peak_rss(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "forwarder: {:.0} events/s from start ({total:.1} s), {:.0} events/s from the first delivery; \
+         {:.2} CPU s per million events ({:.1}x the floor); peak RSS {:.1} MiB; {} requests, {} duplicates",
+        a.events as f64 / total,
+        a.events as f64 / steady,
+        cpu / a.events as f64 * 1e6,
+        (cpu / a.events as f64) / (floor_cpu / a.events as f64),
+        rss as f64 / 1048576.0,
+        sink.status_counts().values().sum::<u64>(),
+        sink.accepted_count() - sink.unique_accepted(),
+    );
+    sink.stop();
+
+    if std::env::var_os("MPF_BENCH_SKIP_LATENCY").is_none() {
+        latency(&a).await;
+        pacing(&a, 270.0).await;
+    }
+}
+
+async fn latency(a: &Args) {
+    let sink = standin(None).await;
+    let topics = vec![unique("lat-a"), unique("lat-b")];
+    create_topics(&a.bootstrap, &topics, 3).await;
+    let group = unique("lat-group");
+    create_topics(
+        &a.bootstrap,
+        &[format!("{group}.retry-topic"), format!("{group}.dlq-topic")],
+        3,
+    )
+    .await;
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let mut child = spawn_forwarder(a, &sink, &topics, &group, &[("ADMIN_ADDR", admin.clone())]);
+    // Produce only once the consumer has joined its group (readyz), so that the join is
+    // not counted as latency.
+    let ready_url = format!("http://{admin}/readyz");
+    for _ in 0..300 {
+        if reqwest::get(&ready_url)
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &a.bootstrap)
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    let rate = 5_000usize;
+    let seconds = 20usize;
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for i in 0..rate * seconds {
+        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let value = event(i, false);
+        let key = format!("cust-{:06}", i % 100_000);
+        pending.push(
+            producer
+                .send_result(FutureRecord::to(&topics[i % 2]).key(&key).payload(&value))
+                .map_err(|(e, _)| e)
+                .unwrap(),
+        );
+    }
+    for p in pending {
+        let _ = p.await;
+    }
+    while sink.unique_accepted() < rate * seconds {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut latencies = sink.latencies_ms();
+    // The first 2 s are warm-up (connections, first fetches).
+    let latencies = latencies.split_off((rate * 2).min(latencies.len()));
+    let mut sorted = latencies;
+    sorted.sort_unstable();
+    println!(
+        "latency at {rate} events/s for {seconds} s (record timestamp to the sink's acceptance, first 2 s dropped): p50 {} ms, p99 {} ms, max {} ms",
+        percentile(&sorted, 0.5),
+        percentile(&sorted, 0.99),
+        sorted.last().copied().unwrap_or(-1)
+    );
+    sink.stop();
+}
+
+async fn pacing(a: &Args, limit: f64) {
+    let sink = standin(Some(limit)).await;
+    let topics = vec![unique("pace-a"), unique("pace-b")];
+    create_topics(&a.bootstrap, &topics, 3).await;
+    let events = (limit * 20.0) as usize;
+    preload(&a.bootstrap, &topics, events).await;
+    let group = unique("pace-group");
+    create_topics(
+        &a.bootstrap,
+        &[format!("{group}.retry-topic"), format!("{group}.dlq-topic")],
+        3,
+    )
+    .await;
+    let mut child = spawn_forwarder(
+        a,
+        &sink,
+        &topics,
+        &group,
+        &[("MPARTICLE_MAX_BATCHES_PER_SECOND", limit.to_string())],
+    );
+    let mut first_at = None;
+    while sink.unique_accepted() < events {
+        if first_at.is_none() && sink.accepted_count() > 0 {
+            first_at = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = first_at.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
+    let _ = child.kill();
+    let _ = child.wait();
+    let statuses = sink.status_counts();
+    let requests: u64 = statuses.values().sum();
+    let limited = statuses.get(&429).copied().unwrap_or(0);
+    // The first request's batches arrive at once; the rate is over the rest.
+    let first_request = events.min(limit as usize / 5);
+    println!(
+        "pacing at a limit of {limit} batches/s (MPARTICLE_MAX_BATCHES_PER_SECOND={limit}): {:.1} batches/s ({:.1}% of the limit), {limited} of {requests} requests answered 429 ({:.2}%)",
+        (events - first_request) as f64 / elapsed,
+        (events - first_request) as f64 / elapsed / limit * 100.0,
+        limited as f64 / requests.max(1) as f64 * 100.0
+    );
+    sink.stop();
+}
+
+fn mem_gib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024 / 1024)
+}
+
+fn chrono_free_now() -> String {
+    Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%dT%H:%M:%SZ")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
