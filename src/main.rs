@@ -151,15 +151,9 @@ fn replay_dlq(filter: ReplayFilter, dry_run: bool) -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("mparticle-forwarder: cannot start the runtime: {error}");
-            return ExitCode::from(app::EXIT_FATAL);
-        }
+        Err(code) => return code,
     };
     let mut stdout = std::io::stdout();
     match runtime.block_on(replay::run(&config.kafka, &filter, dry_run, &mut stdout)) {
@@ -198,21 +192,25 @@ fn load_or_report() -> Result<Settings, ExitCode> {
     })
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("mparticle-forwarder: cannot start the runtime: {error}");
+            ExitCode::from(app::EXIT_FATAL)
+        })
+}
+
 fn run() -> ExitCode {
     let settings = match load_or_report() {
         Ok(settings) => settings,
         Err(code) => return code,
     };
     telemetry::init(settings.config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("mparticle-forwarder: cannot start the runtime: {error}");
-            return ExitCode::from(app::EXIT_FATAL);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let app = match App::build(settings).await {

@@ -7,19 +7,9 @@ use mparticle_forwarder::config::{MparticleConfig, Secret};
 use mparticle_forwarder::mparticle::client::Client;
 use mparticle_forwarder::mparticle::response::Verdict;
 use mparticle_forwarder::outcome::ErrorKind;
-use mparticle_forwarder::standin::{Fault, StandIn, StandInConfig};
+use mparticle_forwarder::standin::{Fault, StandIn};
 
-use crate::support::{API_KEY, API_SECRET};
-
-async fn standin() -> StandIn {
-    StandIn::start_local(StandInConfig {
-        api_key: API_KEY.into(),
-        api_secret: API_SECRET.into(),
-        ..StandInConfig::default()
-    })
-    .await
-    .unwrap()
-}
+use crate::support::{API_KEY, API_SECRET, standin};
 
 fn client(standin: &StandIn, key: &str, secret: &str) -> Client {
     let events_url = standin.events_url();

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use mparticle_forwarder::standin::{Fault, StandIn, StandInConfig};
+use mparticle_forwarder::standin::{Fault, StandIn};
 
 use crate::support::*;
 
@@ -142,13 +142,7 @@ async fn wait_all_accounted_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_run_and_restarted_every_event_is_delivered_or_dead_lettered() {
-    let standin = StandIn::start_local(StandInConfig {
-        api_key: API_KEY.into(),
-        api_secret: API_SECRET.into(),
-        ..StandInConfig::default()
-    })
-    .await
-    .unwrap();
+    let standin = standin().await;
     standin.add_fault(Fault::status(503).probability(0.10));
     standin.add_fault(Fault {
         probability: Some(0.02),
@@ -186,13 +180,7 @@ async fn killed_mid_run_and_restarted_every_event_is_delivered_or_dead_lettered(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_one_of_two_replicas_dies_the_other_takes_its_partitions() {
-    let standin = StandIn::start_local(StandInConfig {
-        api_key: API_KEY.into(),
-        api_secret: API_SECRET.into(),
-        ..StandInConfig::default()
-    })
-    .await
-    .unwrap();
+    let standin = standin().await;
     // Slow enough that the run is still going when one replica dies.
     standin.add_fault(Fault::delay(20));
     let t = topics(3).await;
@@ -285,13 +273,7 @@ async fn a_thousand_malformed_records_are_each_dead_lettered_and_every_good_one_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_commits_and_exits_0_and_a_restart_finishes_the_rest() {
-    let standin = StandIn::start_local(StandInConfig {
-        api_key: API_KEY.into(),
-        api_secret: API_SECRET.into(),
-        ..StandInConfig::default()
-    })
-    .await
-    .unwrap();
+    let standin = standin().await;
     let t = topics(3).await;
     let grace = [("SHUTDOWN_GRACE", "10s")];
     let first_ids = produce_events(&t, 500, "term-a").await;
@@ -345,13 +327,7 @@ async fn sigterm_drains_commits_and_exits_0_and_a_restart_finishes_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_name_each_dead_letter_and_retry_and_never_the_secret() {
-    let standin = StandIn::start_local(StandInConfig {
-        api_key: API_KEY.into(),
-        api_secret: API_SECRET.into(),
-        ..StandInConfig::default()
-    })
-    .await
-    .unwrap();
+    let standin = standin().await;
     standin.add_fault(Fault::status(503).when_id("log-retried").times(1));
     let t = topics(1).await;
     let log = std::env::temp_dir().join(format!("{}.log", unique("forwarder")));

@@ -275,6 +275,17 @@ pub fn reward_claim(id: &str, customer: &str) -> String {
     )
 }
 
+/// A recording stand-in on a free local port, accepting the tests' credentials.
+pub async fn standin() -> StandIn {
+    StandIn::start_local(StandInConfig {
+        api_key: API_KEY.into(),
+        api_secret: API_SECRET.into(),
+        ..StandInConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
 /// One service under test with its own topics, group and stand-in.
 pub struct TestService {
     pub standin: StandIn,
@@ -322,14 +333,7 @@ impl ServiceSpec {
 
     /// Creates the topics, starts a stand-in and the service.
     pub async fn spawn(self) -> TestService {
-        let standin = StandIn::start_local(StandInConfig {
-            api_key: API_KEY.into(),
-            api_secret: API_SECRET.into(),
-            ..StandInConfig::default()
-        })
-        .await
-        .unwrap();
-        self.spawn_with(standin).await
+        self.spawn_with(standin().await).await
     }
 
     /// As [`spawn`](Self::spawn), against a given stand-in.
