@@ -17,8 +17,6 @@ pub enum ErrorKind {
     Http5xx,
     /// mParticle refused the batch for good (400, 404, 413, 422, 501, other 4xx).
     Http4xx,
-    /// mParticle refused the credentials (401, 403).
-    Auth,
     /// The record value is not UTF-8 JSON.
     InvalidJson,
     /// The record is JSON but not a loyalty event (schema, missing required field).
@@ -41,7 +39,6 @@ impl ErrorKind {
             ErrorKind::Http429 => "http_429",
             ErrorKind::Http5xx => "http_5xx",
             ErrorKind::Http4xx => "http_4xx",
-            ErrorKind::Auth => "auth",
             ErrorKind::InvalidJson => "invalid_json",
             ErrorKind::InvalidEvent => "invalid_event",
             ErrorKind::Mapping => "mapping",
@@ -64,7 +61,6 @@ pub const ALL_KINDS: &[ErrorKind] = &[
     ErrorKind::Http429,
     ErrorKind::Http5xx,
     ErrorKind::Http4xx,
-    ErrorKind::Auth,
     ErrorKind::InvalidJson,
     ErrorKind::InvalidEvent,
     ErrorKind::Mapping,

@@ -18,7 +18,7 @@ mod readers;
 pub mod retry_schedule;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,7 +77,7 @@ impl DueRetries {
     }
 
     pub fn register(self: &Arc<Self>, due_ms: i64) -> DueToken {
-        let key = (due_ms, self.arrivals.fetch_add(1, AtomicOrdering::Relaxed));
+        let key = (due_ms, self.arrivals.fetch_add(1, Ordering::Relaxed));
         self.lock().insert(key, ());
         DueToken {
             key,
