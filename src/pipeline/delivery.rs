@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::gate::{Change, Reason};
-use super::{Context, InFlight, spawn_outcome};
+use super::{Context, InFlight};
 use crate::clock::unix_ms;
 use crate::kafka::headers::Failure;
 use crate::mparticle::client::Answer;
@@ -128,7 +128,7 @@ async fn deliver_request(
                 for o in items {
                     let f = failure(&o.item, kind, &answer, attempt_ms);
                     let ctx = ctx.clone();
-                    spawn_outcome(async move { ctx.dead_letter(o.item, f).await });
+                    tokio::spawn(async move { ctx.dead_letter(o.item, f).await });
                 }
                 return;
             }
@@ -143,7 +143,7 @@ async fn deliver_request(
                     match next_step(&ctx.retry, o.item.attempts, answer.retry_after, answered_ms) {
                         NextStep::RetryAt { not_before_ms } => {
                             f.not_before_ms = Some(not_before_ms);
-                            spawn_outcome(async move { ctx.retry_later(o.item, f).await });
+                            tokio::spawn(async move { ctx.retry_later(o.item, f).await });
                         }
                         NextStep::Exhausted => {
                             f.error = format!(
@@ -151,7 +151,7 @@ async fn deliver_request(
                                 o.item.attempts, f.error
                             );
                             f.kind = ErrorKind::AttemptsExhausted;
-                            spawn_outcome(async move { ctx.dead_letter(o.item, f).await });
+                            tokio::spawn(async move { ctx.dead_letter(o.item, f).await });
                         }
                     }
                 }

@@ -132,14 +132,16 @@ pub(crate) struct Context {
 impl Context {
     /// Records whose outcome is durable: their offsets may move.
     pub fn finish(&self, records: Vec<InFlight>) {
-        let count = records.len() as i64;
-        let (from_source, from_retries): (Vec<_>, Vec<_>) = records
-            .iter()
-            .partition(|r| Arc::ptr_eq(&r.origin, &self.source));
-        self.source.complete(from_source.iter().map(|r| &r.ticket));
-        self.retries
-            .complete(from_retries.iter().map(|r| &r.ticket));
-        self.metrics.records_in_flight_add(-count);
+        let from = |consumer: &Arc<SourceConsumer>| {
+            let consumer = consumer.clone();
+            records
+                .iter()
+                .filter(move |r| Arc::ptr_eq(&r.origin, &consumer))
+                .map(|r| &r.ticket)
+        };
+        self.source.complete(from(&self.source));
+        self.retries.complete(from(&self.retries));
+        self.metrics.records_in_flight_add(-(records.len() as i64));
     }
 
     /// A write to the retry or dead-letter topic failed: the service stops (exit 1) and
@@ -159,57 +161,54 @@ impl Context {
 
     /// Writes a record to the dead-letter topic, then finishes it.
     pub async fn dead_letter(&self, item: InFlight, failure: Failure) {
-        match self.publisher.dead_letter(&item.record, &failure).await {
-            Ok(()) => {
-                warn!(
-                    event_id = item.event_id.as_deref().unwrap_or("-"),
-                    topic = %item.record.topic,
-                    partition = item.record.partition,
-                    offset = item.record.offset,
-                    kind = failure.kind.as_str(),
-                    attempt = failure.attempt,
-                    reason = %failure.error,
-                    "dead-lettered"
-                );
-                self.metrics
-                    .event_dead_lettered(item.action_or_unknown(), failure.kind);
-                self.finish(vec![item]);
-            }
-            Err(publish_error) => self.fatal(item, publish_error),
-        }
+        self.write_on(item, failure, Destination::DeadLetter).await;
     }
 
     /// Writes a record to the retry topic for a later attempt, then finishes it.
     pub async fn retry_later(&self, item: InFlight, failure: Failure) {
-        match self.publisher.retry(&item.record, &failure).await {
-            Ok(()) => {
+        self.write_on(item, failure, Destination::Retry).await;
+    }
+
+    async fn write_on(&self, item: InFlight, failure: Failure, to: Destination) {
+        let written = match to {
+            Destination::DeadLetter => self.publisher.dead_letter(&item.record, &failure).await,
+            Destination::Retry => self.publisher.retry(&item.record, &failure).await,
+        };
+        if let Err(publish_error) = written {
+            return self.fatal(item, publish_error);
+        }
+        let event_id = item.event_id.as_deref().unwrap_or("-");
+        let (topic, partition, offset) = (
+            &item.record.topic,
+            item.record.partition,
+            item.record.offset,
+        );
+        let (kind, attempt, reason) = (failure.kind.as_str(), failure.attempt, &failure.error);
+        match to {
+            Destination::DeadLetter => {
+                warn!(event_id, %topic, partition, offset, kind, attempt, %reason, "dead-lettered");
+                self.metrics
+                    .event_dead_lettered(item.action_or_unknown(), failure.kind);
+            }
+            Destination::Retry => {
+                let not_before_ms = failure.not_before_ms;
                 warn!(
-                    event_id = item.event_id.as_deref().unwrap_or("-"),
-                    topic = %item.record.topic,
-                    partition = item.record.partition,
-                    offset = item.record.offset,
-                    kind = failure.kind.as_str(),
-                    attempt = failure.attempt,
-                    not_before_ms = failure.not_before_ms,
-                    reason = %failure.error,
+                    event_id, %topic, partition, offset, kind, attempt, not_before_ms, %reason,
                     "delivery failed; scheduled for another attempt"
                 );
                 self.metrics
                     .event_retried(item.action_or_unknown(), failure.kind);
-                self.finish(vec![item]);
             }
-            Err(publish_error) => self.fatal(item, publish_error),
         }
+        self.finish(vec![item]);
     }
 }
 
-/// Runs `work` on its own task, so that a request's records are written together rather
-/// than one acknowledgement after another.
-pub(crate) fn spawn_outcome<F>(work: F)
-where
-    F: std::future::Future<Output = ()> + Send + 'static,
-{
-    tokio::spawn(work);
+/// Where a failed record is written.
+#[derive(Clone, Copy)]
+enum Destination {
+    Retry,
+    DeadLetter,
 }
 
 /// The running pipeline.

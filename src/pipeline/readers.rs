@@ -11,7 +11,7 @@ use tracing::warn;
 use super::delivery::Outbound;
 use super::intake::{IntakeRules, Prepared, prepare};
 use super::retry_schedule::RetrySchedule;
-use super::{Context, InFlight, spawn_outcome};
+use super::{Context, InFlight};
 use crate::clock::unix_ms;
 use crate::kafka::consumer::SourceConsumer;
 use crate::kafka::offsets::Ticket;
@@ -160,7 +160,7 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Outbo
 /// retry topic, unchanged, and its offset moves once that write is acknowledged.
 fn requeue(ctx: &Arc<Context>, waiting: Waiting) {
     let ctx = ctx.clone();
-    spawn_outcome(async move {
+    tokio::spawn(async move {
         match ctx.publisher.requeue(&waiting.record).await {
             Ok(()) => ctx.retries.complete([&waiting.ticket]),
             Err(error) => {
@@ -238,7 +238,7 @@ fn take_in(ctx: &Arc<Context>, mut item: InFlight) -> Option<Outbound> {
             failure.attempt = item.attempts;
             failure.first_attempt_ms = item.first_attempt_ms;
             let ctx = ctx.clone();
-            spawn_outcome(async move { ctx.dead_letter(item, failure).await });
+            tokio::spawn(async move { ctx.dead_letter(item, failure).await });
             None
         }
     }
