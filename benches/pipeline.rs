@@ -193,17 +193,22 @@ fn spawn_forwarder(
     for (k, v) in extra {
         command.env(k, v);
     }
-    // Extra settings for experiments: MPF_BENCH_FORWARDER_ENV="NAME=value NAME=value".
-    if let Ok(settings) = std::env::var("MPF_BENCH_FORWARDER_ENV") {
-        for pair in settings.split_whitespace() {
-            if let Some((k, v)) = pair.split_once('=') {
-                command.env(k, v);
-            }
-        }
+    for (k, v) in forwarder_env() {
+        command.env(k, v);
     }
     command
         .spawn()
         .expect("the release forwarder (cargo build --release)")
+}
+
+/// Extra settings for experiments: MPF_BENCH_FORWARDER_ENV="NAME=value NAME=value".
+fn forwarder_env() -> Vec<(String, String)> {
+    std::env::var("MPF_BENCH_FORWARDER_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 async fn standin(rate_limit: Option<f64>) -> StandIn {
@@ -266,7 +271,8 @@ async fn sink_capacity() -> f64 {
 }
 
 /// The floor: a consume-only pass in a child process (this binary with `--floor`).
-fn floor(a: &Args, topics: &[String]) -> (f64, f64) {
+/// Returns the seconds from start, the CPU seconds, and the seconds from the first record.
+fn floor(a: &Args, topics: &[String]) -> (f64, f64, f64) {
     let started = Instant::now();
     let output = Command::new(std::env::current_exe().unwrap())
         .arg("--floor-child")
@@ -276,11 +282,13 @@ fn floor(a: &Args, topics: &[String]) -> (f64, f64) {
         .output()
         .unwrap();
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu: f64 = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(f64::NAN);
-    (elapsed, cpu)
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut figures = stdout
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(f64::NAN));
+    let cpu = figures.next().unwrap_or(f64::NAN);
+    let from_first = figures.next().unwrap_or(f64::NAN);
+    (elapsed, cpu, from_first)
 }
 
 fn floor_child() {
@@ -296,7 +304,17 @@ fn floor_child() {
         topics: topics.clone(),
         retry_topic: "unused".into(),
         dlq_topic: "unused".into(),
-        properties: vec![],
+        // The experiment's librdkafka properties apply to the floor as to the forwarder.
+        properties: forwarder_env()
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let property = name.strip_prefix("KAFKA_PROPERTY_")?;
+                Some((
+                    property.to_lowercase().replace('_', "."),
+                    mparticle_forwarder::config::KafkaPropertyValue::Plain(value),
+                ))
+            })
+            .collect(),
     };
     // The forwarder's own consumer settings, so the floor differs only in what is done per record.
     let consumer: BaseConsumer =
@@ -307,15 +325,18 @@ fn floor_child() {
     consumer.subscribe(&names).unwrap();
     let mut seen = 0usize;
     let mut bytes = 0usize;
+    let mut first_at = None;
     while seen < events {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            first_at.get_or_insert_with(Instant::now);
             seen += 1;
             bytes += rdkafka::Message::payload(&m).map_or(0, <[u8]>::len);
         }
     }
     std::hint::black_box(bytes);
     let (cpu, _) = cpu_and_peak_rss(std::process::id());
-    println!("{cpu}");
+    let from_first = first_at.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
+    println!("{cpu} {from_first}");
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -363,10 +384,12 @@ async fn main() {
         a.events
     );
 
-    let (floor_secs, floor_cpu) = floor(&a, &topics);
+    let (floor_secs, floor_cpu, floor_steady) = floor(&a, &topics);
     println!(
-        "floor (librdkafka consume only): {:.0} events/s, {:.2} CPU s per million events",
+        "floor (librdkafka consume only): {:.0} events/s from start, {:.0} events/s from the first record; \
+         {:.2} CPU s per million events",
         a.events as f64 / floor_secs,
+        a.events as f64 / floor_steady,
         floor_cpu / a.events as f64 * 1e6
     );
 

@@ -214,8 +214,10 @@ impl Metrics {
         }
     }
 
-    pub fn event_consumed(&self, topic: &str) {
-        self.events_consumed.with_label_values(&[topic]).inc();
+    pub fn events_consumed(&self, topic: &str, count: u64) {
+        self.events_consumed
+            .with_label_values(&[topic])
+            .inc_by(count);
     }
 
     pub fn events_delivered(&self, action: &str, count: u64) {

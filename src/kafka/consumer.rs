@@ -1,17 +1,21 @@
 //! The source consumer: a consumer group on the source topics whose offsets move only as
 //! far as the [`OffsetLedger`] allows. Rebalance callbacks keep the ledger in step with the
 //! assignment, commit what is done before partitions go, and mark the service ready.
+//!
+//! The consumer is polled from a blocking thread ([`SourceConsumer::poll`]), which also
+//! serves the callbacks; [`SourceConsumer::feed`] runs such a thread and hands the
+//! records to async code one by one, for the low-volume retry topic.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::admin::Health;
@@ -151,9 +155,12 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// How long a poll waits when nothing arrives: also how soon a reader notices a stop.
+pub const IDLE_POLL: Duration = Duration::from_millis(100);
+
 /// The consumer group on the source topics.
 pub struct SourceConsumer {
-    consumer: StreamConsumer<GroupContext>,
+    consumer: BaseConsumer<GroupContext>,
     state: Arc<GroupState>,
     topics: Vec<Arc<str>>,
 }
@@ -176,7 +183,7 @@ impl SourceConsumer {
         let context = GroupContext {
             state: state.clone(),
         };
-        let consumer: StreamConsumer<GroupContext> =
+        let consumer: BaseConsumer<GroupContext> =
             settings::consumer(kafka, group).create_with_context(context)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
@@ -208,9 +215,14 @@ impl SourceConsumer {
         }
     }
 
-    /// Waits for the next record and starts tracking it.
-    pub async fn next(&self) -> Result<(SourceRecord, Ticket), KafkaError> {
-        let message = self.consumer.recv().await?;
+    /// Waits at most `timeout` for the next record and starts tracking it. Serves the
+    /// rebalance, statistics and log callbacks too, so it must be called regularly, also
+    /// while paused. `None` when nothing arrived in time.
+    pub fn poll(&self, timeout: Duration) -> Option<Result<(SourceRecord, Ticket), KafkaError>> {
+        let message = match self.consumer.poll(timeout)? {
+            Ok(message) => message,
+            Err(error) => return Some(Err(error)),
+        };
         let topic_name = rdkafka::Message::topic(&message);
         let topic = self
             .topics
@@ -219,11 +231,32 @@ impl SourceConsumer {
             .cloned()
             .unwrap_or_else(|| Arc::from(topic_name));
         let record = SourceRecord::copy_from(&message, topic.clone());
+        drop(message);
         let ticket = self
             .state
             .ledger()
             .track(&topic, record.partition, record.offset);
-        Ok((record, ticket))
+        Some(Ok((record, ticket)))
+    }
+
+    /// Polls on a blocking thread and hands every record to the returned channel, holding
+    /// at most `capacity` there. The thread ends once the receiver is dropped.
+    pub fn feed(
+        self: &Arc<Self>,
+        capacity: usize,
+    ) -> mpsc::Receiver<Result<(SourceRecord, Ticket), KafkaError>> {
+        let (tx, rx) = mpsc::channel(capacity);
+        let consumer = self.clone();
+        tokio::task::spawn_blocking(move || {
+            while !tx.is_closed() {
+                if let Some(next) = consumer.poll(IDLE_POLL) {
+                    if tx.blocking_send(next).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        rx
     }
 
     /// Records whose outcomes are durable. Stores every offset that moved; librdkafka

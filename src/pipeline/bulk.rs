@@ -1,7 +1,10 @@
 //! Bulk assembly: batches ready to send are gathered into requests of up to 100 batches
-//! and under 256 KB. A request leaves when it is full, or when no further batch arrives
-//! within `MPARTICLE_BULK_LINGER`; under load requests fill up without waiting.
+//! and under 256 KB. They arrive in pieces (the source reader sends up to a full request
+//! at a time, the retry reader one by one). A request leaves when it is full, or when no
+//! further batch arrives within `MPARTICLE_BULK_LINGER`; under load requests fill up
+//! without waiting.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -12,35 +15,54 @@ use super::delivery::{self, Outbound};
 use crate::mparticle::client::array_size;
 use crate::mparticle::{MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
 
-/// Runs until `outbound` closes and every gathered batch has been handed to a delivery task.
-pub(super) async fn assemble(ctx: Arc<Context>, mut outbound: mpsc::Receiver<Outbound>) {
-    let mut carried: Option<Outbound> = None;
+/// Runs until `pieces` closes and every gathered batch has been handed to a delivery task.
+pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<Outbound>>) {
+    let mut waiting: VecDeque<Outbound> = VecDeque::new();
     loop {
-        let first = match carried.take() {
-            Some(item) => item,
-            None => match outbound.recv().await {
-                Some(item) => item,
+        if waiting.is_empty() {
+            match pieces.recv().await {
+                Some(piece) => waiting.extend(piece),
                 None => return,
-            },
-        };
+            }
+            continue;
+        }
         // Waiting for a request slot first lets the request fill while earlier ones run.
         let Ok(slot) = ctx.request_slots.clone().acquire_owned().await else {
             return;
         };
-        let mut size = array_size([first.batch.len()]);
-        let mut bulk = vec![first];
+        let mut bulk = Vec::with_capacity(MAX_BATCHES_PER_BULK.min(waiting.len()));
+        let mut size = array_size([]);
         let deadline = Instant::now() + ctx.bulk_linger;
-        while bulk.len() < MAX_BATCHES_PER_BULK {
-            let Ok(Some(next)) = timeout_at(deadline, outbound.recv()).await else {
-                break;
-            };
-            if size + next.batch.len() + 1 >= MAX_REQUEST_BYTES {
-                carried = Some(next);
+        loop {
+            if take_fitting(&mut waiting, &mut bulk, &mut size) {
                 break;
             }
-            size += next.batch.len() + 1;
-            bulk.push(next);
+            match timeout_at(deadline, pieces.recv()).await {
+                Ok(Some(piece)) => waiting.extend(piece),
+                _ => break,
+            }
         }
         tokio::spawn(delivery::deliver(ctx.clone(), bulk, Some(slot)));
     }
+}
+
+/// Moves batches from `waiting` into `bulk` while they fit; true once the bulk is full.
+/// The first batch always goes in: intake keeps every batch under the request limit.
+fn take_fitting(
+    waiting: &mut VecDeque<Outbound>,
+    bulk: &mut Vec<Outbound>,
+    size: &mut usize,
+) -> bool {
+    while bulk.len() < MAX_BATCHES_PER_BULK {
+        let Some(next) = waiting.front() else {
+            return false;
+        };
+        let grown = *size + next.batch.len() + usize::from(!bulk.is_empty());
+        if !bulk.is_empty() && grown >= MAX_REQUEST_BYTES {
+            return true;
+        }
+        *size = grown;
+        bulk.extend(waiting.pop_front());
+    }
+    true
 }

@@ -3,7 +3,8 @@
 //! delivered, skipped by configuration, written to the retry topic, or written to the
 //! dead-letter topic.
 //!
-//! Two readers feed the same bulk assembly: the source topics, and the retry topic, whose
+//! Two readers feed the same bulk assembly: the source topics (a blocking thread that
+//! decodes and maps as it polls), and the retry topic, whose
 //! records wait in a [`RetrySchedule`](retry_schedule::RetrySchedule) until they are due.
 //! Memory is bounded by `MAX_IN_FLIGHT_RECORDS` source records between consume and
 //! outcome, as many retries waiting, and as many retries being sent; requests by
@@ -16,6 +17,7 @@ pub mod gate;
 pub mod intake;
 mod readers;
 pub mod retry_schedule;
+mod source;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -268,11 +270,14 @@ impl Pipeline {
     /// Runs until shutdown, then drains for at most `grace` and commits what is done.
     pub async fn run(self, grace: Duration) {
         let ctx = self.ctx;
-        let (outbound_tx, outbound_rx) = mpsc::channel(ctx.max_in_flight_records.min(4096));
+        // Pieces of up to a full request each; the record slots bound what they hold.
+        let (outbound_tx, outbound_rx) = mpsc::channel(64);
         let assembler = tokio::spawn(bulk::assemble(ctx.clone(), outbound_rx));
         let retry_reader = tokio::spawn(readers::read_retries(ctx.clone(), outbound_tx.clone()));
         let gauges = tokio::spawn(update_gauges(ctx.clone()));
-        readers::read_source(&ctx, outbound_tx).await;
+        let source_ctx = ctx.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || source::read_source(source_ctx, outbound_tx)).await;
         let _ = retry_reader.await;
         gauges.abort();
 

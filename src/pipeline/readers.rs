@@ -1,6 +1,7 @@
-//! The two readers: the source topics, and the retry topic with its schedule. Both hand
-//! records to intake and on to bulk assembly; both pause (and keep polling, so they stay in
-//! their groups) while the gate holds consumers.
+//! The retry reader, which keeps the retry topic's records in a schedule until they are
+//! due, and the intake step shared with the [source reader](super::source): both hand
+//! records to intake and on to bulk assembly; both pause (and keep polling, so they stay
+//! in their groups) while the gate holds consumers.
 
 use std::sync::Arc;
 
@@ -18,63 +19,6 @@ use crate::kafka::offsets::Ticket;
 use crate::kafka::record::SourceRecord;
 use crate::retry::RetryState;
 
-/// Pulls source records while there is room and the gate lets consumers pull.
-pub(super) async fn read_source(ctx: &Arc<Context>, outbound: mpsc::Sender<Outbound>) {
-    // One stop future for the whole loop, not a new subscription per record.
-    let stop = ctx.shutdown.wait();
-    tokio::pin!(stop);
-    let mut gate_changes = ctx.gate.subscribe();
-    let mut paused = false;
-    loop {
-        let hold = ctx.gate.holds_consumers();
-        if hold != paused {
-            ctx.source.set_paused(hold);
-            paused = hold;
-        }
-        // A slot first, so that a full pipeline stops pulling; none while paused, when
-        // polling only keeps the group membership alive.
-        let slot = if paused {
-            None
-        } else {
-            tokio::select! {
-                _ = &mut stop => return,
-                _ = gate_changes.changed() => continue,
-                slot = ctx.record_slots.clone().acquire_owned() => match slot {
-                    Ok(slot) => Some(slot),
-                    Err(_) => return,
-                },
-            }
-        };
-        let next = tokio::select! {
-            _ = &mut stop => return,
-            _ = gate_changes.changed(), if paused => continue,
-            next = ctx.source.next() => next,
-        };
-        let (record, ticket) = match next {
-            Ok(next) => next,
-            Err(error) => {
-                warn!(%error, "consume error");
-                continue;
-            }
-        };
-        // A record fetched just before the pause took effect still needs its slot.
-        let slot = match slot {
-            Some(slot) => slot,
-            None => match ctx.record_slots.clone().acquire_owned().await {
-                Ok(slot) => slot,
-                Err(_) => return,
-            },
-        };
-        ctx.metrics.event_consumed(&record.topic);
-        let item = in_flight(ctx, &ctx.source, record, ticket, slot, 0, None);
-        if let Some(outbound_item) = take_in(ctx, item) {
-            if outbound.send(outbound_item).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
 /// A retry record waiting in the schedule.
 struct Waiting {
     record: SourceRecord,
@@ -83,7 +27,9 @@ struct Waiting {
 }
 
 /// Reads the retry topic into the schedule and hands each retry on once it is due.
-pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Outbound>) {
+pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound>>) {
+    // A few records in hand; the schedule is where retries wait.
+    let mut arrivals = ctx.retries.feed(64);
     let stop = ctx.shutdown.wait();
     tokio::pin!(stop);
     let mut schedule: RetrySchedule<Waiting> = RetrySchedule::new(ctx.max_in_flight_records);
@@ -121,7 +67,7 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Outbo
             );
             item.due = Some(ctx.due_retries.register(state.not_before_ms));
             if let Some(outbound_item) = take_in(&ctx, item) {
-                if outbound.send(outbound_item).await.is_err() {
+                if outbound.send(vec![outbound_item]).await.is_err() {
                     return;
                 }
             }
@@ -133,7 +79,10 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Outbo
             _ = &mut stop => return,
             _ = gate_changes.changed() => continue,
             _ = sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => continue,
-            next = ctx.retries.next() => next,
+            next = arrivals.recv() => match next {
+                Some(next) => next,
+                None => return,
+            },
         };
         let (record, ticket) = match next {
             Ok(next) => next,
@@ -172,7 +121,7 @@ fn requeue(ctx: &Arc<Context>, waiting: Waiting) {
     });
 }
 
-fn in_flight(
+pub(super) fn in_flight(
     ctx: &Context,
     origin: &Arc<SourceConsumer>,
     record: SourceRecord,
@@ -196,7 +145,7 @@ fn in_flight(
 }
 
 /// Intake: a record to send comes back; one skipped or rejected is finished here.
-fn take_in(ctx: &Arc<Context>, mut item: InFlight) -> Option<Outbound> {
+pub(super) fn take_in(ctx: &Arc<Context>, mut item: InFlight) -> Option<Outbound> {
     let rules = IntakeRules {
         assignments: &ctx.assignments,
         environment: ctx.environment,

@@ -1,0 +1,129 @@
+//! The source reader: one blocking thread that polls the source consumer, takes every
+//! record in (decode, map) and hands the batches on to bulk assembly in pieces of up to a
+//! full request. Reading, decoding and mapping stay on this thread, so a record costs no
+//! task wake-up of its own; the async side is woken once per piece.
+//!
+//! A piece leaves when it holds a full request, when librdkafka has nothing more queued,
+//! or before the thread waits for room (a record slot). The thread pauses the consumer
+//! while the gate holds consumers and keeps polling meanwhile, so it stays in its group.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, mpsc};
+use tracing::warn;
+
+use super::Context;
+use super::delivery::Outbound;
+use super::readers::{in_flight, take_in};
+use crate::kafka::consumer::IDLE_POLL;
+use crate::mparticle::MAX_BATCHES_PER_BULK;
+
+/// Records taken in since the last piece left, and how many were consumed per topic.
+struct Piece {
+    batches: Vec<Outbound>,
+    consumed: Vec<(Arc<str>, u64)>,
+}
+
+impl Piece {
+    fn new() -> Piece {
+        Piece {
+            batches: Vec::with_capacity(MAX_BATCHES_PER_BULK),
+            consumed: Vec::new(),
+        }
+    }
+
+    fn count_consumed(&mut self, topic: &Arc<str>) {
+        match self.consumed.iter_mut().find(|(t, _)| t == topic) {
+            Some((_, count)) => *count += 1,
+            None => self.consumed.push((topic.clone(), 1)),
+        }
+    }
+
+    /// Hands the batches on and counts what was consumed. False once assembly is gone.
+    fn send(&mut self, ctx: &Context, outbound: &mpsc::Sender<Vec<Outbound>>) -> bool {
+        for (topic, count) in self.consumed.drain(..) {
+            ctx.metrics.events_consumed(&topic, count);
+        }
+        if self.batches.is_empty() {
+            return true;
+        }
+        let batches =
+            std::mem::replace(&mut self.batches, Vec::with_capacity(MAX_BATCHES_PER_BULK));
+        outbound.blocking_send(batches).is_ok()
+    }
+}
+
+/// Runs on a blocking thread (`spawn_blocking`) until shutdown.
+pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound>>) {
+    let runtime = Handle::current();
+    let mut piece = Piece::new();
+    let mut slot: Option<OwnedSemaphorePermit> = None;
+    let mut paused = false;
+    while !ctx.shutdown.is_triggered() {
+        let hold = ctx.gate.holds_consumers();
+        if hold != paused {
+            ctx.source.set_paused(hold);
+            paused = hold;
+        }
+        // Room for one more record first, so that a full pipeline stops pulling.
+        let permit = match slot.take() {
+            Some(permit) => permit,
+            None => match ctx.record_slots.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(TryAcquireError::Closed) => break,
+                Err(TryAcquireError::NoPermits) => {
+                    // What this thread holds must go on before it waits for room.
+                    if !piece.send(&ctx, &outbound) {
+                        return;
+                    }
+                    match wait_for_slot(&ctx, &runtime) {
+                        Some(permit) => permit,
+                        None => break,
+                    }
+                }
+            },
+        };
+        // Without a piece under way, wait; with one, only take what is queued already.
+        let timeout = if piece.batches.is_empty() {
+            IDLE_POLL
+        } else {
+            Duration::ZERO
+        };
+        let Some(next) = ctx.source.poll(timeout) else {
+            slot = Some(permit);
+            if !piece.send(&ctx, &outbound) {
+                return;
+            }
+            continue;
+        };
+        let (record, ticket) = match next {
+            Ok(next) => next,
+            Err(error) => {
+                slot = Some(permit);
+                warn!(%error, "consume error");
+                continue;
+            }
+        };
+        piece.count_consumed(&record.topic);
+        let item = in_flight(&ctx, &ctx.source, record, ticket, permit, 0, None);
+        if let Some(batch) = take_in(&ctx, item) {
+            piece.batches.push(batch);
+            if piece.batches.len() >= MAX_BATCHES_PER_BULK && !piece.send(&ctx, &outbound) {
+                return;
+            }
+        }
+    }
+    let _ = piece.send(&ctx, &outbound);
+}
+
+/// Waits for a record slot, or `None` at shutdown.
+fn wait_for_slot(ctx: &Context, runtime: &Handle) -> Option<OwnedSemaphorePermit> {
+    runtime.block_on(async {
+        tokio::select! {
+            _ = ctx.shutdown.wait() => None,
+            permit = ctx.record_slots.clone().acquire_owned() => permit.ok(),
+        }
+    })
+}
