@@ -2,8 +2,11 @@
 //! `loyalty-event.schema.json`. Unknown fields are kept (field assignments may point at
 //! them) and never rejected.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
 use thiserror::Error;
+
+use crate::json::{Json, Object};
 
 use crate::outcome::ErrorKind;
 
@@ -11,17 +14,17 @@ const ID_MAX_CHARS: usize = 128;
 const ACTION_MAX_CHARS: usize = 128;
 const CUSTOMER_ID_MAX_CHARS: usize = 256;
 
-/// A decoded, valid loyalty event.
+/// A decoded, valid loyalty event, borrowing from the record's bytes.
 #[derive(Debug, Clone)]
-pub struct LoyaltyEvent {
+pub struct LoyaltyEvent<'a> {
     /// `id`: becomes `source_request_id` and `source_message_id`.
-    pub id: String,
+    pub id: Cow<'a, str>,
     /// `action`: selects the event definition.
-    pub action: String,
+    pub action: Cow<'a, str>,
     /// `created_at` in unix milliseconds, when given.
     pub created_at_ms: Option<i64>,
     /// The whole event object, for field assignments.
-    pub body: Map<String, Value>,
+    pub body: Object<'a>,
 }
 
 /// Why a record is not a loyalty event. Each is permanent: the record is dead-lettered.
@@ -59,9 +62,12 @@ fn field(field: &'static str, problem: impl Into<String>) -> InvalidEvent {
     }
 }
 
-impl LoyaltyEvent {
+impl<'a> LoyaltyEvent<'a> {
     /// Decodes and validates one record value of at most `max_bytes`.
-    pub fn decode(value: Option<&[u8]>, max_bytes: usize) -> Result<LoyaltyEvent, InvalidEvent> {
+    pub fn decode(
+        value: Option<&'a [u8]>,
+        max_bytes: usize,
+    ) -> Result<LoyaltyEvent<'a>, InvalidEvent> {
         let bytes = value.ok_or(InvalidEvent::Empty)?;
         if bytes.len() > max_bytes {
             return Err(InvalidEvent::TooLarge {
@@ -73,22 +79,21 @@ impl LoyaltyEvent {
             return Err(InvalidEvent::Empty);
         }
         // serde_json checks UTF-8 itself and stops at 128 levels of nesting.
-        let parsed: Value =
-            serde_json::from_slice(bytes).map_err(|e| InvalidEvent::NotJson(e.to_string()))?;
-        let Value::Object(body) = parsed else {
+        let parsed = Json::parse(bytes).map_err(|e| InvalidEvent::NotJson(e.to_string()))?;
+        let Json::Object(body) = parsed else {
             return Err(InvalidEvent::NotObject);
         };
         let id = bounded_string(&body, "id", ID_MAX_CHARS)?;
         let action = bounded_string(&body, "action", ACTION_MAX_CHARS)?;
         let created_at_ms = match body.get("created_at") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(text)) => Some(parse_rfc3339_ms(text).ok_or_else(|| {
+            None | Some(Json::Null) => None,
+            Some(Json::String(text)) => Some(parse_rfc3339_ms(text).ok_or_else(|| {
                 field(
                     "created_at",
                     "is not an RFC 3339 date-time such as 2026-11-28T12:00:00Z",
                 )
             })?),
-            Some(Value::Number(n)) => Some(n.as_i64().filter(|ms| *ms >= 0).ok_or_else(|| {
+            Some(Json::Number(n)) => Some(n.as_i64().filter(|ms| *ms >= 0).ok_or_else(|| {
                 field(
                     "created_at",
                     "must be a non-negative whole number of unix milliseconds",
@@ -102,11 +107,11 @@ impl LoyaltyEvent {
             }
         };
         match body.get("customer") {
-            Some(Value::Object(customer)) => {
+            Some(Json::Object(customer)) => {
                 match customer.get("id") {
-                    Some(Value::String(id))
+                    Some(Json::String(id))
                         if !id.is_empty() && id.chars().count() <= CUSTOMER_ID_MAX_CHARS => {}
-                    Some(Value::String(_)) => {
+                    Some(Json::String(_)) => {
                         return Err(field(
                             "customer.id",
                             format!("must be 1 to {CUSTOMER_ID_MAX_CHARS} characters"),
@@ -117,7 +122,7 @@ impl LoyaltyEvent {
                 }
                 for name in ["email", "phone"] {
                     match customer.get(name) {
-                        None | Some(Value::String(_)) | Some(Value::Null) => {}
+                        None | Some(Json::String(_)) | Some(Json::Null) => {}
                         Some(_) => {
                             let path = if name == "email" {
                                 "customer.email"
@@ -133,7 +138,7 @@ impl LoyaltyEvent {
             None => return Err(field("customer", "is required")),
         }
         match body.get("data") {
-            None | Some(Value::Object(_)) | Some(Value::Null) => {}
+            None | Some(Json::Object(_)) | Some(Json::Null) => {}
             Some(_) => return Err(field("data", "must be an object")),
         }
         Ok(LoyaltyEvent {
@@ -145,13 +150,13 @@ impl LoyaltyEvent {
     }
 
     /// The value at a dotted path, already split into segments; `None` when absent or null.
-    pub fn lookup(&self, path: &[String]) -> Option<&Value> {
+    pub fn lookup(&self, path: &[String]) -> Option<&Json<'a>> {
         let (first, rest) = path.split_first()?;
         let mut current = self.body.get(first)?;
         for segment in rest {
             current = match current {
-                Value::Object(map) => map.get(segment)?,
-                Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+                Json::Object(map) => map.get(segment)?,
+                Json::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
                 _ => return None,
             };
         }
@@ -159,14 +164,14 @@ impl LoyaltyEvent {
     }
 }
 
-fn bounded_string(
-    body: &Map<String, Value>,
+fn bounded_string<'a>(
+    body: &Object<'a>,
     name: &'static str,
     max_chars: usize,
-) -> Result<String, InvalidEvent> {
+) -> Result<Cow<'a, str>, InvalidEvent> {
     match body.get(name) {
-        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= max_chars => Ok(s.clone()),
-        Some(Value::String(_)) => Err(field(name, format!("must be 1 to {max_chars} characters"))),
+        Some(Json::String(s)) if !s.is_empty() && s.chars().count() <= max_chars => Ok(s.clone()),
+        Some(Json::String(_)) => Err(field(name, format!("must be 1 to {max_chars} characters"))),
         Some(_) => Err(field(name, "must be a string")),
         None => Err(field(name, "is required")),
     }
@@ -260,7 +265,7 @@ mod tests {
 
     const LIMIT: usize = 128 * 1024;
 
-    fn decode(text: &str) -> Result<LoyaltyEvent, InvalidEvent> {
+    fn decode(text: &str) -> Result<LoyaltyEvent<'_>, InvalidEvent> {
         LoyaltyEvent::decode(Some(text.as_bytes()), LIMIT)
     }
 
@@ -271,7 +276,7 @@ mod tests {
         assert_eq!(event.action, "point_add");
         assert_eq!(event.created_at_ms, Some(1_795_867_200_000));
         let path = vec!["customer".to_string(), "tier".to_string()];
-        assert_eq!(event.lookup(&path), Some(&Value::from("gold")));
+        assert_eq!(event.lookup(&path), Some(&Json::String("gold".into())));
     }
 
     #[test]
@@ -369,6 +374,6 @@ mod tests {
     fn unknown_fields_are_kept() {
         let event =
             decode(r#"{"id":"e","action":"a","customer":{"id":"c"},"extra":{"x":1}}"#).unwrap();
-        assert!(event.body.contains_key("extra"));
+        assert!(event.body.get("extra").is_some());
     }
 }

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod event;
 pub mod http_server;
+pub mod json;
 pub mod kafka;
 pub mod mapping;
 pub mod metrics;

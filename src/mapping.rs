@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 
+use crate::json::Json;
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use thiserror::Error;
 use toml::Spanned;
 
@@ -537,14 +537,14 @@ impl FieldAssignments {
     /// timestamp) is used when the event has no `created_at`.
     pub fn map(
         &self,
-        event: &LoyaltyEvent,
+        event: &LoyaltyEvent<'_>,
         environment: Environment,
         fallback_timestamp_ms: Option<i64>,
     ) -> Result<MappedBatch, MapError> {
         let definition = self
             .events
-            .get(&event.action)
-            .ok_or_else(|| MapError::Unmapped(event.action.clone()))?;
+            .get(event.action.as_ref())
+            .ok_or_else(|| MapError::Unmapped(event.action.to_string()))?;
         let mut truncated = 0u32;
         let user_identities = resolve_all(&self.identities, event, Shape::Text, &mut truncated)?;
         let user_attributes = resolve_all(
@@ -701,7 +701,7 @@ struct ProductActionOut<'a> {
 
 fn resolve_all<'a>(
     assignments: &'a [Assignment],
-    event: &'a LoyaltyEvent,
+    event: &'a LoyaltyEvent<'_>,
     shape: Shape,
     truncated: &mut u32,
 ) -> Result<Pairs<'a>, MapError> {
@@ -716,7 +716,7 @@ fn resolve_all<'a>(
 
 fn resolve_product<'a>(
     assignments: &'a [Assignment],
-    event: &'a LoyaltyEvent,
+    event: &'a LoyaltyEvent<'_>,
     truncated: &mut u32,
 ) -> Result<Pairs<'a>, MapError> {
     let mut pairs = Vec::with_capacity(assignments.len());
@@ -726,8 +726,8 @@ fn resolve_product<'a>(
         };
         let out = if NUMERIC_PRODUCT_FIELDS.contains(&assignment.name.as_str()) {
             let number = match value {
-                Resolved::Json(Value::Number(n)) => Some(n.clone()),
-                Resolved::Json(Value::String(s)) => s.trim().parse::<serde_json::Number>().ok(),
+                Resolved::Json(Json::Number(n)) => Some(n.clone()),
+                Resolved::Json(Json::String(s)) => s.trim().parse::<serde_json::Number>().ok(),
                 Resolved::Constant(c) => c.trim().parse::<serde_json::Number>().ok(),
                 Resolved::Json(_) => None,
             };
@@ -751,13 +751,13 @@ fn resolve_product<'a>(
 }
 
 enum Resolved<'a> {
-    Json(&'a Value),
+    Json(&'a Json<'a>),
     Constant(&'a str),
 }
 
 fn resolve<'a>(
     assignment: &'a Assignment,
-    event: &'a LoyaltyEvent,
+    event: &'a LoyaltyEvent<'_>,
 ) -> Result<Option<Resolved<'a>>, MapError> {
     match &assignment.source {
         Source::Constant(text) => Ok(Some(Resolved::Constant(text))),
@@ -775,7 +775,7 @@ fn resolve<'a>(
 fn to_out<'a>(value: Resolved<'a>, shape: Shape, truncated: &mut u32) -> OutValue<'a> {
     match value {
         Resolved::Constant(text) => OutValue::Text(Cow::Borrowed(text)),
-        Resolved::Json(Value::Array(items)) if shape == Shape::TextOrList => OutValue::List(
+        Resolved::Json(Json::Array(items)) if shape == Shape::TextOrList => OutValue::List(
             items
                 .iter()
                 .filter(|v| !v.is_null())
@@ -787,14 +787,15 @@ fn to_out<'a>(value: Resolved<'a>, shape: Shape, truncated: &mut u32) -> OutValu
 }
 
 /// Numbers and booleans become their JSON text; objects and arrays their compact JSON.
-fn scalar_text(value: &Value) -> Cow<'_, str> {
+fn scalar_text<'a>(value: &'a Json<'_>) -> Cow<'a, str> {
     match value {
-        Value::String(s) => Cow::Borrowed(s),
-        Value::Bool(true) => Cow::Borrowed("true"),
-        Value::Bool(false) => Cow::Borrowed("false"),
-        Value::Number(n) => Cow::Owned(n.to_string()),
-        Value::Null => Cow::Borrowed(""),
-        other => Cow::Owned(other.to_string()),
+        Json::String(s) => Cow::Borrowed(s),
+        Json::Bool(true) => Cow::Borrowed("true"),
+        Json::Bool(false) => Cow::Borrowed("false"),
+        Json::Number(n) => Cow::Owned(n.to_string()),
+        Json::Null => Cow::Borrowed(""),
+        // Writing plain data to a String cannot fail.
+        other => Cow::Owned(serde_json::to_string(other).unwrap_or_default()),
     }
 }
 
@@ -821,10 +822,11 @@ fn truncate<'a>(text: Cow<'a, str>, truncated: &mut u32) -> Cow<'a, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     const EXAMPLE: &str = include_str!("../tests/data/field-assignments.toml");
 
-    fn event(json: &str) -> LoyaltyEvent {
+    fn event(json: &str) -> LoyaltyEvent<'_> {
         LoyaltyEvent::decode(Some(json.as_bytes()), 1 << 20).unwrap()
     }
 
@@ -902,9 +904,10 @@ mod tests {
     fn long_values_are_truncated_and_counted() {
         let (assignments, _) = FieldAssignments::parse(EXAMPLE).unwrap();
         let long = "é".repeat(5000);
-        let e = event(&format!(
+        let json = format!(
             r#"{{"id":"e1","action":"point_add","customer":{{"id":"c1"}},"data":{{"points":1,"reason":"{long}"}}}}"#
-        ));
+        );
+        let e = event(&json);
         let batch = assignments.map(&e, Environment::Production, None).unwrap();
         assert_eq!(batch.truncated_values, 1);
         let v: Value = serde_json::from_slice(&batch.json).unwrap();

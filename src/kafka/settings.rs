@@ -31,12 +31,14 @@ pub fn consumer(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
         "partition.assignment.strategy",
         "cooperative-sticky",
     );
-    // librdkafka prefetches up to 64 MiB per consumer by default; 8 MiB keeps a fetch of
-    // every partition in hand at full speed without dominating the process's memory.
-    set_default(&mut config, "queued.max.messages.kbytes", "8192");
-    // librdkafka's 50 MiB fetch responses and 100,000 prefetched messages per partition
-    // make most of the process's memory at full speed; these keep it small (BENCHMARKS.md).
-    set_default(&mut config, "fetch.max.bytes", "4194304");
+    // Memory: librdkafka's defaults (50 MiB fetch responses, 1 MiB per partition, a 64 MiB
+    // queue, 100,000 prefetched messages per partition) make most of the process's memory
+    // at full speed, and the queue's limit counts compressed bytes, so decompressed batches
+    // take several times more. These keep a backlog drain under 64 MiB peak RSS without
+    // slowing it (BENCHMARKS.md); operators can raise them with KAFKA_PROPERTY_*.
+    set_default(&mut config, "fetch.max.bytes", "1048576");
+    set_default(&mut config, "max.partition.fetch.bytes", "262144");
+    set_default(&mut config, "queued.max.messages.kbytes", "2048");
     set_default(&mut config, "queued.min.messages", "10000");
     // With the queue bounded, a partition whose queue is full waits this long before its
     // next fetch; librdkafka's default of 1 s stalled every partition in turn and held

@@ -56,20 +56,20 @@ pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>) -> Prepared {
         .map(&event, rules.environment, record.timestamp_ms)
     {
         Ok(batch) => Prepared::Send {
-            event_id: event.id,
-            action: event.action,
+            event_id: event.id.into_owned(),
+            action: event.action.into_owned(),
             batch,
         },
         Err(MapError::Unmapped(_)) if rules.unmapped_action == UnmappedAction::Skip => {
             Prepared::Skip {
-                event_id: event.id,
-                action: event.action,
+                event_id: event.id.into_owned(),
+                action: event.action.into_owned(),
                 reason: "unmapped_action",
             }
         }
         Err(error) => Prepared::Reject {
-            event_id: Some(event.id),
-            action: Some(event.action),
+            event_id: Some(event.id.into_owned()),
+            action: Some(event.action.into_owned()),
             failure: never_sent(error.kind(), error.to_string()),
         },
     }
