@@ -34,7 +34,7 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
         let mut size = array_size([]);
         let deadline = Instant::now() + ctx.bulk_linger;
         loop {
-            if take_fitting(&mut waiting, &mut bulk, &mut size) {
+            if take_fitting(&mut waiting, &mut bulk, &mut size, |o| o.batch.len()) {
                 break;
             }
             match timeout_at(deadline, pieces.recv()).await {
@@ -48,16 +48,17 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
 
 /// Moves batches from `waiting` into `bulk` while they fit; true once the bulk is full.
 /// The first batch always goes in: intake keeps every batch under the request limit.
-fn take_fitting(
-    waiting: &mut VecDeque<Outbound>,
-    bulk: &mut Vec<Outbound>,
+fn take_fitting<T>(
+    waiting: &mut VecDeque<T>,
+    bulk: &mut Vec<T>,
     size: &mut usize,
+    batch_len: impl Fn(&T) -> usize,
 ) -> bool {
     while bulk.len() < MAX_BATCHES_PER_BULK {
         let Some(next) = waiting.front() else {
             return false;
         };
-        let grown = *size + next.batch.len() + usize::from(!bulk.is_empty());
+        let grown = *size + batch_len(next) + usize::from(!bulk.is_empty());
         if !bulk.is_empty() && grown >= MAX_REQUEST_BYTES {
             return true;
         }
@@ -65,4 +66,45 @@ fn take_fitting(
         bulk.extend(waiting.pop_front());
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fills bulks from `sizes` the way assembly does, returning each bulk's batch sizes.
+    fn bulks(sizes: &[usize]) -> Vec<Vec<usize>> {
+        let mut waiting: VecDeque<usize> = sizes.iter().copied().collect();
+        let mut out = Vec::new();
+        while !waiting.is_empty() {
+            let (mut bulk, mut size) = (Vec::new(), array_size([]));
+            take_fitting(&mut waiting, &mut bulk, &mut size, |s| *s);
+            assert_eq!(size, array_size(bulk.iter().copied()));
+            out.push(bulk);
+        }
+        out
+    }
+
+    #[test]
+    fn a_bulk_holds_at_most_100_batches() {
+        let out = bulks(&[500; 250]);
+        assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), [100, 100, 50]);
+    }
+
+    #[test]
+    fn a_bulk_stays_under_the_request_limit() {
+        let out = bulks(&[100_000; 5]);
+        assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+        for bulk in &out {
+            assert!(array_size(bulk.iter().copied()) < MAX_REQUEST_BYTES);
+        }
+    }
+
+    #[test]
+    fn an_unfilled_bulk_waits_for_more() {
+        let mut waiting: VecDeque<usize> = [10, 10].into_iter().collect();
+        let (mut bulk, mut size) = (Vec::new(), array_size([]));
+        assert!(!take_fitting(&mut waiting, &mut bulk, &mut size, |s| *s));
+        assert_eq!(bulk, [10, 10]);
+    }
 }
