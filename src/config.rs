@@ -33,9 +33,11 @@ pub const DEFAULT_EVENT_MAX_BYTES: usize = 128 * 1024;
 /// Concurrent HTTP requests to mParticle: enough to hide a ~50 ms round trip at the
 /// account's default 270 batches per second even with single-batch requests.
 pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 16;
-/// Records held in memory between consume and a final outcome; at the 128 KiB record cap
-/// the worst case is about 1.3 GiB, at a typical 0.5 KiB record about 5 MiB.
-pub const DEFAULT_MAX_IN_FLIGHT_RECORDS: usize = 10_000;
+/// Records held in memory between consume and a final outcome: 16 full requests need
+/// 1,600, so 5,000 keep every request slot busy with room to spare (BENCHMARKS.md). At
+/// the 128 KiB record cap the worst case is about 650 MiB; at a typical 0.4 KiB record
+/// with its ~0.7 KiB batch, about 6 MiB.
+pub const DEFAULT_MAX_IN_FLIGHT_RECORDS: usize = 5_000;
 /// How long a partly filled bulk request waits for more batches before it is sent.
 pub const DEFAULT_BULK_LINGER: Duration = Duration::from_millis(5);
 /// Within the interface's default 25 s grace period; Kubernetes gets 30 s (deploy/).
