@@ -37,7 +37,7 @@ pub fn consumer(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
     // take several times more. These keep a backlog drain under 64 MiB peak RSS without
     // slowing it (BENCHMARKS.md); operators can raise them with KAFKA_PROPERTY_*.
     set_default(&mut config, "fetch.max.bytes", "1048576");
-    set_default(&mut config, "max.partition.fetch.bytes", "262144");
+    set_default(&mut config, "max.partition.fetch.bytes", "131072");
     set_default(&mut config, "queued.max.messages.kbytes", "2048");
     set_default(&mut config, "queued.min.messages", "10000");
     // With the queue bounded, a partition whose queue is full waits this long before its
