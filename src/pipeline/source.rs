@@ -61,7 +61,8 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
     let mut piece = Piece::new();
     let mut slot: Option<OwnedSemaphorePermit> = None;
     let mut paused = false;
-    while !ctx.shutdown.is_triggered() {
+    // Assembly gone means the runtime is going away: nothing could leave any more.
+    while !ctx.shutdown.is_triggered() && !outbound.is_closed() {
         let hold = ctx.gate.holds_consumers();
         if hold != paused {
             ctx.source.set_paused(hold);
@@ -78,7 +79,7 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
                     if !piece.send(&ctx, &outbound) {
                         return;
                     }
-                    match wait_for_slot(&ctx, &runtime) {
+                    match wait_for_slot(&ctx, &runtime, &outbound) {
                         Some(permit) => permit,
                         None => break,
                     }
@@ -118,11 +119,16 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
     let _ = piece.send(&ctx, &outbound);
 }
 
-/// Waits for a record slot, or `None` at shutdown.
-fn wait_for_slot(ctx: &Context, runtime: &Handle) -> Option<OwnedSemaphorePermit> {
+/// Waits for a record slot, or `None` at shutdown or once assembly is gone.
+fn wait_for_slot(
+    ctx: &Context,
+    runtime: &Handle,
+    outbound: &mpsc::Sender<Vec<Outbound>>,
+) -> Option<OwnedSemaphorePermit> {
     runtime.block_on(async {
         tokio::select! {
             _ = ctx.shutdown.wait() => None,
+            _ = outbound.closed() => None,
             permit = ctx.record_slots.clone().acquire_owned() => permit.ok(),
         }
     })

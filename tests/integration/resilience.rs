@@ -248,13 +248,18 @@ async fn a_thousand_malformed_records_are_each_dead_lettered_and_every_good_one_
     for p in pending {
         p.await.unwrap().map_err(|(e, _)| e).unwrap();
     }
+    let all_accepted = eventually(Duration::from_secs(60), || {
+        service.standin.accepted_count() >= 1_000
+    })
+    .await;
     assert!(
-        eventually(Duration::from_secs(60), || service.standin.accepted_count()
-            >= 1_000)
-        .await
+        all_accepted,
+        "accepted {} of 1,000 good events",
+        service.standin.accepted_count()
     );
     let dlq = service.dlq_topic.clone();
-    assert!(eventually(Duration::from_secs(30), || read_all(&dlq).len() >= 1_000).await);
+    let all_dead = eventually(Duration::from_secs(30), || read_all(&dlq).len() >= 1_000).await;
+    assert!(all_dead, "{} of 1,000 dead letters", read_all(&dlq).len());
     let delivered: HashSet<String> = service.standin.accepted_ids().into_iter().collect();
     assert_eq!(delivered, good);
     let dead = read_all(&service.dlq_topic);

@@ -295,7 +295,15 @@ pub struct TestService {
     pub group: String,
     pub admin: SocketAddr,
     shutdown: Shutdown,
-    task: JoinHandle<StopReason>,
+    task: Option<JoinHandle<StopReason>>,
+}
+
+impl Drop for TestService {
+    /// A test that fails midway drops its service: stop it, so that the runtime's
+    /// shutdown does not wait forever for the service's reader threads.
+    fn drop(&mut self) {
+        self.shutdown.trigger(StopReason::Requested);
+    }
 }
 
 /// Builder for [`TestService`].
@@ -404,7 +412,7 @@ impl ServiceSpec {
             group,
             admin,
             shutdown,
-            task,
+            task: Some(task),
         }
     }
 }
@@ -435,9 +443,10 @@ impl TestService {
     }
 
     /// Stops the service gracefully and returns why it stopped.
-    pub async fn stop(self) -> StopReason {
+    pub async fn stop(mut self) -> StopReason {
         self.shutdown.trigger(StopReason::Requested);
-        let reason = tokio::time::timeout(Duration::from_secs(30), self.task)
+        let task = self.task.take().expect("stopped once");
+        let reason = tokio::time::timeout(Duration::from_secs(30), task)
             .await
             .expect("service stops within 30 s")
             .expect("service task");
