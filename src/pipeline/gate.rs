@@ -235,15 +235,43 @@ impl Gate {
 
     /// True while consumers should not pull records: open, or half-open with its probe
     /// already under way.
+    ///
+    /// An open gate whose wait is over half-opens here too, not only in
+    /// [`admit`](Self::admit): after an outage's failed probe every record in flight may
+    /// have gone to the retry topic, and then no request waits at the gate. The consumers
+    /// resume, and the next record they bring is the probe.
     pub fn holds_consumers(&self) -> bool {
-        matches!(
-            *self.state(),
+        let mut state = self.state();
+        match *state {
+            State::Open {
+                reason,
+                until,
+                wait,
+            } if Instant::now() >= until => {
+                *state = State::HalfOpen {
+                    reason,
+                    wait,
+                    probe_taken: false,
+                };
+                drop(state);
+                self.notify();
+                false
+            }
             State::Open { .. }
-                | State::HalfOpen {
-                    probe_taken: true,
-                    ..
-                }
-        )
+            | State::HalfOpen {
+                probe_taken: true, ..
+            } => true,
+            _ => false,
+        }
+    }
+
+    /// When an open gate's wait ends: a paused reader checks
+    /// [`holds_consumers`](Self::holds_consumers) again then.
+    pub fn wait_ends_at(&self) -> Option<Instant> {
+        match *self.state() {
+            State::Open { until, .. } => Some(until),
+            _ => None,
+        }
     }
 
     /// True while the gate is not closed because of refused credentials.
@@ -307,6 +335,26 @@ mod tests {
         gate.record(&fail());
         gate.admit().await;
         assert_eq!(start.elapsed(), FIRST_WAIT * 3, "5 s, then 10 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_nobody_waiting_the_consumers_resume_once_the_wait_is_over() {
+        let gate = Gate::new();
+        for _ in 0..OUTAGE_THRESHOLD {
+            gate.record(&fail());
+        }
+        assert!(gate.holds_consumers());
+        assert_eq!(gate.wait_ends_at(), Some(Instant::now() + FIRST_WAIT));
+        tokio::time::sleep(FIRST_WAIT).await;
+        assert!(!gate.holds_consumers(), "half-open: the next record probes");
+        assert_eq!(gate.wait_ends_at(), None);
+        gate.admit().await; // the probe, at once
+        assert!(gate.holds_consumers(), "only one probe at a time");
+        assert_eq!(gate.record(&fail()), None);
+        assert_eq!(gate.wait_ends_at(), Some(Instant::now() + FIRST_WAIT * 2));
+        assert!(gate.holds_consumers());
+        tokio::time::sleep(FIRST_WAIT * 2).await;
+        assert!(!gate.holds_consumers());
     }
 
     #[tokio::test(start_paused = true)]

@@ -337,6 +337,8 @@ async fn an_outage_pauses_consumption_instead_of_burning_every_attempt() {
         .env("RETRY_MAX_ATTEMPTS", "5")
         .env("RETRY_BACKOFF", "1s")
         .env("MPARTICLE_BULK_LINGER", "1ms")
+        // One record per request however busy the machine: ten records make ten requests.
+        .env("MAX_IN_FLIGHT_RECORDS", "1")
         .spawn()
         .await;
     service.standin.add_fault(Fault::status(503));
