@@ -212,7 +212,7 @@ fn run() -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let app = match App::build(settings).await {
             Ok(app) => app,
             Err(error) => {
@@ -229,7 +229,11 @@ fn run() -> ExitCode {
             other => tracing::info!(reason = ?other, "stopped"),
         }
         ExitCode::from(app::exit_code(&reason))
-    })
+    });
+    // Whatever still runs on a blocking thread (a client librdkafka cannot close) must not
+    // keep the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
 
 fn check_config() -> ExitCode {

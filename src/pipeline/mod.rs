@@ -213,6 +213,9 @@ enum Destination {
     DeadLetter,
 }
 
+/// How long closing a consumer (leaving its group) may take at shutdown.
+const CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The running pipeline.
 pub struct Pipeline {
     ctx: Arc<Context>,
@@ -310,8 +313,20 @@ impl Pipeline {
                     warn!(%error, "final commit failed; some records will be consumed again")
                 }
             }
-            consumer.leave();
         }
+        // Closing blocks in librdkafka, which has had bugs that made it hang: it runs on a
+        // blocking thread, bounded, so that a stuck close cannot stop the process exiting.
+        let closing = tokio::task::spawn_blocking(move || {
+            for consumer in [&ctx.source, &ctx.retries] {
+                if !consumer.close(CONSUMER_CLOSE_TIMEOUT) {
+                    warn!(
+                        timeout_secs = CONSUMER_CLOSE_TIMEOUT.as_secs(),
+                        "consumer did not close in time; the group notices at its session timeout"
+                    );
+                }
+            }
+        });
+        let _ = closing.await;
     }
 }
 

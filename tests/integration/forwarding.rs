@@ -98,12 +98,18 @@ async fn ten_thousand_events_are_each_delivered_once_and_the_offsets_reach_the_e
         .iter()
         .map(|t| (end_offsets(t), committed(&service.group, t)))
         .collect();
-    assert!(
-        fully,
-        "offsets did not reach the end: (end, committed) {progress:?}"
-    );
     let ids = service.standin.accepted_ids();
     let unique: HashSet<&String> = ids.iter().collect();
+    if !fully {
+        let (_, metrics) = service.admin_get("/metrics").await;
+        let in_flight = metric_value(&metrics, "mparticle_forwarder_records_in_flight");
+        panic!(
+            "offsets did not reach the end: (end, committed) {progress:?}; {} distinct of {} \
+             accepted events; records in flight: {in_flight:?}",
+            unique.len(),
+            ids.len()
+        );
+    }
     assert_eq!(unique.len(), COUNT, "every event delivered");
     assert_eq!(ids.len(), COUNT, "no event delivered twice");
     let bulk_requests = service

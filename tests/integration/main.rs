@@ -4,6 +4,7 @@
 
 mod cli;
 mod client;
+mod consumer;
 mod forwarding;
 mod operations;
 mod resilience;
