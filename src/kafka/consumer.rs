@@ -4,9 +4,12 @@
 //!
 //! The consumer is polled from a blocking thread ([`SourceConsumer::poll`]), which also
 //! serves the callbacks; [`SourceConsumer::feed`] runs such a thread and hands the
-//! records to async code one by one, for the low-volume retry topic.
+//! records to async code one by one, for the low-volume retry topic. A reader with no room
+//! for more records pauses the consumer and keeps polling
+//! ([`SourceConsumer::keep_alive`]), so that it stays in its group.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -30,13 +34,19 @@ pub struct GroupState {
     /// The consumer group, for logs: the source and retry groups share a process.
     group: String,
     ledger: Mutex<OffsetLedger>,
-    /// Fetching is paused: partitions assigned meanwhile are paused too.
-    paused: AtomicBool,
+    /// Why fetching is paused, if it is: partitions assigned meanwhile are paused too.
+    pause: Mutex<Pause>,
     health: Arc<Health>,
     metrics: Metrics,
 }
 
 impl GroupState {
+    fn pause(&self) -> MutexGuard<'_, Pause> {
+        self.pause
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn ledger(&self) -> MutexGuard<'_, OffsetLedger> {
         // A panic while holding the lock cannot leave the ledger half-updated in a way that
         // moves an offset too far: every update is a single insert or remove.
@@ -45,6 +55,38 @@ impl GroupState {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+/// Why a consumer does not fetch. Fetching resumes once no reason holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseReason {
+    /// The delivery gate holds consumers: mParticle fails for everyone or refuses the
+    /// credentials.
+    Gate,
+    /// The reader has no room for another record and polls only to stay in its group.
+    Backlog,
+}
+
+#[derive(Debug, Default)]
+struct Pause {
+    gate: bool,
+    backlog: bool,
+}
+
+impl Pause {
+    fn any(&self) -> bool {
+        self.gate || self.backlog
+    }
+
+    fn set(&mut self, reason: PauseReason, on: bool) {
+        match reason {
+            PauseReason::Gate => self.gate = on,
+            PauseReason::Backlog => self.backlog = on,
+        }
+    }
+}
+
+/// A record polled, or why polling failed.
+pub type Polled = Result<(SourceRecord, Ticket), KafkaError>;
 
 /// librdkafka callbacks: logs through tracing, rebalances, statistics.
 pub struct GroupContext {
@@ -119,7 +161,7 @@ impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(assigned) => {
-                if self.state.paused.load(Ordering::SeqCst) {
+                if self.state.pause().any() {
                     if let Err(error) = consumer.pause(assigned) {
                         warn!(%error, "cannot pause newly assigned partitions");
                     }
@@ -190,6 +232,9 @@ fn describe(list: &TopicPartitionList) -> String {
 /// How long a poll waits when nothing arrives: also how soon a reader notices a stop.
 pub const IDLE_POLL: Duration = Duration::from_millis(100);
 
+/// How often a reader with no room for another record polls anyway.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+
 /// The consumer group on the source topics.
 pub struct SourceConsumer {
     consumer: BaseConsumer<GroupContext>,
@@ -209,7 +254,7 @@ impl SourceConsumer {
         let state = Arc::new(GroupState {
             group: group.to_string(),
             ledger: Mutex::new(OffsetLedger::new()),
-            paused: AtomicBool::new(false),
+            pause: Mutex::new(Pause::default()),
             health,
             metrics,
         });
@@ -227,10 +272,17 @@ impl SourceConsumer {
         })
     }
 
-    /// Stops or restarts fetching on every assigned partition (and on partitions assigned
-    /// later while paused). The consumer keeps polling meanwhile, so it stays in its group.
-    pub fn set_paused(&self, paused: bool) {
-        self.state.paused.store(paused, Ordering::SeqCst);
+    /// Stops fetching on every assigned partition (and on partitions assigned later) for
+    /// `reason`, or lifts that reason; fetching resumes once no reason holds. The consumer
+    /// keeps polling meanwhile, so it stays in its group.
+    pub fn set_paused(&self, reason: PauseReason, on: bool) {
+        let mut pause = self.state.pause();
+        let before = pause.any();
+        pause.set(reason, on);
+        let paused = pause.any();
+        if paused == before {
+            return;
+        }
         let assignment = match self.consumer.assignment() {
             Ok(assignment) => assignment,
             Err(error) => {
@@ -248,10 +300,20 @@ impl SourceConsumer {
         }
     }
 
+    /// For a reader that has no room for another record: polls once without waiting,
+    /// which is what keeps librdkafka from counting the consumer as gone after
+    /// `max.poll.interval.ms` (5 min) and taking its partitions away. Pause the consumer
+    /// first ([`PauseReason::Backlog`]); a record it had queued already goes to `early`.
+    pub fn keep_alive(&self, early: &mut VecDeque<Polled>) {
+        if let Some(polled) = self.poll(Duration::ZERO) {
+            early.push_back(polled);
+        }
+    }
+
     /// Waits at most `timeout` for the next record and starts tracking it. Serves the
     /// rebalance, statistics and log callbacks too, so it must be called regularly, also
     /// while paused. `None` when nothing arrived in time.
-    pub fn poll(&self, timeout: Duration) -> Option<Result<(SourceRecord, Ticket), KafkaError>> {
+    pub fn poll(&self, timeout: Duration) -> Option<Polled> {
         let message = match self.consumer.poll(timeout)? {
             Ok(message) => message,
             Err(error) => return Some(Err(error)),
@@ -273,23 +335,66 @@ impl SourceConsumer {
     }
 
     /// Polls on a blocking thread and hands every record to the returned channel, holding
-    /// at most `capacity` there. The thread ends once the receiver is dropped.
-    pub fn feed(
-        self: &Arc<Self>,
-        capacity: usize,
-    ) -> mpsc::Receiver<Result<(SourceRecord, Ticket), KafkaError>> {
+    /// at most `capacity` there. While the channel is full the thread pauses the consumer
+    /// and keeps polling every [`KEEP_ALIVE`]. The thread ends once the receiver is dropped.
+    pub fn feed(self: &Arc<Self>, capacity: usize) -> mpsc::Receiver<Polled> {
         let (tx, rx) = mpsc::channel(capacity);
         let consumer = self.clone();
+        let runtime = Handle::current();
         tokio::task::spawn_blocking(move || {
-            while !tx.is_closed() {
-                if let Some(next) = consumer.poll(IDLE_POLL) {
-                    if tx.blocking_send(next).is_err() {
-                        return;
-                    }
+            let mut early = VecDeque::new();
+            loop {
+                let polled = match early.pop_front() {
+                    Some(polled) => polled,
+                    None => match consumer.poll(IDLE_POLL) {
+                        Some(polled) => polled,
+                        None if tx.is_closed() => return,
+                        None => continue,
+                    },
+                };
+                if !consumer.hand_on(&runtime, &tx, polled, &mut early) {
+                    return;
                 }
             }
         });
         rx
+    }
+
+    /// Sends `polled` into `tx`, keeping the consumer alive while there is no room. False
+    /// once the receiver is gone.
+    fn hand_on(
+        &self,
+        runtime: &Handle,
+        tx: &mpsc::Sender<Polled>,
+        polled: Polled,
+        early: &mut VecDeque<Polled>,
+    ) -> bool {
+        let polled = match tx.try_send(polled) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(polled)) => polled,
+        };
+        let mut paused = false;
+        let sent = loop {
+            match runtime.block_on(tokio::time::timeout(KEEP_ALIVE, tx.reserve())) {
+                Ok(Ok(room)) => {
+                    room.send(polled);
+                    break true;
+                }
+                Ok(Err(_closed)) => break false,
+                Err(_no_room_yet) => {
+                    if !paused {
+                        self.set_paused(PauseReason::Backlog, true);
+                        paused = true;
+                    }
+                    self.keep_alive(early);
+                }
+            }
+        };
+        if paused {
+            self.set_paused(PauseReason::Backlog, false);
+        }
+        sent
     }
 
     /// Records whose outcomes are durable. Stores every offset that moved; librdkafka

@@ -14,7 +14,7 @@ use super::intake::{IntakeRules, Prepared, prepare};
 use super::retry_schedule::RetrySchedule;
 use super::{Context, InFlight};
 use crate::clock::unix_ms;
-use crate::kafka::consumer::SourceConsumer;
+use crate::kafka::consumer::{PauseReason, SourceConsumer};
 use crate::kafka::offsets::Ticket;
 use crate::kafka::record::SourceRecord;
 use crate::retry::RetryState;
@@ -39,7 +39,7 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
         ctx.metrics.set_retry_scheduled(schedule.len());
         let hold = ctx.gate.holds_consumers();
         if hold != paused {
-            ctx.retries.set_paused(hold);
+            ctx.retries.set_paused(PauseReason::Gate, hold);
             paused = hold;
         }
         let now_ms = unix_ms();

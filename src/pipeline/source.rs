@@ -5,8 +5,11 @@
 //!
 //! A piece leaves when it holds a full request, when librdkafka has nothing more queued,
 //! or before the thread waits for room (a record slot). The thread pauses the consumer
-//! while the gate holds consumers and keeps polling meanwhile, so it stays in its group.
+//! while the gate holds consumers, and while it waits for room for longer than
+//! [`KEEP_ALIVE`]; it keeps polling meanwhile, so it stays in its group however long an
+//! outage holds every slot.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +20,7 @@ use tracing::warn;
 use super::Context;
 use super::delivery::Outbound;
 use super::readers::{in_flight, take_in};
-use crate::kafka::consumer::IDLE_POLL;
+use crate::kafka::consumer::{IDLE_POLL, KEEP_ALIVE, PauseReason, Polled};
 use crate::mparticle::MAX_BATCHES_PER_BULK;
 
 /// Records taken in since the last piece left, and how many were consumed per topic.
@@ -60,12 +63,14 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
     let runtime = Handle::current();
     let mut piece = Piece::new();
     let mut slot: Option<OwnedSemaphorePermit> = None;
+    // Records polled while waiting for room, to take in first.
+    let mut early: VecDeque<Polled> = VecDeque::new();
     let mut paused = false;
     // Assembly gone means the runtime is going away: nothing could leave any more.
     while !ctx.shutdown.is_triggered() && !outbound.is_closed() {
         let hold = ctx.gate.holds_consumers();
         if hold != paused {
-            ctx.source.set_paused(hold);
+            ctx.source.set_paused(PauseReason::Gate, hold);
             paused = hold;
         }
         // Room for one more record first, so that a full pipeline stops pulling.
@@ -79,7 +84,7 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
                     if !piece.send(&ctx, &outbound) {
                         return;
                     }
-                    match wait_for_slot(&ctx, &runtime, &outbound) {
+                    match wait_for_slot(&ctx, &runtime, &outbound, &mut early) {
                         Some(permit) => permit,
                         None => break,
                     }
@@ -92,7 +97,7 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
         } else {
             Duration::ZERO
         };
-        let Some(next) = ctx.source.poll(timeout) else {
+        let Some(next) = early.pop_front().or_else(|| ctx.source.poll(timeout)) else {
             slot = Some(permit);
             if !piece.send(&ctx, &outbound) {
                 return;
@@ -119,17 +124,48 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
     let _ = piece.send(&ctx, &outbound);
 }
 
-/// Waits for a record slot, or `None` at shutdown or once assembly is gone.
+/// What a wait for a record slot came to.
+enum Waited {
+    Slot(OwnedSemaphorePermit),
+    Stop,
+    StillWaiting,
+}
+
+/// Waits for a record slot, or `None` at shutdown or once assembly is gone. Waiting
+/// longer than [`KEEP_ALIVE`], it pauses the consumer and polls once per interval.
 fn wait_for_slot(
     ctx: &Context,
     runtime: &Handle,
     outbound: &mpsc::Sender<Vec<Outbound>>,
+    early: &mut VecDeque<Polled>,
 ) -> Option<OwnedSemaphorePermit> {
-    runtime.block_on(async {
-        tokio::select! {
-            _ = ctx.shutdown.wait() => None,
-            _ = outbound.closed() => None,
-            permit = ctx.record_slots.clone().acquire_owned() => permit.ok(),
+    let mut paused = false;
+    let slot = loop {
+        let waited = runtime.block_on(async {
+            tokio::select! {
+                _ = ctx.shutdown.wait() => Waited::Stop,
+                _ = outbound.closed() => Waited::Stop,
+                permit = ctx.record_slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => Waited::Slot(permit),
+                    Err(_) => Waited::Stop,
+                },
+                _ = tokio::time::sleep(KEEP_ALIVE) => Waited::StillWaiting,
+            }
+        });
+        match waited {
+            Waited::Slot(permit) => break Some(permit),
+            Waited::Stop => break None,
+            Waited::StillWaiting => {
+                if !paused {
+                    ctx.source.set_paused(PauseReason::Backlog, true);
+                    paused = true;
+                }
+                ctx.source.keep_alive(early);
+            }
         }
-    })
+    };
+    if paused {
+        ctx.source.set_paused(PauseReason::Backlog, false);
+    }
+    slot
 }

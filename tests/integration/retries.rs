@@ -467,3 +467,50 @@ async fn replay_dlq_sends_dead_letters_back_and_stops_a_record_from_looping() {
     );
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_room_longer_than_the_max_poll_interval_keeps_the_consumer_in_its_group() {
+    // Five record slots, all held by a request waiting at the gate while mParticle refuses
+    // the credentials for about 15 s: twice the max.poll.interval.ms set here. A consumer
+    // that stopped polling meanwhile would be taken out of its group and consume its five
+    // records again.
+    let service = ServiceSpec::default()
+        .partitions(1)
+        .topics(1)
+        .env("MAX_IN_FLIGHT_RECORDS", "5")
+        .env("KAFKA_PROPERTY_SESSION_TIMEOUT_MS", "6000")
+        .env("KAFKA_PROPERTY_MAX_POLL_INTERVAL_MS", "7000")
+        .spawn()
+        .await;
+    service.standin.add_fault(Fault::status(401).times(2));
+    let producer = producer();
+    for i in 0..30 {
+        produce(
+            &producer,
+            &service.topics[0],
+            Some("c1"),
+            point_add(&format!("room-{i}"), "c1", 1).as_bytes(),
+        )
+        .await;
+    }
+    let all = eventually(Duration::from_secs(60), || {
+        service.standin.accepted_count() >= 30
+    })
+    .await;
+    assert!(all, "{} of 30 delivered", service.standin.accepted_count());
+    let ids = service.standin.accepted_ids();
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), 30);
+    assert_eq!(ids.len(), 30, "no record consumed twice");
+    let (_, metrics) = service.admin_get("/metrics").await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"mparticle_forwarder_rebalances_total{kind="revoke"}"#
+        ),
+        None,
+        "no partition was taken away"
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    service.stop().await;
+}
