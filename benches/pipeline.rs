@@ -487,22 +487,31 @@ async fn latency(a: &Args) {
     let rate = 5_000usize;
     let seconds = 20usize;
     let started = Instant::now();
+    // The broker's acknowledgement of each produce, per record in send order: what the
+    // broker alone takes, a floor under the forwarder's figure.
+    let acks: std::sync::Arc<std::sync::Mutex<Vec<i64>>> =
+        std::sync::Arc::new(std::sync::Mutex::new(vec![-1; rate * seconds]));
     let mut pending = Vec::new();
     for i in 0..rate * seconds {
         let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
         tokio::time::sleep_until(due.into()).await;
         let value = event(i, false);
         let key = format!("cust-{:06}", i % 100_000);
-        pending.push(
-            producer
-                .send_result(FutureRecord::to(&topics[i % 2]).key(&key).payload(&value))
-                .map_err(|(e, _)| e)
-                .unwrap(),
-        );
+        let sent_at = Instant::now();
+        let delivery = producer
+            .send_result(FutureRecord::to(&topics[i % 2]).key(&key).payload(&value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let acks = acks.clone();
+        pending.push(tokio::spawn(async move {
+            let _ = delivery.await;
+            acks.lock().unwrap()[i] = sent_at.elapsed().as_millis() as i64;
+        }));
     }
     for p in pending {
         let _ = p.await;
     }
+    let mut acks = std::mem::take(&mut *acks.lock().unwrap());
     while sink.unique_accepted() < rate * seconds {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -511,16 +520,22 @@ async fn latency(a: &Args) {
     let mut latencies = sink.latencies_ms();
     if std::env::var_os("MPF_BENCH_LATENCY_TRACE").is_some() {
         // Per second of acceptances: median and max, to tell a steady lag from spikes.
-        for (second, window) in latencies.chunks(rate).enumerate() {
+        for (second, (window, sent)) in latencies.chunks(rate).zip(acks.chunks(rate)).enumerate() {
             let mut window = window.to_vec();
             window.sort_unstable();
+            let mut sent = sent.to_vec();
+            sent.sort_unstable();
             println!(
-                "  second {second}: p50 {} ms, max {} ms",
+                "  second {second}: p50 {} ms, max {} ms; broker ack p50 {} ms, max {} ms",
                 percentile(&window, 0.5),
-                window.last().copied().unwrap_or(-1)
+                window.last().copied().unwrap_or(-1),
+                percentile(&sent, 0.5),
+                sent.last().copied().unwrap_or(-1)
             );
         }
     }
+    let mut acks = acks.split_off((rate * 2).min(acks.len()));
+    acks.sort_unstable();
     // The first 2 s are warm-up (connections, first fetches).
     let latencies = latencies.split_off((rate * 2).min(latencies.len()));
     let mut sorted = latencies;
@@ -530,6 +545,12 @@ async fn latency(a: &Args) {
         percentile(&sorted, 0.5),
         percentile(&sorted, 0.99),
         sorted.last().copied().unwrap_or(-1)
+    );
+    println!(
+        "  the broker's acknowledgement of the same produces (a floor under the figure above): p50 {} ms, p99 {} ms, max {} ms",
+        percentile(&acks, 0.5),
+        percentile(&acks, 0.99),
+        acks.last().copied().unwrap_or(-1)
     );
     sink.stop();
 }
