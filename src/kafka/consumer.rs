@@ -6,9 +6,10 @@
 //! serves the callbacks; [`SourceConsumer::feed`] runs such a thread and hands the
 //! records to async code one by one, for the low-volume retry topic. A reader with no room
 //! for more records pauses the consumer and keeps polling
-//! ([`SourceConsumer::keep_alive`]), so that it stays in its group.
+//! ([`SourceConsumer::wait_for_room`]), so that it stays in its group.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -300,14 +301,39 @@ impl SourceConsumer {
         }
     }
 
-    /// For a reader that has no room for another record: polls once without waiting,
-    /// which is what keeps librdkafka from counting the consumer as gone after
-    /// `max.poll.interval.ms` (5 min) and taking its partitions away. Pause the consumer
-    /// first ([`PauseReason::Backlog`]); a record it had queued already goes to `early`.
-    pub fn keep_alive(&self, early: &mut VecDeque<Polled>) {
-        if let Some(polled) = self.poll(Duration::ZERO) {
-            early.push_back(polled);
+    /// Blocks this (reader) thread until `room` resolves, keeping the consumer in its
+    /// group meanwhile. A reader with no room for another record must still poll:
+    /// librdkafka counts a consumer that has not polled for `max.poll.interval.ms` (5 min)
+    /// as gone and takes its partitions away. Once `room` has taken longer than
+    /// [`KEEP_ALIVE`], the partitions are paused ([`PauseReason::Backlog`]) and the
+    /// consumer is polled once per interval; a record librdkafka had queued already goes
+    /// to `early`, to be taken in first.
+    pub fn wait_for_room<F: Future>(
+        &self,
+        runtime: &Handle,
+        early: &mut VecDeque<Polled>,
+        room: F,
+    ) -> F::Output {
+        let mut room = std::pin::pin!(room);
+        let mut paused = false;
+        let ready = loop {
+            match runtime.block_on(tokio::time::timeout(KEEP_ALIVE, room.as_mut())) {
+                Ok(ready) => break ready,
+                Err(_still_waiting) => {
+                    if !paused {
+                        self.set_paused(PauseReason::Backlog, true);
+                        paused = true;
+                    }
+                    if let Some(polled) = self.poll(Duration::ZERO) {
+                        early.push_back(polled);
+                    }
+                }
+            }
+        };
+        if paused {
+            self.set_paused(PauseReason::Backlog, false);
         }
+        ready
     }
 
     /// Waits at most `timeout` for the next record and starts tracking it. Serves the
@@ -360,8 +386,8 @@ impl SourceConsumer {
         rx
     }
 
-    /// Sends `polled` into `tx`, keeping the consumer alive while there is no room. False
-    /// once the receiver is gone.
+    /// Sends `polled` into `tx`, keeping the consumer in its group while there is no room.
+    /// False once the receiver is gone.
     fn hand_on(
         &self,
         runtime: &Handle,
@@ -374,27 +400,13 @@ impl SourceConsumer {
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
             Err(mpsc::error::TrySendError::Full(polled)) => polled,
         };
-        let mut paused = false;
-        let sent = loop {
-            match runtime.block_on(tokio::time::timeout(KEEP_ALIVE, tx.reserve())) {
-                Ok(Ok(room)) => {
-                    room.send(polled);
-                    break true;
-                }
-                Ok(Err(_closed)) => break false,
-                Err(_no_room_yet) => {
-                    if !paused {
-                        self.set_paused(PauseReason::Backlog, true);
-                        paused = true;
-                    }
-                    self.keep_alive(early);
-                }
+        match self.wait_for_room(runtime, early, tx.reserve()) {
+            Ok(room) => {
+                room.send(polled);
+                true
             }
-        };
-        if paused {
-            self.set_paused(PauseReason::Backlog, false);
+            Err(_closed) => false,
         }
-        sent
     }
 
     /// Records whose outcomes are durable. Stores every offset that moved; librdkafka

@@ -8,7 +8,7 @@
 //! records wait in a [`RetrySchedule`](retry_schedule::RetrySchedule) until they are due.
 //! Memory is bounded by `MAX_IN_FLIGHT_RECORDS` source records between consume and
 //! outcome, as many retries waiting, and as many retries being sent; requests by
-//! `MPARTICLE_MAX_IN_FLIGHT_REQUESTS`. The [`Gate`](gate::Gate) stops requests and pauses
+//! `MPARTICLE_MAX_IN_FLIGHT_REQUESTS`. The [`Gate`] stops requests and pauses
 //! both readers while mParticle refuses the credentials or fails for everyone.
 
 mod bulk;

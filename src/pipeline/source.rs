@@ -5,9 +5,9 @@
 //!
 //! A piece leaves when it holds a full request, when librdkafka has nothing more queued,
 //! or before the thread waits for room (a record slot). The thread pauses the consumer
-//! while the gate holds consumers, and while it waits for room for longer than
-//! [`KEEP_ALIVE`]; it keeps polling meanwhile, so it stays in its group however long an
-//! outage holds every slot.
+//! while the gate holds consumers, and while it waits for room for longer than a second;
+//! it keeps polling meanwhile, so it stays in its group however long an outage holds every
+//! slot.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use tracing::warn;
 use super::Context;
 use super::delivery::Outbound;
 use super::readers::{in_flight, take_in};
-use crate::kafka::consumer::{IDLE_POLL, KEEP_ALIVE, PauseReason, Polled};
+use crate::kafka::consumer::{IDLE_POLL, PauseReason, Polled};
 use crate::mparticle::MAX_BATCHES_PER_BULK;
 
 /// Records taken in since the last piece left, and how many were consumed per topic.
@@ -124,48 +124,21 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
     let _ = piece.send(&ctx, &outbound);
 }
 
-/// What a wait for a record slot came to.
-enum Waited {
-    Slot(OwnedSemaphorePermit),
-    Stop,
-    StillWaiting,
-}
-
-/// Waits for a record slot, or `None` at shutdown or once assembly is gone. Waiting
-/// longer than [`KEEP_ALIVE`], it pauses the consumer and polls once per interval.
+/// Waits for a record slot, or `None` at shutdown or once assembly is gone; keeps the
+/// consumer in its group meanwhile
+/// ([`SourceConsumer::wait_for_room`](crate::kafka::consumer::SourceConsumer::wait_for_room)).
 fn wait_for_slot(
     ctx: &Context,
     runtime: &Handle,
     outbound: &mpsc::Sender<Vec<Outbound>>,
     early: &mut VecDeque<Polled>,
 ) -> Option<OwnedSemaphorePermit> {
-    let mut paused = false;
-    let slot = loop {
-        let waited = runtime.block_on(async {
-            tokio::select! {
-                _ = ctx.shutdown.wait() => Waited::Stop,
-                _ = outbound.closed() => Waited::Stop,
-                permit = ctx.record_slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => Waited::Slot(permit),
-                    Err(_) => Waited::Stop,
-                },
-                _ = tokio::time::sleep(KEEP_ALIVE) => Waited::StillWaiting,
-            }
-        });
-        match waited {
-            Waited::Slot(permit) => break Some(permit),
-            Waited::Stop => break None,
-            Waited::StillWaiting => {
-                if !paused {
-                    ctx.source.set_paused(PauseReason::Backlog, true);
-                    paused = true;
-                }
-                ctx.source.keep_alive(early);
-            }
+    let slot = async {
+        tokio::select! {
+            _ = ctx.shutdown.wait() => None,
+            _ = outbound.closed() => None,
+            permit = ctx.record_slots.clone().acquire_owned() => permit.ok(),
         }
     };
-    if paused {
-        ctx.source.set_paused(PauseReason::Backlog, false);
-    }
-    slot
+    ctx.source.wait_for_room(runtime, early, slot)
 }
