@@ -478,16 +478,15 @@ impl SourceConsumer {
         let deadline = std::time::Instant::now() + timeout;
         if let Err(error) = self.consumer.close_queue() {
             warn!(%error, "cannot close the consumer; leaving the group by session timeout");
-            std::mem::forget(self.clone());
-            return false;
-        }
-        while !self.consumer.closed() {
-            if std::time::Instant::now() >= deadline {
-                std::mem::forget(self.clone());
-                return false;
+        } else {
+            while !self.consumer.closed() && std::time::Instant::now() < deadline {
+                let _ = self.consumer.poll(IDLE_POLL);
             }
-            let _ = self.consumer.poll(IDLE_POLL);
         }
-        true
+        let closed = self.consumer.closed();
+        if !closed {
+            std::mem::forget(self.clone());
+        }
+        closed
     }
 }

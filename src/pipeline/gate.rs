@@ -115,19 +115,8 @@ impl Gate {
                     State::HalfOpen {
                         probe_taken: true, ..
                     } => None,
-                    State::Open {
-                        reason,
-                        until,
-                        wait,
-                    } => {
-                        if Instant::now() >= until {
-                            *state = State::HalfOpen {
-                                reason,
-                                wait,
-                                probe_taken: false,
-                            };
-                            drop(state);
-                            self.notify();
+                    State::Open { until, .. } => {
+                        if self.half_open_if_due(state) {
                             continue;
                         }
                         Some(until)
@@ -241,28 +230,38 @@ impl Gate {
     /// have gone to the retry topic, and then no request waits at the gate. The consumers
     /// resume, and the next record they bring is the probe.
     pub fn holds_consumers(&self) -> bool {
-        let mut state = self.state();
+        let state = self.state();
         match *state {
-            State::Open {
-                reason,
-                until,
-                wait,
-            } if Instant::now() >= until => {
-                *state = State::HalfOpen {
-                    reason,
-                    wait,
-                    probe_taken: false,
-                };
-                drop(state);
-                self.notify();
-                false
-            }
-            State::Open { .. }
-            | State::HalfOpen {
+            State::Open { .. } => !self.half_open_if_due(state),
+            State::HalfOpen {
                 probe_taken: true, ..
             } => true,
             _ => false,
         }
+    }
+
+    /// An open gate whose wait is over becomes half-open (and says so to the waiters);
+    /// true if it did.
+    fn half_open_if_due(&self, mut state: std::sync::MutexGuard<'_, State>) -> bool {
+        let State::Open {
+            reason,
+            until,
+            wait,
+        } = *state
+        else {
+            return false;
+        };
+        if Instant::now() < until {
+            return false;
+        }
+        *state = State::HalfOpen {
+            reason,
+            wait,
+            probe_taken: false,
+        };
+        drop(state);
+        self.notify();
+        true
     }
 
     /// When an open gate's wait ends: a paused reader checks

@@ -72,15 +72,15 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
                 }
             }
         }
-        let wake_at = schedule.next_due_ms().map(|due| {
+        let next_due = schedule.next_due_ms().map(|due| {
             Instant::now() + Duration::from_millis(due.saturating_sub(unix_ms()).max(0) as u64)
         });
-        // Paused with nothing due, this reader may be the only one to see the gate's wait end.
-        let gate_wait_ends = ctx.gate.wait_ends_at();
+        // Wake for the next due retry, and when the gate's wait ends: paused with nothing
+        // due, this reader may be the only one to see it end.
+        let wake_at = next_due.into_iter().chain(ctx.gate.wait_ends_at()).min();
         let next = tokio::select! {
             _ = &mut stop => return,
             _ = gate_changes.changed() => continue,
-            _ = sleep_until(gate_wait_ends.unwrap_or_else(Instant::now)), if gate_wait_ends.is_some() => continue,
             _ = sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => continue,
             next = arrivals.recv() => match next {
                 Some(next) => next,

@@ -17,6 +17,21 @@ fn requests_for(service: &TestService, id: &str) -> Vec<RequestLog> {
         .collect()
 }
 
+/// Produces the point-add events `{prefix}-0` to `{prefix}-{count - 1}` of `customer`, one
+/// at a time, each acknowledged before the next.
+async fn produce_point_adds(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    customer: &str,
+    prefix: &str,
+    count: usize,
+) {
+    for i in 0..count {
+        let value = point_add(&format!("{prefix}-{i}"), customer, 1);
+        produce(producer, topic, Some(customer), value.as_bytes()).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_answered_503_twice_is_delivered_on_the_third_attempt() {
     let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
@@ -147,15 +162,7 @@ async fn a_429_with_retry_after_3_holds_every_request_for_3_seconds() {
         .await
     );
     let limited_at = requests_for(&service, "limited")[0].at_ms;
-    for i in 0..5 {
-        produce(
-            &producer,
-            &service.topics[0],
-            Some("c2"),
-            point_add(&format!("other-{i}"), "c2", 1).as_bytes(),
-        )
-        .await;
-    }
+    produce_point_adds(&producer, &service.topics[0], "c2", "other", 5).await;
     assert!(
         eventually(Duration::from_secs(30), || service.standin.accepted_count()
             == 6)
@@ -253,15 +260,7 @@ async fn refused_credentials_stop_consumption_without_dead_letters_until_they_wo
     let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
     service.standin.add_fault(Fault::status(401));
     let producer = producer();
-    for i in 0..5 {
-        produce(
-            &producer,
-            &service.topics[0],
-            Some("c1"),
-            point_add(&format!("auth-{i}"), "c1", 1).as_bytes(),
-        )
-        .await;
-    }
+    produce_point_adds(&producer, &service.topics[0], "c1", "auth", 5).await;
     assert!(
         eventually(Duration::from_secs(20), || service
             .standin
@@ -484,15 +483,7 @@ async fn waiting_for_room_longer_than_the_max_poll_interval_keeps_the_consumer_i
         .await;
     service.standin.add_fault(Fault::status(401).times(2));
     let producer = producer();
-    for i in 0..30 {
-        produce(
-            &producer,
-            &service.topics[0],
-            Some("c1"),
-            point_add(&format!("room-{i}"), "c1", 1).as_bytes(),
-        )
-        .await;
-    }
+    produce_point_adds(&producer, &service.topics[0], "c1", "room", 30).await;
     let all = eventually(Duration::from_secs(60), || {
         service.standin.accepted_count() >= 30
     })
