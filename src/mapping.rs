@@ -10,7 +10,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::path::Path;
 
-use crate::json::{Json, ObjectWriter, write_str};
+use crate::json::{Json, write_str};
 use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
@@ -41,6 +41,8 @@ enum Source {
 #[derive(Debug, Clone, PartialEq)]
 struct Assignment {
     name: String,
+    /// `"name":` as JSON, written once here instead of once per event.
+    member: Vec<u8>,
     source: Source,
     required: bool,
 }
@@ -273,8 +275,12 @@ impl Checker<'_> {
                 return None;
             }
         };
+        let mut member = Vec::with_capacity(name.len() + 3);
+        write_str(&mut member, name);
+        member.push(b':');
         Some(Assignment {
             name: name.to_string(),
+            member,
             source,
             required,
         })
@@ -545,56 +551,100 @@ impl FieldAssignments {
             .events
             .get(event.action.as_ref())
             .ok_or_else(|| MapError::Unmapped(event.action.to_string()))?;
-        let mut truncated = 0u32;
-        let user_identities = resolve_all(&self.identities, event, Shape::Text, &mut truncated)?;
-        let user_attributes = resolve_all(
-            &self.user_attributes,
-            event,
-            Shape::TextOrList,
-            &mut truncated,
-        )?;
-        let custom_attributes =
-            resolve_all(&definition.attributes, event, Shape::Text, &mut truncated)?;
-        let product_action = match &definition.product_action {
-            Some(action) => Some(ProductActionOut {
-                action,
-                product: resolve_product(&definition.product, event, &mut truncated)?,
-            }),
-            None => None,
-        };
-        let batch = BatchOut {
-            environment: environment.as_str(),
-            source_request_id: &event.id,
-            user_identities,
-            user_attributes,
-            event: EventOut {
-                event_type: match definition.event_type {
-                    EventType::Custom => "custom_event",
-                    EventType::Commerce => "commerce_event",
-                },
-                event_name: (definition.event_type == EventType::Custom)
-                    .then_some(definition.event_name.as_str()),
-                custom_event_type: definition.custom_event_type.as_deref(),
-                timestamp_unixtime_ms: event.created_at_ms.or(fallback_timestamp_ms),
-                source_message_id: &event.id,
-                custom_attributes,
-                product_action,
-            },
-        };
         // Written into a buffer kept per thread, then copied out at its exact size: no
         // growing on the way, and no spare capacity held while the batch is in flight.
-        let json = SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            batch.write(scratch);
-            scratch.clone()
-        });
-        if json.len() >= MAX_BATCH_BYTES {
-            return Err(MapError::TooLarge { size: json.len() });
-        }
-        Ok(MappedBatch {
-            json,
-            truncated_values: truncated,
+        SCRATCH.with_borrow_mut(|out| {
+            out.clear();
+            let mut truncated = 0u32;
+            self.write_batch(
+                out,
+                definition,
+                event,
+                environment,
+                fallback_timestamp_ms,
+                &mut truncated,
+            )?;
+            if out.len() >= MAX_BATCH_BYTES {
+                return Err(MapError::TooLarge { size: out.len() });
+            }
+            Ok(MappedBatch {
+                json: out.clone(),
+                truncated_values: truncated,
+            })
         })
+    }
+
+    /// Writes the batch by hand rather than through serde: this runs once per event, so
+    /// the fixed parts are written as literals and member names were rendered at load.
+    /// Members without a value are left out.
+    fn write_batch(
+        &self,
+        out: &mut Vec<u8>,
+        definition: &EventDefinition,
+        event: &LoyaltyEvent<'_>,
+        environment: Environment,
+        fallback_timestamp_ms: Option<i64>,
+        truncated: &mut u32,
+    ) -> Result<(), MapError> {
+        out.extend_from_slice(br#"{"environment":"#);
+        write_str(out, environment.as_str());
+        out.extend_from_slice(br#","schema_version":2,"source_request_id":"#);
+        write_str(out, &event.id);
+        let mut members = Members { event, truncated };
+        members.write(
+            out,
+            br#","user_identities":"#,
+            &self.identities,
+            Shape::Text,
+            Empty::LeaveOut,
+        )?;
+        members.write(
+            out,
+            br#","user_attributes":"#,
+            &self.user_attributes,
+            Shape::TextOrList,
+            Empty::LeaveOut,
+        )?;
+        out.extend_from_slice(br#","events":[{"event_type":"#);
+        match definition.event_type {
+            EventType::Custom => {
+                out.extend_from_slice(br#""custom_event","data":{"event_name":"#);
+                write_str(out, &definition.event_name);
+                out.push(b',');
+            }
+            EventType::Commerce => out.extend_from_slice(br#""commerce_event","data":{"#),
+        }
+        if let Some(custom_type) = &definition.custom_event_type {
+            out.extend_from_slice(br#""custom_event_type":"#);
+            write_str(out, custom_type);
+            out.push(b',');
+        }
+        if let Some(ms) = event.created_at_ms.or(fallback_timestamp_ms) {
+            let _ = write!(out, r#""timestamp_unixtime_ms":{ms},"#);
+        }
+        out.extend_from_slice(br#""source_message_id":"#);
+        write_str(out, &event.id);
+        members.write(
+            out,
+            br#","custom_attributes":"#,
+            &definition.attributes,
+            Shape::Text,
+            Empty::LeaveOut,
+        )?;
+        if let Some(action) = &definition.product_action {
+            out.extend_from_slice(br#","product_action":{"action":"#);
+            write_str(out, action);
+            members.write(
+                out,
+                br#","products":["#,
+                &definition.product,
+                Shape::Product,
+                Empty::Write,
+            )?;
+            out.extend_from_slice(b"]}");
+        }
+        out.extend_from_slice(b"}}]}");
+        Ok(())
     }
 }
 
@@ -624,184 +674,111 @@ enum Shape {
     Text,
     /// user attributes may be lists of strings
     TextOrList,
-}
-
-enum OutValue<'a> {
-    Text(Cow<'a, str>),
-    List(Vec<Cow<'a, str>>),
-    Number(serde_json::Number),
-}
-
-impl OutValue<'_> {
-    fn write(&self, out: &mut Vec<u8>) {
-        match self {
-            OutValue::Text(text) => write_str(out, text),
-            OutValue::List(items) => {
-                out.push(b'[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    write_str(out, item);
-                }
-                out.push(b']');
-            }
-            // Writing to a Vec cannot fail.
-            OutValue::Number(n) => {
-                let _ = serde_json::to_writer(out, n);
-            }
-        }
-    }
+    /// a product: `price`, `quantity` and `position` are numbers, the rest text
+    Product,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Name/value pairs written as a JSON object, in file order.
-struct Pairs<'a>(Vec<(&'a str, OutValue<'a>)>);
-
-impl Pairs<'_> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn write(&self, out: &mut Vec<u8>) {
-        let mut object = ObjectWriter::open(out);
-        for (name, value) in &self.0 {
-            value.write(object.key(name));
-        }
-        object.close();
-    }
+/// What to do with an object none of whose assignments has a value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Empty {
+    LeaveOut,
+    Write,
 }
 
-/// The batch, written by hand rather than through serde: this runs once per event and
-/// serde_json's string escaping was most of its cost (BENCHMARKS.md). Members without a
-/// value are left out.
-struct BatchOut<'a> {
-    environment: &'static str,
-    source_request_id: &'a str,
-    user_identities: Pairs<'a>,
-    user_attributes: Pairs<'a>,
-    event: EventOut<'a>,
+/// Writes the objects of one batch, counting the values cut to mParticle's limit.
+struct Members<'e, 'a> {
+    event: &'e LoyaltyEvent<'a>,
+    truncated: &'e mut u32,
 }
 
-struct EventOut<'a> {
-    event_type: &'static str,
-    event_name: Option<&'a str>,
-    custom_event_type: Option<&'a str>,
-    timestamp_unixtime_ms: Option<i64>,
-    source_message_id: &'a str,
-    custom_attributes: Pairs<'a>,
-    product_action: Option<ProductActionOut<'a>>,
-}
-
-struct ProductActionOut<'a> {
-    action: &'a str,
-    product: Pairs<'a>,
-}
-
-impl BatchOut<'_> {
-    fn write(&self, out: &mut Vec<u8>) {
-        let mut batch = ObjectWriter::open(out);
-        write_str(batch.key("environment"), self.environment);
-        batch.key("schema_version").push(b'2');
-        write_str(batch.key("source_request_id"), self.source_request_id);
-        if !self.user_identities.is_empty() {
-            self.user_identities.write(batch.key("user_identities"));
-        }
-        if !self.user_attributes.is_empty() {
-            self.user_attributes.write(batch.key("user_attributes"));
-        }
-        let events = batch.key("events");
-        events.push(b'[');
-        self.event.write(events);
-        events.push(b']');
-        batch.close();
-    }
-}
-
-impl EventOut<'_> {
-    fn write(&self, out: &mut Vec<u8>) {
-        let mut event = ObjectWriter::open(out);
-        write_str(event.key("event_type"), self.event_type);
-        let mut data = ObjectWriter::open(event.key("data"));
-        if let Some(name) = self.event_name {
-            write_str(data.key("event_name"), name);
-        }
-        if let Some(custom_type) = self.custom_event_type {
-            write_str(data.key("custom_event_type"), custom_type);
-        }
-        if let Some(ms) = self.timestamp_unixtime_ms {
-            let _ = write!(data.key("timestamp_unixtime_ms"), "{ms}");
-        }
-        write_str(data.key("source_message_id"), self.source_message_id);
-        if !self.custom_attributes.is_empty() {
-            self.custom_attributes.write(data.key("custom_attributes"));
-        }
-        if let Some(product_action) = &self.product_action {
-            let mut action = ObjectWriter::open(data.key("product_action"));
-            write_str(action.key("action"), product_action.action);
-            let products = action.key("products");
-            products.push(b'[');
-            product_action.product.write(products);
-            products.push(b']');
-            action.close();
-        }
-        data.close();
-        event.close();
-    }
-}
-
-fn resolve_all<'a>(
-    assignments: &'a [Assignment],
-    event: &'a LoyaltyEvent<'_>,
-    shape: Shape,
-    truncated: &mut u32,
-) -> Result<Pairs<'a>, MapError> {
-    let mut pairs = Vec::with_capacity(assignments.len());
-    for assignment in assignments {
-        if let Some(value) = resolve(assignment, event)? {
-            pairs.push((assignment.name.as_str(), to_out(value, shape, truncated)));
-        }
-    }
-    Ok(Pairs(pairs))
-}
-
-fn resolve_product<'a>(
-    assignments: &'a [Assignment],
-    event: &'a LoyaltyEvent<'_>,
-    truncated: &mut u32,
-) -> Result<Pairs<'a>, MapError> {
-    let mut pairs = Vec::with_capacity(assignments.len());
-    for assignment in assignments {
-        let Some(value) = resolve(assignment, event)? else {
-            continue;
-        };
-        let out = if NUMERIC_PRODUCT_FIELDS.contains(&assignment.name.as_str()) {
-            let number = match value {
-                Resolved::Json(Json::Number(n)) => Some(n.clone()),
-                Resolved::Json(Json::String(s)) => s.trim().parse::<serde_json::Number>().ok(),
-                Resolved::Constant(c) => c.trim().parse::<serde_json::Number>().ok(),
-                Resolved::Json(_) => None,
+impl Members<'_, '_> {
+    /// Writes `prefix` and an object of the assignments that have a value, in file order.
+    fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        prefix: &[u8],
+        assignments: &[Assignment],
+        shape: Shape,
+        empty: Empty,
+    ) -> Result<(), MapError> {
+        let mark = out.len();
+        out.extend_from_slice(prefix);
+        out.push(b'{');
+        let mut written = false;
+        for assignment in assignments {
+            let Some(value) = resolve(assignment, self.event)? else {
+                continue;
             };
-            let Some(number) = number else {
-                let path = match &assignment.source {
-                    Source::Path { dotted, .. } => dotted.clone(),
-                    Source::Constant(c) => c.clone(),
-                };
-                return Err(MapError::NotANumber {
-                    name: assignment.name.clone(),
-                    path,
-                });
+            let number = match shape {
+                Shape::Product if NUMERIC_PRODUCT_FIELDS.contains(&assignment.name.as_str()) => {
+                    Some(product_number(assignment, &value)?)
+                }
+                _ => None,
             };
-            OutValue::Number(number)
+            if written {
+                out.push(b',');
+            }
+            written = true;
+            out.extend_from_slice(&assignment.member);
+            match number {
+                // Writing to a Vec cannot fail.
+                Some(number) => {
+                    let _ = serde_json::to_writer(&mut *out, &number);
+                }
+                None => self.value(out, value, shape),
+            }
+        }
+        if written || empty == Empty::Write {
+            out.push(b'}');
         } else {
-            to_out(value, Shape::Text, truncated)
-        };
-        pairs.push((assignment.name.as_str(), out));
+            out.truncate(mark);
+        }
+        Ok(())
     }
-    Ok(Pairs(pairs))
+
+    fn value(&mut self, out: &mut Vec<u8>, value: Resolved<'_>, shape: Shape) {
+        match value {
+            Resolved::Constant(text) => write_str(out, text),
+            Resolved::Json(Json::Array(items)) if shape == Shape::TextOrList => {
+                out.push(b'[');
+                for (i, item) in items.iter().filter(|v| !v.is_null()).enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_str(out, &truncate(scalar_text(item), self.truncated));
+                }
+                out.push(b']');
+            }
+            Resolved::Json(value) => write_str(out, &truncate(scalar_text(value), self.truncated)),
+        }
+    }
+}
+
+/// A numeric product field (`price`, `quantity`, `position`) as the number mParticle wants.
+fn product_number(
+    assignment: &Assignment,
+    value: &Resolved<'_>,
+) -> Result<serde_json::Number, MapError> {
+    let number = match value {
+        Resolved::Json(Json::Number(n)) => n.to_serde(),
+        Resolved::Json(Json::String(s)) => s.trim().parse::<serde_json::Number>().ok(),
+        Resolved::Constant(c) => c.trim().parse::<serde_json::Number>().ok(),
+        Resolved::Json(_) => None,
+    };
+    number.ok_or_else(|| {
+        let path = match &assignment.source {
+            Source::Path { dotted, .. } => dotted.clone(),
+            Source::Constant(c) => c.clone(),
+        };
+        MapError::NotANumber {
+            name: assignment.name.clone(),
+            path,
+        }
+    })
 }
 
 enum Resolved<'a> {
@@ -826,27 +803,13 @@ fn resolve<'a>(
     }
 }
 
-fn to_out<'a>(value: Resolved<'a>, shape: Shape, truncated: &mut u32) -> OutValue<'a> {
-    match value {
-        Resolved::Constant(text) => OutValue::Text(Cow::Borrowed(text)),
-        Resolved::Json(Json::Array(items)) if shape == Shape::TextOrList => OutValue::List(
-            items
-                .iter()
-                .filter(|v| !v.is_null())
-                .map(|v| truncate(scalar_text(v), truncated))
-                .collect(),
-        ),
-        Resolved::Json(value) => OutValue::Text(truncate(scalar_text(value), truncated)),
-    }
-}
-
 /// Numbers and booleans become their JSON text; objects and arrays their compact JSON.
 fn scalar_text<'a>(value: &'a Json<'_>) -> Cow<'a, str> {
     match value {
         Json::String(s) => Cow::Borrowed(s),
         Json::Bool(true) => Cow::Borrowed("true"),
         Json::Bool(false) => Cow::Borrowed("false"),
-        Json::Number(n) => Cow::Owned(n.to_string()),
+        Json::Number(n) => n.text(),
         Json::Null => Cow::Borrowed(""),
         // Writing plain data to a String cannot fail.
         other => Cow::Owned(serde_json::to_string(other).unwrap_or_default()),

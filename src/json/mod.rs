@@ -2,8 +2,7 @@
 //! loyalty events. Strings point into the record's bytes unless they hold escapes,
 //! numbers stay the text they were written as until asked for, and an object is its
 //! members in order (events have a handful per object), so decoding an event allocates
-//! once per object or array. Writing ([`write`]): compact JSON text straight into a
-//! buffer.
+//! once per object or array. Writing ([`write`]): JSON strings straight into a buffer.
 
 pub mod parse;
 mod scan;
@@ -14,7 +13,7 @@ use std::borrow::Cow;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 pub use parse::ParseError;
-pub use write::{ObjectWriter, write_str};
+pub use write::write_str;
 
 /// One JSON value, borrowing from the text it was parsed from where it can.
 #[derive(Debug, Clone, PartialEq)]

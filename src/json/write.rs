@@ -1,5 +1,5 @@
-//! Writing compact JSON text straight into a buffer: [`ObjectWriter`] member by member,
-//! [`write_str`] copying strings that need no escape as they are.
+//! Writing JSON strings straight into a buffer, copying those that need no escape as
+//! they are. The batch around them is written by [`mapping`](crate::mapping).
 
 use super::scan::first_special;
 
@@ -15,34 +15,6 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
         out.push(b'"');
-    }
-}
-
-/// Writes one JSON object member by member: `{"a":…,"b":…}`.
-pub struct ObjectWriter<'a> {
-    out: &'a mut Vec<u8>,
-    empty: bool,
-}
-
-impl<'a> ObjectWriter<'a> {
-    pub fn open(out: &'a mut Vec<u8>) -> ObjectWriter<'a> {
-        out.push(b'{');
-        ObjectWriter { out, empty: true }
-    }
-
-    /// Writes the member's name; the caller writes its value into the buffer returned.
-    pub fn key(&mut self, name: &str) -> &mut Vec<u8> {
-        if !self.empty {
-            self.out.push(b',');
-        }
-        self.empty = false;
-        write_str(self.out, name);
-        self.out.push(b':');
-        self.out
-    }
-
-    pub fn close(self) {
-        self.out.push(b'}');
     }
 }
 
@@ -69,14 +41,5 @@ mod tests {
                 serde_json::to_string(text).unwrap()
             );
         }
-        let mut out = Vec::new();
-        let mut object = ObjectWriter::open(&mut out);
-        write_str(object.key("a"), "x");
-        object.key("b").extend_from_slice(b"2");
-        object.close();
-        assert_eq!(out, br#"{"a":"x","b":2}"#);
-        let mut out = Vec::new();
-        ObjectWriter::open(&mut out).close();
-        assert_eq!(out, b"{}");
     }
 }
