@@ -258,8 +258,13 @@ impl Metrics {
         self.bulk_size.observe(batches as f64);
     }
 
-    pub fn delivery_latency(&self, latency: Duration) {
-        self.delivery_latency.observe(latency.as_secs_f64());
+    /// The latencies of one request's records, added to the histogram at once.
+    pub fn delivery_latencies(&self, latencies: impl Iterator<Item = Duration>) {
+        let local = self.delivery_latency.local();
+        for latency in latencies {
+            local.observe(latency.as_secs_f64());
+        }
+        local.flush();
     }
 
     pub fn set_retry_scheduled(&self, waiting: usize) {

@@ -4,7 +4,7 @@
 //! differential fuzz target (`tests/fuzz`, `json_parse`) and the tests below check; it is
 //! here because serde_json's visitor plumbing was the largest cost per event
 //! (BENCHMARKS.md). The text is checked as UTF-8 once, up front; strings without escapes
-//! are slices of it, and each object or array is allocated once, at its final size.
+//! are slices of it, and an object of up to eight members is allocated once.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -39,8 +39,6 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Json<'_>, ParseError> {
         text,
         pos: 0,
         depth: 0,
-        members: Vec::new(),
-        items: Vec::new(),
     };
     parser.skip_whitespace();
     let value = parser.value()?;
@@ -55,12 +53,10 @@ struct Parser<'a> {
     text: &'a str,
     pos: usize,
     depth: usize,
-    /// Members of the objects being parsed, innermost last: each object takes its own off
-    /// the end when it closes, into a vector of exactly its size.
-    members: Vec<(Cow<'a, str>, Json<'a>)>,
-    /// The same for arrays.
-    items: Vec<Json<'a>>,
 }
+
+/// Room for the members of most event objects, so that one allocation holds them.
+const MEMBERS_CAPACITY: usize = 8;
 
 impl<'a> Parser<'a> {
     fn bytes(&self) -> &'a [u8] {
@@ -131,7 +127,7 @@ impl<'a> Parser<'a> {
 
     fn object(&mut self) -> Result<Json<'a>, ParseError> {
         self.enter()?;
-        let first = self.members.len();
+        let mut members = Vec::with_capacity(MEMBERS_CAPACITY);
         if !self.eat(b'}') {
             loop {
                 if !self.eat(b'"') {
@@ -144,7 +140,7 @@ impl<'a> Parser<'a> {
                 }
                 self.skip_whitespace();
                 let value = self.value()?;
-                self.members.push((name, value));
+                members.push((name, value));
                 self.skip_whitespace();
                 if self.eat(b'}') {
                     break;
@@ -156,16 +152,16 @@ impl<'a> Parser<'a> {
             }
         }
         self.depth -= 1;
-        Ok(Json::Object(Object(self.members.drain(first..).collect())))
+        Ok(Json::Object(Object(members)))
     }
 
     fn array(&mut self) -> Result<Json<'a>, ParseError> {
         self.enter()?;
-        let first = self.items.len();
+        let mut items = Vec::new();
         if !self.eat(b']') {
             loop {
                 let item = self.value()?;
-                self.items.push(item);
+                items.push(item);
                 self.skip_whitespace();
                 if self.eat(b']') {
                     break;
@@ -177,7 +173,7 @@ impl<'a> Parser<'a> {
             }
         }
         self.depth -= 1;
-        Ok(Json::Array(self.items.drain(first..).collect()))
+        Ok(Json::Array(items))
     }
 
     /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, kept as written.

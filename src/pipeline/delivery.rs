@@ -5,7 +5,6 @@
 //! offending batches are left. A 401 or 403 closes the [gate](super::gate): the refused
 //! records wait and are sent again as the probe, nothing is dead-lettered.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -188,14 +187,19 @@ fn split_halves<T>(mut items: Vec<T>) -> (Vec<T>, Vec<T>) {
 
 fn delivered(ctx: &Context, items: Vec<Outbound>) {
     let now = unix_ms();
-    let mut per_action: HashMap<&str, u64> = HashMap::new();
+    // A request holds one or two actions: a short list beats hashing every record's.
+    let mut per_action: Vec<(&str, u64)> = Vec::new();
     for o in &items {
-        *per_action.entry(o.item.action_or_unknown()).or_default() += 1;
-        if let Some(ts) = o.item.record.timestamp_ms {
-            ctx.metrics
-                .delivery_latency(Duration::from_millis(now.saturating_sub(ts).max(0) as u64));
+        let action = o.item.action_or_unknown();
+        match per_action.iter_mut().find(|(a, _)| *a == action) {
+            Some((_, count)) => *count += 1,
+            None => per_action.push((action, 1)),
         }
     }
+    ctx.metrics.delivery_latencies(items.iter().filter_map(|o| {
+        let ts = o.item.record.timestamp_ms?;
+        Some(Duration::from_millis(now.saturating_sub(ts).max(0) as u64))
+    }));
     for (action, count) in per_action {
         ctx.metrics.events_delivered(action, count);
     }
