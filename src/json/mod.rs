@@ -41,9 +41,15 @@ impl<'a> Object<'a> {
         self.0
             .iter()
             .rev()
-            .find(|(key, _)| key == name)
+            .find(|(key, _)| same_name(key, name))
             .map(|(_, value)| value)
     }
+}
+
+/// Names are short: comparing them byte by byte in place beats a call to `memcmp` for
+/// each member looked at, which was 5% of the source thread's time in a profile.
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
 /// A JSON number as it was written; the parser has checked its grammar and range.
