@@ -547,31 +547,49 @@ impl FieldAssignments {
         environment: Environment,
         fallback_timestamp_ms: Option<i64>,
     ) -> Result<MappedBatch, MapError> {
+        let mut json = Vec::new();
+        let truncated_values =
+            self.map_into(event, environment, fallback_timestamp_ms, &mut json)?;
+        Ok(MappedBatch {
+            json,
+            truncated_values,
+        })
+    }
+
+    /// [`map`](Self::map), appending the batch to `out` (the pipeline writes the batches of
+    /// one piece into one buffer). Returns how many values were truncated; on an error
+    /// `out` is left as it was.
+    pub fn map_into(
+        &self,
+        event: &LoyaltyEvent<'_>,
+        environment: Environment,
+        fallback_timestamp_ms: Option<i64>,
+        out: &mut Vec<u8>,
+    ) -> Result<u32, MapError> {
         let definition = self
             .events
             .get(event.action.as_ref())
             .ok_or_else(|| MapError::Unmapped(event.action.to_string()))?;
-        // Written into a buffer kept per thread, then copied out at its exact size: no
-        // growing on the way, and no spare capacity held while the batch is in flight.
-        SCRATCH.with_borrow_mut(|out| {
-            out.clear();
-            let mut truncated = 0u32;
-            self.write_batch(
-                out,
-                definition,
-                event,
-                environment,
-                fallback_timestamp_ms,
-                &mut truncated,
-            )?;
-            if out.len() >= MAX_BATCH_BYTES {
-                return Err(MapError::TooLarge { size: out.len() });
-            }
-            Ok(MappedBatch {
-                json: out.clone(),
-                truncated_values: truncated,
-            })
-        })
+        let start = out.len();
+        let mut truncated = 0u32;
+        let written = self.write_batch(
+            out,
+            definition,
+            event,
+            environment,
+            fallback_timestamp_ms,
+            &mut truncated,
+        );
+        let size = out.len() - start;
+        let result = match written {
+            Ok(()) if size >= MAX_BATCH_BYTES => Err(MapError::TooLarge { size }),
+            Ok(()) => Ok(truncated),
+            Err(error) => Err(error),
+        };
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
     }
 
     /// Writes the batch by hand rather than through serde: this runs once per event, so
@@ -676,10 +694,6 @@ enum Shape {
     TextOrList,
     /// a product: `price`, `quantity` and `position` are numbers, the rest text
     Product,
-}
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// What to do with an object none of whose assignments has a value.

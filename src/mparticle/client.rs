@@ -3,8 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
+use super::body::RequestBody;
 use super::response::{Verdict, parse_retry_after};
 use crate::config::{MparticleConfig, Secret};
 use crate::outcome::ErrorKind;
@@ -33,14 +35,15 @@ pub struct Answer {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    events_url: String,
-    bulk_url: String,
+    /// Parsed once: parsing them for every request showed in profiles.
+    events_url: Url,
+    bulk_url: Url,
     api_key: Secret,
     api_secret: Secret,
 }
 
 impl Client {
-    pub fn new(config: &MparticleConfig) -> Result<Client, reqwest::Error> {
+    pub fn new(config: &MparticleConfig) -> anyhow::Result<Client> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("mparticle-forwarder/", env!("CARGO_PKG_VERSION")))
             .timeout(config.timeout)
@@ -51,27 +54,28 @@ impl Client {
             .build()?;
         Ok(Client {
             http,
-            events_url: config.events_url.clone(),
-            bulk_url: config.bulk_url.clone(),
+            events_url: Url::parse(&config.events_url)?,
+            bulk_url: Url::parse(&config.bulk_url)?,
             api_key: config.api_key.clone(),
             api_secret: config.api_secret.clone(),
         })
     }
 
-    /// Sends one batch to `/events`, or several to `/bulkevents` as a JSON array. Each
-    /// batch is already serialised; the caller keeps the request under mParticle's limits.
-    pub async fn send(&self, batches: &[&[u8]]) -> Answer {
-        let (url, body) = match batches {
-            [single] => (&self.events_url, single.to_vec()),
-            many => (&self.bulk_url, join_as_array(many)),
+    /// Sends one batch to `/events`, or several to `/bulkevents` as a JSON array. The
+    /// caller keeps the request under mParticle's limits.
+    pub async fn send(&self, body: RequestBody) -> Answer {
+        let url = if body.is_bulk() {
+            &self.bulk_url
+        } else {
+            &self.events_url
         };
         let started = Instant::now();
         let result = self
             .http
-            .post(url)
+            .post(url.clone())
             .basic_auth(self.api_key.expose(), Some(self.api_secret.expose()))
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(body)
+            .body(reqwest::Body::wrap(body))
             .send()
             .await;
         let response = match result {
@@ -101,32 +105,6 @@ impl Client {
             elapsed: started.elapsed(),
         }
     }
-}
-
-/// `[a,b,c]` from already serialised batches.
-pub fn join_as_array(batches: &[&[u8]]) -> Vec<u8> {
-    let size = batches.iter().map(|b| b.len() + 1).sum::<usize>() + 1;
-    let mut body = Vec::with_capacity(size);
-    body.push(b'[');
-    for (i, batch) in batches.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(batch);
-    }
-    body.push(b']');
-    body
-}
-
-/// The size `join_as_array` will produce.
-pub fn array_size(batch_sizes: impl IntoIterator<Item = usize>) -> usize {
-    let mut count = 0;
-    let mut total = 0;
-    for size in batch_sizes {
-        count += 1;
-        total += size;
-    }
-    total + count.max(1) + 1
 }
 
 fn transport_failure(error: &reqwest::Error, elapsed: Duration) -> Answer {
@@ -185,13 +163,6 @@ pub fn one_line(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batches_join_into_an_array() {
-        let body = join_as_array(&[b"{\"a\":1}", b"{\"b\":2}"]);
-        assert_eq!(body, b"[{\"a\":1},{\"b\":2}]");
-        assert_eq!(array_size([7, 7]), body.len());
-    }
 
     #[test]
     fn one_line_cuts_on_a_character_boundary() {

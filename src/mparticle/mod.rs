@@ -1,6 +1,7 @@
 //! mParticle's server-to-server Events API: the documented contract (limits and allowed
-//! values, shared by the forwarder and the stand-in) and the HTTP client.
+//! values, shared by the forwarder and the stand-in), request bodies and the HTTP client.
 
+pub mod body;
 pub mod client;
 pub mod response;
 

@@ -12,7 +12,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::Context;
 use super::delivery::{self, Outbound};
-use crate::mparticle::client::array_size;
+use crate::mparticle::body::array_size;
 use crate::mparticle::{MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
 
 /// Runs until `pieces` closes and every gathered batch has been handed to a delivery task.

@@ -19,6 +19,7 @@ use super::gate::{Change, Reason};
 use super::{Context, InFlight};
 use crate::clock::unix_ms;
 use crate::kafka::headers::Failure;
+use crate::mparticle::body::{Batch, RequestBody};
 use crate::mparticle::client::Answer;
 use crate::mparticle::response::{Verdict, status_label};
 use crate::outcome::ErrorKind;
@@ -27,7 +28,7 @@ use crate::retry::{NextStep, next_step};
 /// A record with its batch, on its way to mParticle.
 pub(crate) struct Outbound {
     pub item: InFlight,
-    pub batch: Vec<u8>,
+    pub batch: Batch,
 }
 
 fn failure(item: &InFlight, kind: ErrorKind, answer: &Answer, attempt_ms: i64) -> Failure {
@@ -83,8 +84,10 @@ async fn deliver_request(
             o.item.first_attempt_ms.get_or_insert(attempt_ms);
         }
         ctx.metrics.requests_in_flight_add(1);
-        let bodies: Vec<&[u8]> = items.iter().map(|o| o.batch.as_slice()).collect();
-        let answer = ctx.client.send(&bodies).await;
+        let answer = ctx
+            .client
+            .send(RequestBody::of(items.iter().map(|o| &o.batch)))
+            .await;
         ctx.metrics.requests_in_flight_add(-1);
         drop(permit);
         let label = answer.status.map_or_else(

@@ -1,21 +1,26 @@
 //! The first step for every consumed record: decode it, map it, and decide whether it is
-//! sent, skipped by configuration, or dead-lettered at once. Pure.
+//! sent, skipped by configuration, or dead-lettered at once. Pure: the batch is appended to
+//! a buffer the caller owns.
 
 use crate::config::UnmappedAction;
 use crate::event::LoyaltyEvent;
 use crate::kafka::headers::Failure;
 use crate::kafka::record::SourceRecord;
-use crate::mapping::{FieldAssignments, MapError, MappedBatch};
+use std::ops::Range;
+
+use crate::mapping::{FieldAssignments, MapError};
 use crate::mparticle::Environment;
 
 /// What to do with a consumed record.
 #[derive(Debug)]
 pub enum Prepared {
-    /// Send this batch to mParticle.
+    /// Send the batch at `batch` of the caller's buffer to mParticle.
     Send {
         event_id: String,
         action: String,
-        batch: MappedBatch,
+        batch: Range<usize>,
+        /// Attribute values cut to mParticle's limit.
+        truncated_values: u32,
     },
     /// Skipped by configuration (`UNMAPPED_ACTION=skip`), counted under `reason`.
     Skip {
@@ -39,8 +44,8 @@ pub struct IntakeRules<'a> {
     pub unmapped_action: UnmappedAction,
 }
 
-/// Decides what becomes of `record`.
-pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>) -> Prepared {
+/// Decides what becomes of `record`; a batch to send is appended to `out`.
+pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>) -> Prepared {
     let event = match LoyaltyEvent::decode(record.value.as_deref(), rules.event_max_bytes) {
         Ok(event) => event,
         Err(invalid) => {
@@ -51,14 +56,16 @@ pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>) -> Prepared {
             };
         }
     };
+    let start = out.len();
     match rules
         .assignments
-        .map(&event, rules.environment, record.timestamp_ms)
+        .map_into(&event, rules.environment, record.timestamp_ms, out)
     {
-        Ok(batch) => Prepared::Send {
+        Ok(truncated_values) => Prepared::Send {
             event_id: event.id.into_owned(),
             action: event.action.into_owned(),
-            batch,
+            batch: start..out.len(),
+            truncated_values,
         },
         Err(MapError::Unmapped(_)) if rules.unmapped_action == UnmappedAction::Skip => {
             Prepared::Skip {
@@ -119,17 +126,31 @@ mod tests {
     }
 
     #[test]
-    fn a_good_event_is_sent() {
+    fn a_good_event_is_appended_to_the_buffer() {
+        let mut out = b"[{}".to_vec();
+        let value =
+            br#"{"id":"e1","action":"point_add","customer":{"id":"c"},"data":{"points":1}}"#;
         let prepared = with_rules(UnmappedAction::Skip, |rules| {
-            prepare(&record(br#"{"id":"e1","action":"point_add","customer":{"id":"c"},"data":{"points":1}}"#), rules)
+            prepare(&record(value), rules, &mut out)
         });
-        assert!(matches!(prepared, Prepared::Send { ref event_id, .. } if event_id == "e1"));
+        let Prepared::Send {
+            event_id, batch, ..
+        } = prepared
+        else {
+            panic!("{prepared:?}");
+        };
+        assert_eq!(event_id, "e1");
+        assert_eq!(batch, 3..out.len());
+        let sent: serde_json::Value = serde_json::from_slice(&out[batch]).unwrap();
+        assert_eq!(sent["source_request_id"], "e1");
     }
 
     #[test]
     fn unmapped_actions_follow_the_setting() {
         let value = br#"{"id":"e1","action":"tier_change","customer":{"id":"c"}}"#;
-        let skipped = with_rules(UnmappedAction::Skip, |rules| prepare(&record(value), rules));
+        let skipped = with_rules(UnmappedAction::Skip, |rules| {
+            prepare(&record(value), rules, &mut Vec::new())
+        });
         assert!(matches!(
             skipped,
             Prepared::Skip {
@@ -138,7 +159,7 @@ mod tests {
             }
         ));
         let rejected = with_rules(UnmappedAction::DeadLetter, |rules| {
-            prepare(&record(value), rules)
+            prepare(&record(value), rules, &mut Vec::new())
         });
         assert!(
             matches!(rejected, Prepared::Reject { ref failure, .. } if failure.kind == ErrorKind::Unmapped)
@@ -160,7 +181,11 @@ mod tests {
             (&[b' '; 2000], ErrorKind::TooLarge),
         ];
         for (value, kind) in cases {
-            let prepared = with_rules(UnmappedAction::Skip, |rules| prepare(&record(value), rules));
+            let mut out = b"kept".to_vec();
+            let prepared = with_rules(UnmappedAction::Skip, |rules| {
+                prepare(&record(value), rules, &mut out)
+            });
+            assert_eq!(out, b"kept", "a refused record leaves the buffer as it was");
             match prepared {
                 Prepared::Reject { failure, .. } => {
                     assert_eq!(failure.kind, *kind);

@@ -3,8 +3,10 @@
 //! records to intake and on to bulk assembly; both pause (and keep polling, so they stay
 //! in their groups) while the gate holds consumers.
 
+use std::ops::Range;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Duration, Instant, sleep_until};
 use tracing::warn;
@@ -17,6 +19,7 @@ use crate::clock::unix_ms;
 use crate::kafka::consumer::{PauseReason, SourceConsumer};
 use crate::kafka::offsets::Ticket;
 use crate::kafka::record::SourceRecord;
+use crate::mparticle::body::Batch;
 use crate::retry::RetryState;
 
 /// A retry record waiting in the schedule.
@@ -66,8 +69,10 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
                 state.first_attempt_ms,
             );
             item.due = Some(ctx.due_retries.register(state.not_before_ms));
-            if let Some(outbound_item) = take_in(&ctx, item) {
-                if outbound.send(vec![outbound_item]).await.is_err() {
+            let mut json = Vec::new();
+            if let Some((item, range)) = take_in(&ctx, item, &mut json) {
+                let batch = Batch::new(Bytes::from(json), range);
+                if outbound.send(vec![Outbound { item, batch }]).await.is_err() {
                     return;
                 }
             }
@@ -147,27 +152,30 @@ pub(super) fn in_flight(
     }
 }
 
-/// Intake: a record to send comes back; one skipped or rejected is finished here.
-pub(super) fn take_in(ctx: &Arc<Context>, mut item: InFlight) -> Option<Outbound> {
+/// Intake: a record to send comes back, its batch appended to `out` at the range given;
+/// one skipped or rejected is finished here and leaves `out` as it was.
+pub(super) fn take_in(
+    ctx: &Arc<Context>,
+    mut item: InFlight,
+    out: &mut Vec<u8>,
+) -> Option<(InFlight, Range<usize>)> {
     let rules = IntakeRules {
         assignments: &ctx.assignments,
         environment: ctx.environment,
         event_max_bytes: ctx.event_max_bytes,
         unmapped_action: ctx.unmapped_action,
     };
-    match prepare(&item.record, &rules) {
+    match prepare(&item.record, &rules, out) {
         Prepared::Send {
             event_id,
             action,
             batch,
+            truncated_values,
         } => {
-            ctx.metrics.values_truncated(batch.truncated_values);
+            ctx.metrics.values_truncated(truncated_values);
             item.event_id = Some(event_id);
             item.action = Some(action);
-            Some(Outbound {
-                item,
-                batch: batch.json,
-            })
+            Some((item, batch))
         }
         Prepared::Skip {
             event_id,

@@ -3,38 +3,65 @@
 //! full request. Reading, decoding and mapping stay on this thread, so a record costs no
 //! task wake-up of its own; the async side is woken once per piece.
 //!
-//! A piece leaves when it holds a full request, when librdkafka has nothing more queued,
-//! or before the thread waits for room (a record slot). The thread pauses the consumer
+//! A piece's batches are written into one buffer, a comma between each two, so that a
+//! request made of them goes out as one slice of it
+//! ([`RequestBody`](crate::mparticle::body::RequestBody)). A piece leaves when it holds a
+//! full request, when librdkafka has nothing more queued, or before the thread waits for
+//! room (a record slot). The thread pauses the consumer
 //! while the gate holds consumers, and while it waits for room for longer than a second;
 //! it keeps polling meanwhile, so it stays in its group however long an outage holds every
 //! slot.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, mpsc};
 use tracing::warn;
 
 use super::Context;
+use super::InFlight;
 use super::delivery::Outbound;
 use super::readers::{in_flight, take_in};
 use crate::kafka::consumer::{IDLE_POLL, PauseReason, Polled};
 use crate::mparticle::MAX_BATCHES_PER_BULK;
+use crate::mparticle::body::Batch;
 
-/// Records taken in since the last piece left, and how many were consumed per topic.
+/// Records taken in since the last piece left, their batches in one buffer, and how many
+/// records were consumed per topic.
 struct Piece {
-    batches: Vec<Outbound>,
+    taken: Vec<(InFlight, Range<usize>)>,
+    json: Vec<u8>,
     consumed: Vec<(Arc<str>, u64)>,
 }
 
 impl Piece {
     fn new() -> Piece {
         Piece {
-            batches: Vec::with_capacity(MAX_BATCHES_PER_BULK),
+            taken: Vec::with_capacity(MAX_BATCHES_PER_BULK),
+            json: Vec::new(),
             consumed: Vec::new(),
         }
+    }
+
+    /// Takes a record in; true once the piece holds a full request.
+    fn take(&mut self, ctx: &Arc<Context>, item: InFlight) -> bool {
+        let mark = self.json.len();
+        if mark > 0 {
+            self.json.push(b',');
+        }
+        match take_in(ctx, item, &mut self.json) {
+            Some(taken) => self.taken.push(taken),
+            None => self.json.truncate(mark),
+        }
+        self.taken.len() >= MAX_BATCHES_PER_BULK
+    }
+
+    fn is_empty(&self) -> bool {
+        self.taken.is_empty()
     }
 
     fn count_consumed(&mut self, topic: &Arc<str>) {
@@ -49,11 +76,20 @@ impl Piece {
         for (topic, count) in self.consumed.drain(..) {
             ctx.metrics.events_consumed(&topic, count);
         }
-        if self.batches.is_empty() {
+        if self.taken.is_empty() {
             return true;
         }
-        let batches =
-            std::mem::replace(&mut self.batches, Vec::with_capacity(MAX_BATCHES_PER_BULK));
+        // The next piece is likely the size of this one: room for it up front.
+        let room = self.json.len();
+        let json = Bytes::from(std::mem::replace(&mut self.json, Vec::with_capacity(room)));
+        let batches = self
+            .taken
+            .drain(..)
+            .map(|(item, range)| Outbound {
+                item,
+                batch: Batch::new(json.clone(), range),
+            })
+            .collect();
         outbound.blocking_send(batches).is_ok()
     }
 }
@@ -92,7 +128,7 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
             },
         };
         // Without a piece under way, wait; with one, only take what is queued already.
-        let timeout = if piece.batches.is_empty() {
+        let timeout = if piece.is_empty() {
             IDLE_POLL
         } else {
             Duration::ZERO
@@ -114,11 +150,8 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
         };
         piece.count_consumed(&record.topic);
         let item = in_flight(&ctx, &ctx.source, record, ticket, permit, 0, None);
-        if let Some(batch) = take_in(&ctx, item) {
-            piece.batches.push(batch);
-            if piece.batches.len() >= MAX_BATCHES_PER_BULK && !piece.send(&ctx, &outbound) {
-                return;
-            }
+        if piece.take(&ctx, item) && !piece.send(&ctx, &outbound) {
+            return;
         }
     }
     let _ = piece.send(&ctx, &outbound);

@@ -26,7 +26,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
@@ -79,6 +79,10 @@ pub struct RequestLog {
     pub status: u16,
     /// `source_request_id` of every batch in the body that could be read.
     pub ids: Vec<String>,
+    /// The `Content-Length` header, and the size of the body as read: a request sent
+    /// without the header (chunked) shows `None`.
+    pub content_length: Option<u64>,
+    pub body_bytes: usize,
 }
 
 #[derive(Default)]
@@ -410,6 +414,10 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
     let at_ms = crate::clock::unix_ms();
     let path = request.uri().path().to_string();
     let auth = check_auth(&state, request.headers().get(AUTHORIZATION));
+    let content_length = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
     let body = match read_body(request).await {
         Ok(body) => body,
         Err(e) => return bad_request(&e),
@@ -475,6 +483,8 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
         path,
         status,
         ids,
+        content_length,
+        body_bytes: body.len(),
     });
     response
 }

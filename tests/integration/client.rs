@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use mparticle_forwarder::config::{MparticleConfig, Secret};
+use mparticle_forwarder::mparticle::body::RequestBody;
 use mparticle_forwarder::mparticle::client::Client;
 use mparticle_forwarder::mparticle::response::Verdict;
 use mparticle_forwarder::outcome::ErrorKind;
@@ -38,24 +39,37 @@ async fn one_batch_goes_to_events_and_several_to_bulkevents() {
     let standin = standin().await;
     let c = client(&standin, API_KEY, API_SECRET);
     let one = batch("a1");
-    assert_eq!(c.send(&[&one]).await.verdict, Verdict::Delivered);
+    assert_eq!(
+        c.send(RequestBody::copied(&[&one])).await.verdict,
+        Verdict::Delivered
+    );
     let (b1, b2) = (batch("b1"), batch("b2"));
-    let answer = c.send(&[&b1, &b2]).await;
+    let answer = c.send(RequestBody::copied(&[&b1, &b2])).await;
     assert_eq!(answer.verdict, Verdict::Delivered);
     assert_eq!(answer.status, Some(202));
-    let paths: Vec<String> = standin.requests().into_iter().map(|r| r.path).collect();
+    let requests = standin.requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(paths, ["/s2s/v2/events", "/s2s/v2/bulkevents"]);
     assert_eq!(standin.accepted_ids(), ["a1", "b1", "b2"]);
+    // Bodies go out in chunks, but with their length up front, never chunked.
+    for request in &requests {
+        assert_eq!(request.content_length, Some(request.body_bytes as u64));
+    }
+    assert_eq!(requests[1].body_bytes, b1.len() + b2.len() + 3);
 }
 
 #[tokio::test]
 async fn wrong_credentials_are_an_auth_failure() {
     let standin = standin().await;
     let b = batch("x");
-    let answer = client(&standin, API_KEY, "wrong").send(&[&b]).await;
+    let answer = client(&standin, API_KEY, "wrong")
+        .send(RequestBody::copied(&[&b]))
+        .await;
     assert_eq!(answer.status, Some(403));
     assert_eq!(answer.verdict, Verdict::AuthFailed);
-    let answer = client(&standin, "", "").send(&[&b]).await;
+    let answer = client(&standin, "", "")
+        .send(RequestBody::copied(&[&b]))
+        .await;
     assert_eq!(answer.verdict, Verdict::AuthFailed);
     assert!(standin.accepted_ids().is_empty());
 }
@@ -65,7 +79,7 @@ async fn a_malformed_batch_is_a_permanent_400_with_the_error_body() {
     let standin = standin().await;
     let c = client(&standin, API_KEY, API_SECRET);
     let bad = br#"{"environment":"production","events":[{"event_type":"custom_event","data":{"event_name":"x"}}]}"#;
-    let answer = c.send(&[bad]).await;
+    let answer = c.send(RequestBody::copied(&[bad])).await;
     assert_eq!(answer.status, Some(400));
     assert_eq!(answer.verdict, Verdict::Permanent(ErrorKind::Http4xx));
     assert!(answer.detail.contains("BAD_REQUEST"), "{}", answer.detail);
@@ -82,17 +96,17 @@ async fn rate_limits_server_errors_and_slow_answers_are_retryable() {
     let c = client(&standin, API_KEY, API_SECRET);
     let b = batch("r");
     standin.add_fault(Fault::status(429).retry_after(3).times(1));
-    let answer = c.send(&[&b]).await;
+    let answer = c.send(RequestBody::copied(&[&b])).await;
     assert_eq!(answer.verdict, Verdict::Retryable(ErrorKind::Http429));
     assert_eq!(answer.retry_after, Some(Duration::from_secs(3)));
     standin.add_fault(Fault::status(503).times(1));
     assert_eq!(
-        c.send(&[&b]).await.verdict,
+        c.send(RequestBody::copied(&[&b])).await.verdict,
         Verdict::Retryable(ErrorKind::Http5xx)
     );
     standin.add_fault(Fault::delay(1_500).times(1));
     assert_eq!(
-        c.send(&[&b]).await.verdict,
+        c.send(RequestBody::copied(&[&b])).await.verdict,
         Verdict::Retryable(ErrorKind::Timeout)
     );
     standin.stop();
@@ -118,7 +132,7 @@ async fn nothing_listening_is_a_retryable_connect_failure() {
         bulk_linger: Duration::from_millis(1),
     })
     .unwrap();
-    let answer = c.send(&[b"{}"]).await;
+    let answer = c.send(RequestBody::copied(&[b"{}"])).await;
     assert_eq!(answer.verdict, Verdict::Retryable(ErrorKind::Connect));
     assert_eq!(answer.status, None);
 }
@@ -129,7 +143,7 @@ async fn the_standin_refuses_a_bulk_of_over_100_batches() {
     let c = client(&standin, API_KEY, API_SECRET);
     let batches: Vec<Vec<u8>> = (0..101).map(|i| batch(&format!("id{i}"))).collect();
     let refs: Vec<&[u8]> = batches.iter().map(Vec::as_slice).collect();
-    let answer = c.send(&refs).await;
+    let answer = c.send(RequestBody::copied(&refs)).await;
     assert_eq!(answer.status, Some(400));
     assert!(answer.detail.contains("at most 100"), "{}", answer.detail);
 }
