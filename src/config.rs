@@ -34,10 +34,11 @@ pub const DEFAULT_EVENT_MAX_BYTES: usize = 128 * 1024;
 /// account's default 270 batches per second even with single-batch requests.
 pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 16;
 /// Records held in memory between consume and a final outcome: 16 full requests need
-/// 1,600, so 5,000 keep every request slot busy with room to spare (BENCHMARKS.md). At
-/// the 128 KiB record cap the worst case is about 650 MiB; at a typical 0.4 KiB record
-/// with its ~0.7 KiB batch, about 6 MiB.
-pub const DEFAULT_MAX_IN_FLIGHT_RECORDS: usize = 5_000;
+/// 1,600, so 3,000 keep every request slot busy with the next pieces ready (BENCHMARKS.md:
+/// 5,000 ran no faster and peaked 4-6 MiB higher). At the 128 KiB record cap the worst
+/// case is about 400 MiB; at a typical 0.4 KiB record with its ~0.7 KiB batch, about
+/// 3.5 MiB.
+pub const DEFAULT_MAX_IN_FLIGHT_RECORDS: usize = 3_000;
 /// How long a partly filled bulk request waits for more batches before it is sent.
 pub const DEFAULT_BULK_LINGER: Duration = Duration::from_millis(5);
 /// Within the interface's default 25 s grace period; Kubernetes gets 30 s (deploy/).
