@@ -17,6 +17,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
+#[path = "support/events.rs"]
+mod events;
+use events::event;
+
 const KEY: &str = "bench-key";
 const SECRET: &str = "bench-secret";
 
@@ -91,29 +95,6 @@ async fn create_topics(bootstrap: &str, names: &[String], partitions: i32) {
         .unwrap()
     {
         result.unwrap();
-    }
-}
-
-/// A loyalty event of about 400 bytes. Without `created_at` the batch's timestamp is the
-/// record's, which the latency run needs.
-fn event(i: usize, with_created_at: bool) -> String {
-    let created = if with_created_at {
-        r#""created_at":"2026-11-28T12:00:00Z","#
-    } else {
-        ""
-    };
-    if i % 2 == 0 {
-        format!(
-            r#"{{"id":"bench-{i:09}","action":"point_add",{created}"customer":{{"id":"cust-{c:06}","email":"member{c}@example.com","phone":"+3620{c:07}","first_name":"Ana","tier":"gold","spendable":49482,"score":49492}},"data":{{"points":{p},"reason":"purchase","account":"main"}}}}"#,
-            c = i % 100_000,
-            p = i % 1000
-        )
-    } else {
-        format!(
-            r#"{{"id":"bench-{i:09}","action":"reward_claim",{created}"customer":{{"id":"cust-{c:06}","email":"member{c}@example.com","tier":"silver"}},"data":{{"reward_id":"rw-{r:08x}","reward_name":"10% off Winter Collection","points_spent":500,"coupon":{{"code":"TC{r:05}","type":"single"}}}}}}"#,
-            c = i % 100_000,
-            r = i
-        )
     }
 }
 

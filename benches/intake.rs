@@ -1,0 +1,69 @@
+//! The per-event work of the source reader, alone and in one thread (not a test):
+//! parsing the record value, decoding it into a loyalty event, and mapping that into an
+//! mParticle batch, each timed over 1,000,000 events of the end-to-end benchmark's two
+//! shapes; serde_json parsing the same values into a `Value` is printed for comparison.
+//! The end-to-end figures are `benches/pipeline.rs`; this one shows where a change to
+//! the hot path moves the cost, without the broker's noise.
+//!
+//! `cargo bench --bench intake`
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use mparticle_forwarder::event::LoyaltyEvent;
+use mparticle_forwarder::json::Json;
+use mparticle_forwarder::mapping::FieldAssignments;
+use mparticle_forwarder::mparticle::Environment;
+
+#[path = "support/events.rs"]
+mod events;
+
+const EVENTS: usize = 1_000_000;
+
+/// Runs `step` over the events in turn and prints its time per event.
+fn time(name: &str, values: &[String], mut step: impl FnMut(&[u8])) {
+    let started = Instant::now();
+    for i in 0..EVENTS {
+        step(values[i % values.len()].as_bytes());
+    }
+    let per_event = started.elapsed().as_nanos() as f64 / EVENTS as f64;
+    println!("{name:<28} {per_event:>7.0} ns per event");
+}
+
+fn main() {
+    let text = std::fs::read_to_string("tests/data/field-assignments.toml")
+        .expect("run from the crate's root");
+    let (assignments, _) = FieldAssignments::parse(&text).expect("the sample assignments load");
+    let values: Vec<String> = (0..1000).map(|i| events::event(i, true)).collect();
+    let decoded: Vec<LoyaltyEvent<'_>> = values
+        .iter()
+        .map(|v| LoyaltyEvent::decode(Some(v.as_bytes()), 128 * 1024).expect("a bench event"))
+        .collect();
+    println!(
+        "{EVENTS} events, {} bytes on average",
+        values.iter().map(String::len).sum::<usize>() / values.len()
+    );
+    time("serde_json::Value (compare)", &values, |v| {
+        black_box(serde_json::from_slice::<serde_json::Value>(v).expect("JSON"));
+    });
+    time("parse", &values, |v| {
+        black_box(Json::parse(v).expect("JSON"));
+    });
+    time("parse + decode", &values, |v| {
+        black_box(LoyaltyEvent::decode(Some(v), 128 * 1024).expect("an event"));
+    });
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut next = 0;
+    time("map (into one buffer)", &values, |_| {
+        if out.len() > (1 << 20) - 200_000 {
+            out.clear();
+        }
+        let event = &decoded[next % decoded.len()];
+        next += 1;
+        black_box(
+            assignments
+                .map_into(event, Environment::Production, Some(0), &mut out)
+                .expect("a batch"),
+        );
+    });
+}
