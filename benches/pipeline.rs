@@ -109,12 +109,15 @@ fn producer(bootstrap: &str) -> FutureProducer {
         .unwrap()
 }
 
-async fn preload(bootstrap: &str, topics: &[String], events: usize) -> f64 {
+/// Produces the events; returns the seconds it took and the values' average size.
+async fn preload(bootstrap: &str, topics: &[String], events: usize) -> (f64, usize) {
     let producer = producer(bootstrap);
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::new();
+    let mut value_bytes = 0;
     for i in 0..events {
         let value = event(i, true);
+        value_bytes += value.len();
         let key = format!("cust-{:06}", i % 100_000);
         let mut record = FutureRecord::to(&topics[i % 2]).key(&key).payload(&value);
         loop {
@@ -145,7 +148,7 @@ async fn preload(bootstrap: &str, topics: &[String], events: usize) -> f64 {
         d.await.unwrap().map_err(|(e, _)| e).unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    started.elapsed().as_secs_f64()
+    (started.elapsed().as_secs_f64(), value_bytes / events.max(1))
 }
 
 fn spawn_forwarder(
@@ -359,9 +362,9 @@ async fn main() {
 
     let topics = vec![unique("point-add"), unique("reward-claim")];
     create_topics(&a.bootstrap, &topics, 3).await;
-    let preload_secs = preload(&a.bootstrap, &topics, a.events).await;
+    let (preload_secs, average_bytes) = preload(&a.bootstrap, &topics, a.events).await;
     println!(
-        "preloaded {} events (~400 B, lz4) into 2 topics x 3 partitions in {preload_secs:.1} s",
+        "preloaded {} events ({average_bytes} B on average, lz4) into 2 topics x 3 partitions in {preload_secs:.1} s",
         a.events
     );
 
