@@ -27,7 +27,7 @@ use super::InFlight;
 use super::delivery::Outbound;
 use super::readers::{in_flight, take_in};
 use crate::kafka::consumer::{IDLE_POLL, PauseReason, Polled};
-use crate::mparticle::MAX_BATCHES_PER_BULK;
+use crate::mparticle::{MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
 use crate::mparticle::body::Batch;
 
 /// Records taken in since the last piece left, their batches in one buffer, and how many
@@ -81,8 +81,9 @@ impl Piece {
         }
         // The next piece is likely the size of this one: room for it and a quarter more up
         // front, so that it seldom grows (growing doubles the buffer, and the spare room
-        // stays allocated while the batches are in flight).
-        let room = self.json.len() + self.json.len() / 4;
+        // stays allocated while the batches are in flight). A piece of large events
+        // reserves no more than one request's worth.
+        let room = (self.json.len() + self.json.len() / 4).min(MAX_REQUEST_BYTES);
         let json = Bytes::from(std::mem::replace(&mut self.json, Vec::with_capacity(room)));
         let batches = self
             .taken
