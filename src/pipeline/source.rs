@@ -27,8 +27,8 @@ use super::InFlight;
 use super::delivery::Outbound;
 use super::readers::{in_flight, take_in};
 use crate::kafka::consumer::{IDLE_POLL, PauseReason, Polled};
-use crate::mparticle::{MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
 use crate::mparticle::body::Batch;
+use crate::mparticle::{MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
 
 /// Records taken in since the last piece left, their batches in one buffer, and how many
 /// records were consumed per topic.
