@@ -2,7 +2,7 @@
 //! loyalty events. Strings point into the record's bytes unless they hold escapes,
 //! numbers stay the text they were written as until asked for, and an object is its
 //! members in order (events have a handful per object), so decoding an event allocates
-//! once per object or array. Writing ([`write`]): JSON strings straight into a buffer.
+//! once per object or array. Writing ([`write`](mod@write)): JSON strings straight into a buffer.
 
 pub mod parse;
 mod scan;
