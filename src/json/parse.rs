@@ -141,14 +141,9 @@ impl<'a> Parser<'a> {
                 self.skip_whitespace();
                 let value = self.value()?;
                 members.push((name, value));
-                self.skip_whitespace();
-                if self.eat(b'}') {
+                if self.closes(b'}', "expected `,` or `}` after an object member")? {
                     break;
                 }
-                if !self.eat(b',') {
-                    return Err(self.error("expected `,` or `}` after an object member"));
-                }
-                self.skip_whitespace();
             }
         }
         self.depth -= 1;
@@ -162,18 +157,27 @@ impl<'a> Parser<'a> {
             loop {
                 let item = self.value()?;
                 items.push(item);
-                self.skip_whitespace();
-                if self.eat(b']') {
+                if self.closes(b']', "expected `,` or `]` after an array item")? {
                     break;
                 }
-                if !self.eat(b',') {
-                    return Err(self.error("expected `,` or `]` after an array item"));
-                }
-                self.skip_whitespace();
             }
         }
         self.depth -= 1;
         Ok(Json::Array(items))
+    }
+
+    /// After a member or item: true when `close` ends the container, false after the
+    /// comma before the next one, `problem` for anything else.
+    fn closes(&mut self, close: u8, problem: &'static str) -> Result<bool, ParseError> {
+        self.skip_whitespace();
+        if self.eat(close) {
+            return Ok(true);
+        }
+        if !self.eat(b',') {
+            return Err(self.error(problem));
+        }
+        self.skip_whitespace();
+        Ok(false)
     }
 
     /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, kept as written.
