@@ -16,24 +16,58 @@ use crate::mparticle::Environment;
 pub enum Prepared {
     /// Send the batch at `batch` of the caller's buffer to mParticle.
     Send {
-        event_id: String,
-        action: String,
+        event_id: EventText,
+        action: EventText,
         batch: Range<usize>,
         /// Attribute values cut to mParticle's limit.
         truncated_values: u32,
     },
     /// Skipped by configuration (`UNMAPPED_ACTION=skip`), counted under `reason`.
     Skip {
-        event_id: String,
-        action: String,
+        event_id: EventText,
+        action: EventText,
         reason: &'static str,
     },
     /// Never sendable: to the dead-letter topic with this failure.
     Reject {
-        event_id: Option<String>,
-        action: Option<String>,
+        event_id: EventText,
+        action: EventText,
         failure: Failure,
     },
+}
+
+/// A text field of a record's event (its id or its action), kept for logs and metric
+/// labels. Written without escapes, as it nearly always is, it is kept as where it stands
+/// in the record's value, which costs no allocation per record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EventText {
+    /// Not known: the record is not a valid event.
+    #[default]
+    Unknown,
+    /// These bytes of the record's value.
+    InValue(Range<usize>),
+    Owned(Box<str>),
+}
+
+impl EventText {
+    /// `text` as decoded from `value`: where it stands in `value` when it is borrowed from
+    /// it, else a copy.
+    pub fn of(text: &str, value: &[u8]) -> EventText {
+        let start = (text.as_ptr() as usize).wrapping_sub(value.as_ptr() as usize);
+        if start <= value.len() && text.len() <= value.len() - start {
+            return EventText::InValue(start..start + text.len());
+        }
+        EventText::Owned(text.into())
+    }
+
+    /// The text, read from the value it was decoded from.
+    pub fn get<'a>(&'a self, value: Option<&'a [u8]>) -> Option<&'a str> {
+        match self {
+            EventText::Unknown => None,
+            EventText::InValue(range) => std::str::from_utf8(value?.get(range.clone())?).ok(),
+            EventText::Owned(text) => Some(text),
+        }
+    }
 }
 
 /// The rules intake applies.
@@ -46,37 +80,41 @@ pub struct IntakeRules<'a> {
 
 /// Decides what becomes of `record`; a batch to send is appended to `out`.
 pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>) -> Prepared {
-    let event = match LoyaltyEvent::decode(record.value.as_deref(), rules.event_max_bytes) {
+    let value = record.value.as_deref();
+    let event = match LoyaltyEvent::decode(value, rules.event_max_bytes) {
         Ok(event) => event,
         Err(invalid) => {
             return Prepared::Reject {
-                event_id: None,
-                action: None,
+                event_id: EventText::Unknown,
+                action: EventText::Unknown,
                 failure: never_sent(invalid.kind(), invalid.to_string()),
             };
         }
     };
+    let value = value.unwrap_or_default();
+    let event_id = EventText::of(&event.id, value);
+    let action = EventText::of(&event.action, value);
     let start = out.len();
     match rules
         .assignments
         .map_into(&event, rules.environment, record.timestamp_ms, out)
     {
         Ok(truncated_values) => Prepared::Send {
-            event_id: event.id.into_owned(),
-            action: event.action.into_owned(),
+            event_id,
+            action,
             batch: start..out.len(),
             truncated_values,
         },
         Err(MapError::Unmapped(_)) if rules.unmapped_action == UnmappedAction::Skip => {
             Prepared::Skip {
-                event_id: event.id.into_owned(),
-                action: event.action.into_owned(),
+                event_id,
+                action,
                 reason: "unmapped_action",
             }
         }
         Err(error) => Prepared::Reject {
-            event_id: Some(event.id.into_owned()),
-            action: Some(event.action.into_owned()),
+            event_id,
+            action,
             failure: never_sent(error.kind(), error.to_string()),
         },
     }
@@ -134,15 +172,38 @@ mod tests {
             prepare(&record(value), rules, &mut out)
         });
         let Prepared::Send {
-            event_id, batch, ..
+            event_id,
+            action,
+            batch,
+            ..
         } = prepared
         else {
             panic!("{prepared:?}");
         };
-        assert_eq!(event_id, "e1");
+        assert_eq!(event_id.get(Some(value)), Some("e1"));
+        assert_eq!(
+            action,
+            EventText::InValue(21..30),
+            "no allocation for plain text"
+        );
+        assert_eq!(action.get(Some(value)), Some("point_add"));
         assert_eq!(batch, 3..out.len());
         let sent: serde_json::Value = serde_json::from_slice(&out[batch]).unwrap();
         assert_eq!(sent["source_request_id"], "e1");
+    }
+
+    #[test]
+    fn escaped_text_is_kept_decoded() {
+        let value =
+            br#"{"id":"e\u0031","action":"point_add","customer":{"id":"c"},"data":{"points":1}}"#;
+        let prepared = with_rules(UnmappedAction::Skip, |rules| {
+            prepare(&record(value), rules, &mut Vec::new())
+        });
+        let Prepared::Send { event_id, .. } = prepared else {
+            panic!("{prepared:?}");
+        };
+        assert_eq!(event_id, EventText::Owned("e1".into()));
+        assert_eq!(event_id.get(None), Some("e1"));
     }
 
     #[test]

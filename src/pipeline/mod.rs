@@ -41,6 +41,7 @@ use crate::mparticle::client::Client;
 use crate::pacer::Pacer;
 use crate::shutdown::{Shutdown, StopReason};
 use gate::Gate;
+use intake::EventText;
 
 /// A consumed record on its way to a final outcome. Holding it holds one in-flight slot.
 pub(crate) struct InFlight {
@@ -48,8 +49,8 @@ pub(crate) struct InFlight {
     pub ticket: Ticket,
     /// The consumer whose offsets this record holds back.
     pub origin: Arc<SourceConsumer>,
-    pub event_id: Option<String>,
-    pub action: Option<String>,
+    pub event_id: EventText,
+    pub action: EventText,
     /// Delivery attempts made before this consume (0 for a source record).
     pub attempts: u32,
     pub first_attempt_ms: Option<i64>,
@@ -101,7 +102,11 @@ impl Drop for DueToken {
 
 impl InFlight {
     fn action_or_unknown(&self) -> &str {
-        self.action.as_deref().unwrap_or("")
+        self.action.get(self.record.value.as_deref()).unwrap_or("")
+    }
+
+    fn event_id(&self) -> Option<&str> {
+        self.event_id.get(self.record.value.as_deref())
     }
 }
 
@@ -144,6 +149,7 @@ impl Context {
         self.source.complete(from(&self.source));
         self.retries.complete(from(&self.retries));
         self.metrics.records_in_flight_add(-(records.len() as i64));
+        release_together(records);
     }
 
     /// A write to the retry or dead-letter topic failed: the service stops (exit 1) and
@@ -179,7 +185,7 @@ impl Context {
         if let Err(publish_error) = written {
             return self.fatal(item, publish_error);
         }
-        let event_id = item.event_id.as_deref().unwrap_or("-");
+        let event_id = item.event_id().unwrap_or("-");
         let (topic, partition, offset) = (
             &item.record.topic,
             item.record.partition,
@@ -203,6 +209,22 @@ impl Context {
             }
         }
         self.finish(vec![item]);
+    }
+}
+
+/// Frees the records' slots with one release per semaphore: each release takes the
+/// semaphore's lock, and a request finishes up to 100 records at once.
+fn release_together(records: Vec<InFlight>) {
+    let mut slots: Vec<OwnedSemaphorePermit> = Vec::with_capacity(2);
+    for record in records {
+        let slot = record._slot;
+        match slots
+            .iter_mut()
+            .find(|s| Arc::ptr_eq(s.semaphore(), slot.semaphore()))
+        {
+            Some(merged) => merged.merge(slot),
+            None => slots.push(slot),
+        }
     }
 }
 

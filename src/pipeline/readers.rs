@@ -12,7 +12,7 @@ use tokio::time::{Duration, Instant, sleep_until};
 use tracing::warn;
 
 use super::delivery::Outbound;
-use super::intake::{IntakeRules, Prepared, prepare};
+use super::intake::{EventText, IntakeRules, Prepared, prepare};
 use super::retry_schedule::RetrySchedule;
 use super::{Context, InFlight};
 use crate::clock::unix_ms;
@@ -143,8 +143,8 @@ pub(super) fn in_flight(
         record,
         ticket,
         origin: origin.clone(),
-        event_id: None,
-        action: None,
+        event_id: EventText::Unknown,
+        action: EventText::Unknown,
         attempts,
         first_attempt_ms,
         due: None,
@@ -173,8 +173,8 @@ pub(super) fn take_in(
             truncated_values,
         } => {
             ctx.metrics.values_truncated(truncated_values);
-            item.event_id = Some(event_id);
-            item.action = Some(action);
+            item.event_id = event_id;
+            item.action = action;
             Some((item, batch))
         }
         Prepared::Skip {
@@ -182,8 +182,8 @@ pub(super) fn take_in(
             action,
             reason,
         } => {
-            item.event_id = Some(event_id);
-            item.action = Some(action);
+            item.event_id = event_id;
+            item.action = action;
             ctx.metrics.event_skipped(reason);
             ctx.finish(vec![item]);
             None
