@@ -152,16 +152,21 @@ impl<'a> LoyaltyEvent<'a> {
     /// The value at a dotted path, already split into segments; `None` when absent or null.
     pub fn lookup(&self, path: &[String]) -> Option<&Json<'a>> {
         let (first, rest) = path.split_first()?;
-        let mut current = self.body.get(first)?;
-        for segment in rest {
-            current = match current {
-                Json::Object(map) => map.get(segment)?,
-                Json::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-                _ => return None,
-            };
-        }
-        (!current.is_null()).then_some(current)
+        descend(self.body.get(first)?, rest)
     }
+}
+
+/// The value at `path` below `start`; `None` when absent or null.
+pub fn descend<'v, 'a>(start: &'v Json<'a>, path: &[String]) -> Option<&'v Json<'a>> {
+    let mut current = start;
+    for segment in path {
+        current = match current {
+            Json::Object(map) => map.get(segment)?,
+            Json::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    (!current.is_null()).then_some(current)
 }
 
 fn bounded_string<'a>(

@@ -7,15 +7,14 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::io::Write as _;
 use std::path::Path;
 
-use crate::json::{Json, write_str};
+use crate::json::{Json, write_i64, write_str};
 use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
-use crate::event::LoyaltyEvent;
+use crate::event::{LoyaltyEvent, descend};
 use crate::mparticle::{
     CUSTOM_EVENT_TYPES, Environment, IDENTITY_TYPES, MAX_BATCH_BYTES, MAX_NAME_CHARS,
     MAX_USER_ATTRIBUTES, MAX_VALUE_CHARS, NUMERIC_PRODUCT_FIELDS, PRODUCT_ACTIONS, PRODUCT_FIELDS,
@@ -608,7 +607,7 @@ impl FieldAssignments {
         write_str(out, environment.as_str());
         out.extend_from_slice(br#","schema_version":2,"source_request_id":"#);
         write_str(out, &event.id);
-        let mut members = Members { event, truncated };
+        let mut members = Members::new(event, truncated);
         members.write(
             out,
             br#","user_identities":"#,
@@ -638,7 +637,9 @@ impl FieldAssignments {
             out.push(b',');
         }
         if let Some(ms) = event.created_at_ms.or(fallback_timestamp_ms) {
-            let _ = write!(out, r#""timestamp_unixtime_ms":{ms},"#);
+            out.extend_from_slice(br#""timestamp_unixtime_ms":"#);
+            write_i64(out, ms);
+            out.push(b',');
         }
         out.extend_from_slice(br#""source_message_id":"#);
         write_str(out, &event.id);
@@ -707,15 +708,27 @@ enum Empty {
 struct Members<'e, 'a> {
     event: &'e LoyaltyEvent<'a>,
     truncated: &'e mut u32,
+    /// The event's member looked up last, by name: assignments in a row mostly start
+    /// from the same one (`customer.…`, `data.…`), so most lookups skip the scan of the
+    /// event's top level.
+    last_member: Option<(&'e str, Option<&'e Json<'a>>)>,
 }
 
-impl Members<'_, '_> {
+impl<'e, 'a> Members<'e, 'a> {
+    fn new(event: &'e LoyaltyEvent<'a>, truncated: &'e mut u32) -> Self {
+        Members {
+            event,
+            truncated,
+            last_member: None,
+        }
+    }
+
     /// Writes `prefix` and an object of the assignments that have a value, in file order.
     fn write(
         &mut self,
         out: &mut Vec<u8>,
         prefix: &[u8],
-        assignments: &[Assignment],
+        assignments: &'e [Assignment],
         shape: Shape,
         empty: Empty,
     ) -> Result<(), MapError> {
@@ -724,7 +737,7 @@ impl Members<'_, '_> {
         out.push(b'{');
         let mut written = false;
         for assignment in assignments {
-            let Some(value) = resolve(assignment, self.event)? else {
+            let Some(value) = self.resolve(assignment)? else {
                 continue;
             };
             let number = match shape {
@@ -752,6 +765,34 @@ impl Members<'_, '_> {
             out.truncate(mark);
         }
         Ok(())
+    }
+
+    fn resolve(&mut self, assignment: &'e Assignment) -> Result<Option<Resolved<'e>>, MapError> {
+        match &assignment.source {
+            Source::Constant(text) => Ok(Some(Resolved::Constant(text))),
+            Source::Path { dotted, segments } => match self.lookup(segments) {
+                Some(value) => Ok(Some(Resolved::Json(value))),
+                None if assignment.required => Err(MapError::MissingRequired {
+                    name: assignment.name.clone(),
+                    path: dotted.clone(),
+                }),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The value at `path`, as [`LoyaltyEvent::lookup`] finds it.
+    fn lookup(&mut self, path: &'e [String]) -> Option<&'e Json<'a>> {
+        let (first, rest) = path.split_first()?;
+        let member = match self.last_member {
+            Some((name, member)) if name == first => member,
+            _ => {
+                let member = self.event.body.get(first);
+                self.last_member = Some((first, member));
+                member
+            }
+        };
+        descend(member?, rest)
     }
 
     fn value(&mut self, out: &mut Vec<u8>, value: Resolved<'_>, shape: Shape) {
@@ -798,23 +839,6 @@ fn product_number(
 enum Resolved<'a> {
     Json(&'a Json<'a>),
     Constant(&'a str),
-}
-
-fn resolve<'a>(
-    assignment: &'a Assignment,
-    event: &'a LoyaltyEvent<'_>,
-) -> Result<Option<Resolved<'a>>, MapError> {
-    match &assignment.source {
-        Source::Constant(text) => Ok(Some(Resolved::Constant(text))),
-        Source::Path { dotted, segments } => match event.lookup(segments) {
-            Some(value) => Ok(Some(Resolved::Json(value))),
-            None if assignment.required => Err(MapError::MissingRequired {
-                name: assignment.name.clone(),
-                path: dotted.clone(),
-            }),
-            None => Ok(None),
-        },
-    }
 }
 
 /// Numbers and booleans become their JSON text; objects and arrays their compact JSON.

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 pub use parse::ParseError;
-pub use write::write_str;
+pub use write::{write_i64, write_str};
 
 /// One JSON value, borrowing from the text it was parsed from where it can.
 ///

@@ -18,9 +18,38 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
     }
 }
 
+/// Writes `n` in decimal, as `write!` would, without the formatting machinery (this runs
+/// once per event, and `core::fmt` showed in profiles).
+pub fn write_i64(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_are_written_as_write_writes_them() {
+        for n in [0, 7, -7, 10, 1_764_000_000_123, -1_000, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            write_i64(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+    }
 
     #[test]
     fn written_text_is_what_serde_json_writes() {
