@@ -157,6 +157,7 @@ fn check_config_reports_field_assignment_problems_with_their_lines() {
         ],
         b"",
     );
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

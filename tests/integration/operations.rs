@@ -28,12 +28,14 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-struct Prometheus(Child);
+/// A Prometheus server and its directory, removed when the server is stopped.
+struct Prometheus(Child, std::path::PathBuf);
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -64,7 +66,7 @@ fn start_prometheus(target: std::net::SocketAddr) -> (Prometheus, u16) {
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus is installed (apt-get install prometheus; scripts/test.sh does)");
-    (Prometheus(child), port)
+    (Prometheus(child, dir), port)
 }
 
 /// A PromQL instant query's single value.

@@ -372,6 +372,7 @@ async fn json_logs_name_each_dead_letter_and_retry_and_never_the_secret() {
     assert_eq!(forwarder.wait().unwrap().code(), Some(0));
 
     let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
     assert!(
         !text.contains(API_SECRET) && !text.contains(API_KEY),
         "no credentials in the logs"
