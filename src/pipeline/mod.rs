@@ -226,6 +226,7 @@ fn release_together(records: Vec<InFlight>) {
             None => slots.push(slot),
         }
     }
+    // Dropping the merged permits releases them.
 }
 
 /// Where a failed record is written.
