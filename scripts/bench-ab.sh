@@ -18,7 +18,7 @@ bench=$(find target/release/deps -maxdepth 1 -type f -executable -name 'pipeline
     sort -n | tail -1 | cut -d' ' -f2)
 
 drain() {
-    MPF_BENCH_SKIP_LATENCY=1 MPF_BENCH_FORWARDER=$1 "$bench" 2>&1 |
+    MPF_BENCH_ROUNDS=1 MPF_BENCH_SKIP_LATENCY=1 MPF_BENCH_FORWARDER=$1 "$bench" 2>&1 |
         sed -n 's/^forwarder: .* \([0-9.]*\) CPU s per million events.*/\1/p'
 }
 
