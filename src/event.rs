@@ -148,15 +148,10 @@ impl<'a> LoyaltyEvent<'a> {
             body,
         })
     }
-
-    /// The value at a dotted path, already split into segments; `None` when absent or null.
-    pub fn lookup(&self, path: &[String]) -> Option<&Json<'a>> {
-        let (first, rest) = path.split_first()?;
-        descend(self.body.get(first)?, rest)
-    }
 }
 
-/// The value at `path` below `start`; `None` when absent or null.
+/// The value at `path` (a dotted path, split into segments) below `start`; `None` when
+/// absent or null.
 pub fn descend<'v, 'a>(start: &'v Json<'a>, path: &[String]) -> Option<&'v Json<'a>> {
     let mut current = start;
     for segment in path {
@@ -280,8 +275,11 @@ mod tests {
         assert_eq!(event.id, "evt_01JD4T9F3M2K");
         assert_eq!(event.action, "point_add");
         assert_eq!(event.created_at_ms, Some(1_795_867_200_000));
-        let path = vec!["customer".to_string(), "tier".to_string()];
-        assert_eq!(event.lookup(&path), Some(&Json::String("gold".into())));
+        let customer = event.body.get("customer").unwrap();
+        assert_eq!(
+            descend(customer, &["tier".to_string()]),
+            Some(&Json::String("gold".into()))
+        );
     }
 
     #[test]

@@ -781,7 +781,7 @@ impl<'e, 'a> Members<'e, 'a> {
         }
     }
 
-    /// The value at `path`, as [`LoyaltyEvent::lookup`] finds it.
+    /// The value at `path` in the event; `None` when absent or null.
     fn lookup(&mut self, path: &'e [String]) -> Option<&'e Json<'a>> {
         let (first, rest) = path.split_first()?;
         let member = match self.last_member {
