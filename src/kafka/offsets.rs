@@ -37,8 +37,6 @@ struct PartitionLedger {
     /// Tracked offsets in ascending order, each with whether it is done; the front is
     /// never done (done records at the front leave at once).
     window: VecDeque<(i64, bool)>,
-    /// Entries of `window` not yet done.
-    pending: usize,
     highest_seen: Option<i64>,
     /// The offset last handed out for storing.
     stored: Option<i64>,
@@ -49,7 +47,6 @@ impl PartitionLedger {
         PartitionLedger {
             epoch,
             window: VecDeque::new(),
-            pending: 0,
             highest_seen: None,
             stored: None,
         }
@@ -66,20 +63,12 @@ impl PartitionLedger {
     fn track(&mut self, offset: i64) {
         if self.window.back().is_none_or(|&(last, _)| last < offset) {
             self.window.push_back((offset, false));
-            self.pending += 1;
             return;
         }
         // Out of order (not seen from librdkafka, which hands a partition out in order).
         match self.window.binary_search_by_key(&offset, |&(o, _)| o) {
-            Ok(at) if self.window[at].1 => {
-                self.window[at].1 = false;
-                self.pending += 1;
-            }
-            Ok(_) => {}
-            Err(at) => {
-                self.window.insert(at, (offset, false));
-                self.pending += 1;
-            }
+            Ok(at) => self.window[at].1 = false,
+            Err(at) => self.window.insert(at, (offset, false)),
         }
     }
 
@@ -91,7 +80,6 @@ impl PartitionLedger {
         if std::mem::replace(&mut self.window[at].1, true) {
             return false;
         }
-        self.pending -= 1;
         while self.window.front().is_some_and(|&(_, done)| done) {
             self.window.pop_front();
         }
@@ -196,9 +184,12 @@ impl OffsetLedger {
             .collect()
     }
 
-    /// Records consumed and not yet done, across partitions.
+    /// Records consumed and not yet done, across partitions (counted: read only for logs).
     pub fn pending(&self) -> usize {
-        self.partitions.values().map(|p| p.pending).sum()
+        self.partitions
+            .values()
+            .map(|p| p.window.iter().filter(|(_, done)| !done).count())
+            .sum()
     }
 }
 
