@@ -255,6 +255,18 @@ async fn sink_capacity() -> f64 {
     rate
 }
 
+/// A fresh consumer group for a forwarder, with its retry and dead-letter topics made.
+async fn forwarder_group(a: &Args, name: &str) -> String {
+    let group = unique(name);
+    create_topics(
+        &a.bootstrap,
+        &[format!("{group}.retry-topic"), format!("{group}.dlq-topic")],
+        3,
+    )
+    .await;
+    group
+}
+
 /// One forwarder drain of the preloaded topics.
 struct Drain {
     total_secs: f64,
@@ -268,13 +280,7 @@ struct Drain {
 /// A fresh consumer group drains `topics` into a fresh fast sink.
 async fn drain(a: &Args, topics: &[String]) -> Drain {
     let sink = standin(None).await;
-    let group = unique("group");
-    create_topics(
-        &a.bootstrap,
-        &[format!("{group}.retry-topic"), format!("{group}.dlq-topic")],
-        3,
-    )
-    .await;
+    let group = forwarder_group(a, "group").await;
     let started = Instant::now();
     let mut child = spawn_forwarder(a, &sink, topics, &group, &[]);
     let mut first_at = None;
@@ -495,29 +501,17 @@ async fn latency(a: &Args) {
     let sink = standin(None).await;
     let warm_topic = unique("lat-warm-up");
     let topics = vec![unique("lat-a"), unique("lat-b")];
-    let group = unique("lat-group");
-    create_topics(
-        &a.bootstrap,
-        &[
-            warm_topic.clone(),
-            format!("{group}.retry-topic"),
-            format!("{group}.dlq-topic"),
-        ]
-        .into_iter()
+    let subscribed: Vec<String> = std::iter::once(warm_topic.clone())
         .chain(topics.iter().cloned())
-        .collect::<Vec<_>>(),
-        3,
-    )
-    .await;
+        .collect();
+    create_topics(&a.bootstrap, &subscribed, 3).await;
+    let group = forwarder_group(a, "lat-group").await;
     let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let admin = format!("127.0.0.1:{admin_port}");
-    let subscribed: Vec<String> = std::iter::once(warm_topic.clone())
-        .chain(topics.iter().cloned())
-        .collect();
     let mut child = spawn_forwarder(
         a,
         &sink,
@@ -701,13 +695,7 @@ async fn pacing(a: &Args, limit: f64) {
     create_topics(&a.bootstrap, &topics, 3).await;
     let events = (limit * 20.0) as usize;
     preload(&a.bootstrap, &topics, events).await;
-    let group = unique("pace-group");
-    create_topics(
-        &a.bootstrap,
-        &[format!("{group}.retry-topic"), format!("{group}.dlq-topic")],
-        3,
-    )
-    .await;
+    let group = forwarder_group(a, "pace-group").await;
     let mut child = spawn_forwarder(
         a,
         &sink,
