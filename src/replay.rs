@@ -64,8 +64,7 @@ pub fn decide(record: &SourceRecord, filter: &ReplayFilter) -> Decision {
     }
     if !filter.actions.is_empty() {
         let action = record
-            .value
-            .as_deref()
+            .value()
             .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
             .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(str::to_string));
         if !action.is_some_and(|a| filter.actions.contains(&a)) {
@@ -95,7 +94,7 @@ pub fn decide(record: &SourceRecord, filter: &ReplayFilter) -> Decision {
 /// header, plus the new replay count.
 pub fn replay_headers(record: &SourceRecord, replay_count: u32) -> Vec<(String, Option<Vec<u8>>)> {
     let mut headers: Vec<(String, Option<Vec<u8>>)> = record
-        .headers
+        .headers()
         .iter()
         .filter(|(name, _)| !name.starts_with("forwarder-"))
         .cloned()
@@ -195,11 +194,11 @@ pub async fn run(
                     }
                     let mut out_record: FutureRecord<'_, [u8], [u8]> =
                         FutureRecord::to(&target).headers(headers);
-                    if let Some(key) = &record.key {
-                        out_record = out_record.key(key.as_slice());
+                    if let Some(key) = record.key() {
+                        out_record = out_record.key(key);
                     }
-                    if let Some(value) = &record.value {
-                        out_record = out_record.payload(value.as_slice());
+                    if let Some(value) = record.value() {
+                        out_record = out_record.payload(value);
                     }
                     let delivery = producer.send_result(out_record).map_err(|(error, _)| {
                         anyhow::anyhow!("cannot queue a replay to {target}: {error}")
@@ -223,18 +222,18 @@ mod tests {
     use super::*;
 
     fn dead_letter(headers: &[(&str, &str)], value: &str, timestamp_ms: i64) -> SourceRecord {
-        SourceRecord {
-            topic: Arc::from("dlq"),
-            partition: 0,
-            offset: 3,
-            key: Some(b"c1".to_vec()),
-            value: Some(value.as_bytes().to_vec()),
-            headers: headers
+        SourceRecord::new(
+            Arc::from("dlq"),
+            0,
+            3,
+            Some(timestamp_ms),
+            Some(b"c1".to_vec()),
+            Some(value.as_bytes().to_vec()),
+            headers
                 .iter()
                 .map(|(k, v)| (k.to_string(), Some(v.as_bytes().to_vec())))
                 .collect(),
-            timestamp_ms: Some(timestamp_ms),
-        }
+        )
     }
 
     fn filter() -> ReplayFilter {

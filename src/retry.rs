@@ -126,19 +126,12 @@ mod tests {
 
     #[test]
     fn retry_state_is_read_from_the_headers() {
-        let mut record = SourceRecord {
-            topic: Arc::from("retry"),
-            partition: 0,
-            offset: 0,
-            key: None,
-            value: None,
-            headers: vec![
-                (ATTEMPT.into(), Some(b"2".to_vec())),
-                (NOT_BEFORE_MS.into(), Some(b"12345".to_vec())),
-                (FIRST_ATTEMPT_MS.into(), Some(b"100".to_vec())),
-            ],
-            timestamp_ms: None,
-        };
+        let headers = vec![
+            (ATTEMPT.into(), Some(b"2".to_vec())),
+            (NOT_BEFORE_MS.into(), Some(b"12345".to_vec())),
+            (FIRST_ATTEMPT_MS.into(), Some(b"100".to_vec())),
+        ];
+        let record = SourceRecord::new(Arc::from("retry"), 0, 0, None, None, None, headers);
         assert_eq!(
             RetryState::of(&record),
             RetryState {
@@ -147,7 +140,7 @@ mod tests {
                 first_attempt_ms: Some(100)
             }
         );
-        record.headers.clear();
+        let record = SourceRecord::new(Arc::from("retry"), 0, 0, None, None, None, vec![]);
         assert_eq!(RetryState::of(&record).not_before_ms, 0);
         assert_eq!(RetryState::of(&record).attempts_made, 1);
     }

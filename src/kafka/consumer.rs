@@ -241,6 +241,8 @@ pub struct SourceConsumer {
     consumer: BaseConsumer<GroupContext>,
     state: Arc<GroupState>,
     topics: Vec<Arc<str>>,
+    /// Records keep librdkafka's messages instead of copies ([`SourceRecord::hold`]).
+    hold_messages: bool,
 }
 
 impl SourceConsumer {
@@ -270,7 +272,16 @@ impl SourceConsumer {
             consumer,
             state,
             topics: topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+            hold_messages: false,
         })
+    }
+
+    /// Its records keep librdkafka's messages rather than copies, for a reader whose
+    /// records are done within moments: a held message pins the fetch buffer it arrived
+    /// in, so a reader that keeps records for long (the retry schedule) copies them.
+    pub fn holding_messages(mut self) -> SourceConsumer {
+        self.hold_messages = true;
+        self
     }
 
     /// Stops fetching on every assigned partition (and on partitions assigned later) for
@@ -309,7 +320,7 @@ impl SourceConsumer {
     /// consumer is polled once per interval; a record librdkafka had queued already goes
     /// to `early`, to be taken in first.
     pub fn wait_for_room<F: Future>(
-        &self,
+        self: &Arc<Self>,
         runtime: &Handle,
         early: &mut VecDeque<Polled>,
         room: F,
@@ -339,7 +350,7 @@ impl SourceConsumer {
     /// Waits at most `timeout` for the next record and starts tracking it. Serves the
     /// rebalance, statistics and log callbacks too, so it must be called regularly, also
     /// while paused. `None` when nothing arrived in time.
-    pub fn poll(&self, timeout: Duration) -> Option<Polled> {
+    pub fn poll(self: &Arc<Self>, timeout: Duration) -> Option<Polled> {
         let message = match self.consumer.poll(timeout)? {
             Ok(message) => message,
             Err(error) => return Some(Err(error)),
@@ -351,8 +362,11 @@ impl SourceConsumer {
             .find(|t| t.as_ref() == topic_name)
             .cloned()
             .unwrap_or_else(|| Arc::from(topic_name));
-        let record = SourceRecord::copy_from(&message, topic.clone());
-        drop(message);
+        let record = if self.hold_messages {
+            SourceRecord::hold(message, topic.clone(), self.clone())
+        } else {
+            SourceRecord::copy_from(&message, topic.clone())
+        };
         let ticket = self
             .state
             .ledger()
@@ -389,7 +403,7 @@ impl SourceConsumer {
     /// Sends `polled` into `tx`, keeping the consumer in its group while there is no room.
     /// False once the receiver is gone.
     fn hand_on(
-        &self,
+        self: &Arc<Self>,
         runtime: &Handle,
         tx: &mpsc::Sender<Polled>,
         polled: Polled,

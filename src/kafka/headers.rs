@@ -61,7 +61,7 @@ pub struct Failure {
 /// The headers for the retry or dead-letter copy of `record`.
 pub fn failure_headers(record: &SourceRecord, failure: &Failure) -> Vec<(String, Option<Vec<u8>>)> {
     let mut headers: Vec<(String, Option<Vec<u8>>)> = record
-        .headers
+        .headers()
         .iter()
         .filter(|(name, _)| !PER_FAILURE.contains(&name.as_str()))
         .cloned()
@@ -72,7 +72,7 @@ pub fn failure_headers(record: &SourceRecord, failure: &Failure) -> Vec<(String,
         |name: &str, value: String| headers.push((name.to_string(), Some(value.into_bytes())));
     let first_failure = !SET_ONCE
         .iter()
-        .any(|name| record.headers.iter().any(|(n, _)| n == name));
+        .any(|name| record.headers().iter().any(|(n, _)| n == name));
     if first_failure {
         add(ORIGINAL_TOPIC, record.topic.to_string());
         add(ORIGINAL_PARTITION, record.partition.to_string());
@@ -94,7 +94,7 @@ pub fn failure_headers(record: &SourceRecord, failure: &Failure) -> Vec<(String,
         add(HTTP_BODY, cut(body));
     }
     if let Some(ms) = failure.first_attempt_ms {
-        if !has(&record.headers, FIRST_ATTEMPT_MS) {
+        if !has(record.headers(), FIRST_ATTEMPT_MS) {
             headers.push((
                 FIRST_ATTEMPT_MS.to_string(),
                 Some(ms.to_string().into_bytes()),
@@ -114,18 +114,18 @@ mod tests {
     use std::sync::Arc;
 
     fn record(headers: Vec<(&str, &str)>) -> SourceRecord {
-        SourceRecord {
-            topic: Arc::from("loyalty.point-add"),
-            partition: 2,
-            offset: 41,
-            key: Some(b"cust-1".to_vec()),
-            value: Some(b"{}".to_vec()),
-            headers: headers
+        SourceRecord::new(
+            Arc::from("loyalty.point-add"),
+            2,
+            41,
+            Some(1),
+            Some(b"cust-1".to_vec()),
+            Some(b"{}".to_vec()),
+            headers
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), Some(v.as_bytes().to_vec())))
                 .collect(),
-            timestamp_ms: Some(1),
-        }
+        )
     }
 
     fn get<'a>(headers: &'a [(String, Option<Vec<u8>>)], name: &str) -> Vec<&'a str> {

@@ -65,7 +65,7 @@ impl FailurePublisher {
     /// Writes a retry record back to the end of the retry topic unchanged (its headers
     /// already say when it is due), and waits for the acknowledgement.
     pub async fn requeue(&self, record: &SourceRecord) -> Result<(), PublishError> {
-        self.write(&self.retry_topic, record, record.headers.clone())
+        self.write(&self.retry_topic, record, record.headers().to_vec())
             .await
     }
 
@@ -93,11 +93,11 @@ impl FailurePublisher {
             });
         }
         let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-        if let Some(key) = &record.key {
-            out = out.key(key.as_slice());
+        if let Some(key) = record.key() {
+            out = out.key(key);
         }
-        if let Some(value) = &record.value {
-            out = out.payload(value.as_slice());
+        if let Some(value) = record.value() {
+            out = out.payload(value);
         }
         match self.producer.send(out, QUEUE_TIMEOUT).await {
             Ok(_) => Ok(()),

@@ -80,7 +80,7 @@ pub struct IntakeRules<'a> {
 
 /// Decides what becomes of `record`; a batch to send is appended to `out`.
 pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>) -> Prepared {
-    let value = record.value.as_deref();
+    let value = record.value();
     let event = match LoyaltyEvent::decode(value, rules.event_max_bytes) {
         Ok(event) => event,
         Err(invalid) => {
@@ -140,15 +140,15 @@ mod tests {
     use std::sync::Arc;
 
     fn record(value: &[u8]) -> SourceRecord {
-        SourceRecord {
-            topic: Arc::from("loyalty.point-add"),
-            partition: 0,
-            offset: 0,
-            key: None,
-            value: Some(value.to_vec()),
-            headers: vec![],
-            timestamp_ms: Some(5),
-        }
+        SourceRecord::new(
+            Arc::from("loyalty.point-add"),
+            0,
+            0,
+            Some(5),
+            None,
+            Some(value.to_vec()),
+            vec![],
+        )
     }
 
     fn with_rules<T>(unmapped: UnmappedAction, f: impl FnOnce(&IntakeRules<'_>) -> T) -> T {

@@ -102,11 +102,11 @@ impl Drop for DueToken {
 
 impl InFlight {
     fn action_or_unknown(&self) -> &str {
-        self.action.get(self.record.value.as_deref()).unwrap_or("")
+        self.action.get(self.record.value()).unwrap_or("")
     }
 
     fn event_id(&self) -> Option<&str> {
-        self.event_id.get(self.record.value.as_deref())
+        self.event_id.get(self.record.value())
     }
 }
 
@@ -260,7 +260,8 @@ impl Pipeline {
             &kafka.topics,
             metrics.clone(),
             health.clone(),
-        )?;
+        )?
+        .holding_messages();
         let retries = SourceConsumer::subscribe(
             kafka,
             &retry_group(&kafka.group_id),

@@ -345,6 +345,50 @@ async fn a_bulk_refused_for_one_bad_batch_delivers_the_rest_and_dead_letters_tha
     service.stop().await;
 }
 
+/// Source records are read in place from librdkafka's messages, and their headers only
+/// when a copy is written: a failed record's copy still carries every header it came with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_and_dead_letter_copies_keep_the_headers_the_record_came_with() {
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    service
+        .standin
+        .add_fault(Fault::status(503).when_id("retried").times(1));
+    let producer = producer();
+    let topic = service.topics[0].clone();
+    let headers = [
+        ("traceparent".to_string(), "00-abc-01".to_string()),
+        ("tenant".to_string(), "acme".to_string()),
+    ];
+    let bad = br#"{"id":"bad","action":"point_add","customer":{}}"#;
+    produce_with_headers(&producer, &topic, 0, "c1", bad, &headers).await;
+    let retried = point_add("retried", "c1", 3);
+    produce_with_headers(&producer, &topic, 0, "c2", retried.as_bytes(), &headers).await;
+
+    assert!(
+        eventually(Duration::from_secs(30), || service.standin.accepted_ids()
+            == ["retried"])
+        .await
+    );
+    let dead = read_all(&service.dlq_topic);
+    let retries = read_all(&service.retry_topic);
+    assert_eq!((dead.len(), retries.len()), (1, 1), "{dead:?} {retries:?}");
+    for (copy, key, value) in [
+        (&dead[0], "c1", &bad[..]),
+        (&retries[0], "c2", retried.as_bytes()),
+    ] {
+        assert_eq!(copy.header("traceparent"), Some("00-abc-01"), "{copy:?}");
+        assert_eq!(copy.header("tenant"), Some("acme"));
+        assert_eq!(copy.key.as_deref(), Some(key.as_bytes()));
+        assert_eq!(copy.value.as_deref(), Some(value));
+    }
+    assert_eq!(
+        dead[0].header("forwarder-error-kind"),
+        Some("invalid_event")
+    );
+    assert_eq!(retries[0].header("forwarder-error-kind"), Some("http_5xx"));
+    service.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmapped_action_is_skipped_and_counted() {
     let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
