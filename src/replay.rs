@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
+use crate::kafka::topic::Topic;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use std::sync::Arc;
 
 use crate::config::KafkaConfig;
 use crate::kafka::headers::{ERROR_KIND, ORIGINAL_TOPIC, REPLAY_COUNT};
@@ -151,14 +151,14 @@ pub async fn run(
         return Ok(report);
     }
     consumer.assign(&assignment)?;
-    let topic: Arc<str> = Arc::from(dlq);
+    let topic = Topic::named(dlq);
     let mut pending = Vec::new();
     while !ends.is_empty() {
         let Some(result) = consumer.poll(Duration::from_secs(10)) else {
             anyhow::bail!("no record from {dlq} for 10 s before its end; is the broker up?");
         };
         let message = result?;
-        let record = SourceRecord::copy_from(&message, topic.clone());
+        let record = SourceRecord::copy_from(&message, topic);
         if ends
             .get(&message.partition())
             .is_some_and(|end| message.offset() + 1 >= *end)
@@ -223,7 +223,7 @@ mod tests {
 
     fn dead_letter(headers: &[(&str, &str)], value: &str, timestamp_ms: i64) -> SourceRecord {
         SourceRecord::new(
-            Arc::from("dlq"),
+            Topic::named("dlq"),
             0,
             3,
             Some(timestamp_ms),

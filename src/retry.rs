@@ -63,7 +63,7 @@ impl RetryState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::kafka::topic::Topic;
 
     fn policy() -> RetryConfig {
         RetryConfig {
@@ -131,7 +131,7 @@ mod tests {
             (NOT_BEFORE_MS.into(), Some(b"12345".to_vec())),
             (FIRST_ATTEMPT_MS.into(), Some(b"100".to_vec())),
         ];
-        let record = SourceRecord::new(Arc::from("retry"), 0, 0, None, None, None, headers);
+        let record = SourceRecord::new(Topic::named("retry"), 0, 0, None, None, None, headers);
         assert_eq!(
             RetryState::of(&record),
             RetryState {
@@ -140,7 +140,7 @@ mod tests {
                 first_attempt_ms: Some(100)
             }
         );
-        let record = SourceRecord::new(Arc::from("retry"), 0, 0, None, None, None, vec![]);
+        let record = SourceRecord::new(Topic::named("retry"), 0, 0, None, None, None, vec![]);
         assert_eq!(RetryState::of(&record).not_before_ms, 0);
         assert_eq!(RetryState::of(&record).attempts_made, 1);
     }

@@ -28,6 +28,7 @@ use crate::config::KafkaConfig;
 use crate::kafka::offsets::{OffsetLedger, Ticket};
 use crate::kafka::record::SourceRecord;
 use crate::kafka::settings;
+use crate::kafka::topic::Topic;
 use crate::metrics::Metrics;
 
 /// State shared between the consumer's callbacks and the pipeline.
@@ -240,7 +241,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
 pub struct SourceConsumer {
     consumer: BaseConsumer<GroupContext>,
     state: Arc<GroupState>,
-    topics: Vec<Arc<str>>,
+    topics: Vec<Topic>,
     /// Records keep librdkafka's messages instead of copies ([`SourceRecord::hold`]).
     hold_messages: bool,
 }
@@ -271,7 +272,7 @@ impl SourceConsumer {
         Ok(SourceConsumer {
             consumer,
             state,
-            topics: topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+            topics: topics.iter().map(|t| Topic::named(t)).collect(),
             hold_messages: false,
         })
     }
@@ -359,18 +360,18 @@ impl SourceConsumer {
         let topic = self
             .topics
             .iter()
-            .find(|t| t.as_ref() == topic_name)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(topic_name));
+            .find(|t| t.as_str() == topic_name)
+            .copied()
+            .unwrap_or_else(|| Topic::named(topic_name));
         let record = if self.hold_messages {
-            SourceRecord::hold(message, topic.clone(), self.clone())
+            SourceRecord::hold(message, topic, self.clone())
         } else {
-            SourceRecord::copy_from(&message, topic.clone())
+            SourceRecord::copy_from(&message, topic)
         };
         let ticket = self
             .state
             .ledger()
-            .track(&topic, record.partition, record.offset);
+            .track(topic, record.partition, record.offset);
         Some(Ok((record, ticket)))
     }
 

@@ -111,11 +111,11 @@ fn cut(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::kafka::topic::Topic;
 
     fn record(headers: Vec<(&str, &str)>) -> SourceRecord {
         SourceRecord::new(
-            Arc::from("loyalty.point-add"),
+            Topic::named("loyalty.point-add"),
             2,
             41,
             Some(1),

@@ -7,3 +7,4 @@ pub mod offsets;
 pub mod producer;
 pub mod record;
 pub mod settings;
+pub mod topic;

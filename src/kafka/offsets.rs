@@ -15,17 +15,17 @@
 //! leave from the front. Tracking and completing a record costs no allocation, and
 //! partitions are found with a hash of their name that is cheap for short keys.
 
+use super::topic::Topic;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
 
 /// A topic and partition.
-pub type TopicPartition = (Arc<str>, i32);
+pub type TopicPartition = (Topic, i32);
 
 /// Identifies one tracked record for [`OffsetLedger::complete`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
-    pub topic: Arc<str>,
+    pub topic: Topic,
     pub partition: i32,
     pub offset: i64,
     pub epoch: u64,
@@ -125,25 +125,25 @@ impl OffsetLedger {
     pub fn assign(&mut self, topic: &str, partition: i32) {
         self.next_epoch += 1;
         self.partitions.insert(
-            (Arc::from(topic), partition),
+            (Topic::named(topic), partition),
             PartitionLedger::new(self.next_epoch),
         );
     }
 
     /// A partition was revoked: forget it, returning the offset that may be committed.
     pub fn revoke(&mut self, topic: &str, partition: i32) -> Option<i64> {
-        let key: TopicPartition = (Arc::from(topic), partition);
+        let key: TopicPartition = (Topic::named(topic), partition);
         self.partitions.remove(&key).and_then(|p| p.commit_point())
     }
 
     /// A record was consumed; it is pending until [`complete`](Self::complete).
-    pub fn track(&mut self, topic: &Arc<str>, partition: i32, offset: i64) -> Ticket {
+    pub fn track(&mut self, topic: Topic, partition: i32, offset: i64) -> Ticket {
         // Assignment callbacks run before fetching starts, so creating the partition here
         // is only a safety net.
         let fresh_epoch = self.next_epoch + 1;
         let entry = self
             .partitions
-            .entry((topic.clone(), partition))
+            .entry((topic, partition))
             .or_insert_with(|| PartitionLedger::new(fresh_epoch));
         if entry.epoch == fresh_epoch {
             self.next_epoch = fresh_epoch;
@@ -153,7 +153,7 @@ impl OffsetLedger {
         entry.stored.get_or_insert(offset);
         entry.highest_seen = Some(entry.highest_seen.map_or(offset, |h| h.max(offset)));
         Ticket {
-            topic: topic.clone(),
+            topic,
             partition,
             offset,
             epoch: entry.epoch,
@@ -163,7 +163,7 @@ impl OffsetLedger {
     /// A record's outcome is durable. Returns the offset to store for its partition when
     /// the commit point moved, `None` when it did not (or the ticket is stale).
     pub fn complete(&mut self, ticket: &Ticket) -> Option<i64> {
-        let key: TopicPartition = (ticket.topic.clone(), ticket.partition);
+        let key: TopicPartition = (ticket.topic, ticket.partition);
         let entry = self.partitions.get_mut(&key)?;
         if entry.epoch != ticket.epoch || !entry.complete(ticket.offset) {
             return None;
@@ -180,7 +180,7 @@ impl OffsetLedger {
     pub fn commit_points(&self) -> Vec<(TopicPartition, i64)> {
         self.partitions
             .iter()
-            .filter_map(|(tp, p)| p.commit_point().map(|point| (tp.clone(), point)))
+            .filter_map(|(tp, p)| p.commit_point().map(|point| (*tp, point)))
             .collect()
     }
 
@@ -197,15 +197,15 @@ impl OffsetLedger {
 mod tests {
     use super::*;
 
-    fn topic() -> Arc<str> {
-        Arc::from("loyalty.point-add")
+    fn topic() -> Topic {
+        Topic::named("loyalty.point-add")
     }
 
     #[test]
     fn a_later_success_never_commits_past_an_earlier_pending_record() {
         let mut ledger = OffsetLedger::new();
         let t = topic();
-        let tickets: Vec<Ticket> = (10..15).map(|o| ledger.track(&t, 0, o)).collect();
+        let tickets: Vec<Ticket> = (10..15).map(|o| ledger.track(t, 0, o)).collect();
         assert_eq!(
             ledger.complete(&tickets[3]),
             None,
@@ -226,8 +226,8 @@ mod tests {
     fn partitions_are_independent() {
         let mut ledger = OffsetLedger::new();
         let t = topic();
-        let a = ledger.track(&t, 0, 5);
-        let b = ledger.track(&t, 1, 7);
+        let a = ledger.track(t, 0, 5);
+        let b = ledger.track(t, 1, 7);
         assert_eq!(ledger.complete(&b), Some(8));
         assert_eq!(ledger.complete(&a), Some(6));
     }
@@ -237,10 +237,10 @@ mod tests {
         let mut ledger = OffsetLedger::new();
         let t = topic();
         ledger.assign(&t, 0);
-        let old = ledger.track(&t, 0, 3);
+        let old = ledger.track(t, 0, 3);
         assert_eq!(ledger.revoke(&t, 0), Some(3));
         ledger.assign(&t, 0);
-        let new = ledger.track(&t, 0, 3);
+        let new = ledger.track(t, 0, 3);
         assert_eq!(ledger.complete(&old), None, "stale epoch");
         assert_eq!(ledger.complete(&new), Some(4));
     }
@@ -250,8 +250,8 @@ mod tests {
         // Compacted topics and transaction markers leave gaps.
         let mut ledger = OffsetLedger::new();
         let t = topic();
-        let a = ledger.track(&t, 0, 1);
-        let b = ledger.track(&t, 0, 4);
+        let a = ledger.track(t, 0, 1);
+        let b = ledger.track(t, 0, 4);
         assert_eq!(ledger.complete(&a), Some(4));
         assert_eq!(ledger.complete(&b), Some(5));
     }
@@ -260,9 +260,9 @@ mod tests {
     fn offsets_tracked_out_of_order_still_commit_in_order() {
         let mut ledger = OffsetLedger::new();
         let t = topic();
-        let a = ledger.track(&t, 0, 3);
-        let c = ledger.track(&t, 0, 6);
-        let b = ledger.track(&t, 0, 5);
+        let a = ledger.track(t, 0, 3);
+        let c = ledger.track(t, 0, 6);
+        let b = ledger.track(t, 0, 5);
         assert_eq!(ledger.pending(), 3);
         assert_eq!(ledger.complete(&c), None, "3 and 5 still pending");
         assert_eq!(ledger.complete(&a), Some(5));
@@ -274,11 +274,11 @@ mod tests {
     fn a_done_offset_tracked_again_is_pending_again() {
         let mut ledger = OffsetLedger::new();
         let t = topic();
-        let a = ledger.track(&t, 0, 1);
-        let b = ledger.track(&t, 0, 2);
+        let a = ledger.track(t, 0, 1);
+        let b = ledger.track(t, 0, 2);
         assert_eq!(ledger.complete(&b), None);
-        let again = ledger.track(&t, 0, 2);
-        ledger.track(&t, 0, 1);
+        let again = ledger.track(t, 0, 2);
+        ledger.track(t, 0, 1);
         assert_eq!(
             ledger.pending(),
             2,
@@ -292,11 +292,8 @@ mod tests {
     fn an_offset_never_tracked_completes_nothing() {
         let mut ledger = OffsetLedger::new();
         let t = topic();
-        let a = ledger.track(&t, 0, 10);
-        let unknown = Ticket {
-            offset: 11,
-            ..a.clone()
-        };
+        let a = ledger.track(t, 0, 10);
+        let unknown = Ticket { offset: 11, ..a };
         assert_eq!(ledger.complete(&unknown), None);
         assert_eq!(ledger.pending(), 1);
         assert_eq!(ledger.complete(&a), Some(11));
@@ -306,7 +303,7 @@ mod tests {
     fn completing_twice_changes_nothing() {
         let mut ledger = OffsetLedger::new();
         let t = topic();
-        let a = ledger.track(&t, 0, 1);
+        let a = ledger.track(t, 0, 1);
         assert_eq!(ledger.complete(&a), Some(2));
         assert_eq!(ledger.complete(&a), None);
     }
@@ -315,12 +312,12 @@ mod tests {
     fn commit_points_cover_every_partition_with_records() {
         let mut ledger = OffsetLedger::new();
         let t = topic();
-        let a = ledger.track(&t, 0, 1);
-        ledger.track(&t, 0, 2);
+        let a = ledger.track(t, 0, 1);
+        ledger.track(t, 0, 2);
         ledger.complete(&a);
-        ledger.track(&t, 2, 9);
+        ledger.track(t, 2, 9);
         let mut points = ledger.commit_points();
         points.sort();
-        assert_eq!(points, vec![((t.clone(), 0), 2), ((t, 2), 9)]);
+        assert_eq!(points, vec![((t, 0), 2), ((t, 2), 9)]);
     }
 }

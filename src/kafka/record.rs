@@ -11,6 +11,8 @@
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
 
+use super::topic::Topic;
+
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Headers};
 
@@ -20,7 +22,7 @@ pub type HeaderList = Vec<(String, Option<Vec<u8>>)>;
 /// One record as consumed: key, value bytes and headers exactly as they arrived.
 #[derive(Debug)]
 pub struct SourceRecord {
-    pub topic: Arc<str>,
+    pub topic: Topic,
     pub partition: i32,
     pub offset: i64,
     /// The record's timestamp (create or log-append time), unix ms.
@@ -55,7 +57,7 @@ impl std::fmt::Debug for Content {
 impl SourceRecord {
     /// A record made of owned parts (a test's, or one read back by a tool).
     pub fn new(
-        topic: Arc<str>,
+        topic: Topic,
         partition: i32,
         offset: i64,
         timestamp_ms: Option<i64>,
@@ -76,9 +78,8 @@ impl SourceRecord {
         }
     }
 
-    /// Copies a borrowed message. `topic` is passed in so that records of one topic share
-    /// one allocation of its name.
-    pub fn copy_from(message: &BorrowedMessage<'_>, topic: Arc<str>) -> SourceRecord {
+    /// Copies a borrowed message (of `topic`, which the caller has at hand).
+    pub fn copy_from(message: &BorrowedMessage<'_>, topic: Topic) -> SourceRecord {
         SourceRecord::new(
             topic,
             message.partition(),
@@ -95,7 +96,7 @@ impl SourceRecord {
     /// because librdkafka must not be destroyed while one of its messages is.
     pub fn hold(
         message: BorrowedMessage<'_>,
-        topic: Arc<str>,
+        topic: Topic,
         client: Arc<dyn Any + Send + Sync>,
     ) -> SourceRecord {
         // SAFETY: the lifetime only ties the message to the client it was polled from.

@@ -190,10 +190,11 @@ fn split_halves<T>(mut items: Vec<T>) -> (Vec<T>, Vec<T>) {
 
 fn delivered(ctx: &Context, items: Vec<Outbound>) {
     let now = unix_ms();
-    // A request holds one or two actions: a short list beats hashing every record's.
-    let mut per_action: Vec<(&str, u64)> = Vec::new();
+    // A request holds one or two actions: a short list beats hashing every record's, and
+    // comparing bytes beats reading each record's action as text (2% of the CPU).
+    let mut per_action: Vec<(&[u8], u64)> = Vec::new();
     for o in &items {
-        let action = o.item.action_or_unknown();
+        let action = o.item.action.bytes(o.item.record.value());
         match per_action.iter_mut().find(|(a, _)| *a == action) {
             Some((_, count)) => *count += 1,
             None => per_action.push((action, 1)),
@@ -204,6 +205,7 @@ fn delivered(ctx: &Context, items: Vec<Outbound>) {
         Some(Duration::from_millis(now.saturating_sub(ts).max(0) as u64))
     }));
     for (action, count) in per_action {
+        let action = std::str::from_utf8(action).unwrap_or_default();
         ctx.metrics.events_delivered(action, count);
     }
     ctx.finish(items.into_iter().map(|o| o.item).collect());

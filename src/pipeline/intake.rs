@@ -68,6 +68,16 @@ impl EventText {
             EventText::Owned(text) => Some(text),
         }
     }
+
+    /// The text's bytes, unchecked: for comparing texts without reading them as UTF-8 (it
+    /// was checked when the value was decoded).
+    pub fn bytes<'a>(&'a self, value: Option<&'a [u8]>) -> &'a [u8] {
+        match self {
+            EventText::Unknown => b"",
+            EventText::InValue(range) => value.and_then(|v| v.get(range.clone())).unwrap_or(b""),
+            EventText::Owned(text) => text.as_bytes(),
+        }
+    }
 }
 
 /// The rules intake applies.
@@ -136,12 +146,12 @@ fn never_sent(kind: crate::outcome::ErrorKind, error: String) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::topic::Topic;
     use crate::outcome::ErrorKind;
-    use std::sync::Arc;
 
     fn record(value: &[u8]) -> SourceRecord {
         SourceRecord::new(
-            Arc::from("loyalty.point-add"),
+            Topic::named("loyalty.point-add"),
             0,
             0,
             Some(5),
@@ -187,6 +197,8 @@ mod tests {
             "no allocation for plain text"
         );
         assert_eq!(action.get(Some(value)), Some("point_add"));
+        assert_eq!(action.bytes(Some(value)), b"point_add");
+        assert_eq!(EventText::Unknown.bytes(Some(value)), b"");
         assert_eq!(batch, 3..out.len());
         let sent: serde_json::Value = serde_json::from_slice(&out[batch]).unwrap();
         assert_eq!(sent["source_request_id"], "e1");
@@ -204,6 +216,7 @@ mod tests {
         };
         assert_eq!(event_id, EventText::Owned("e1".into()));
         assert_eq!(event_id.get(None), Some("e1"));
+        assert_eq!(event_id.bytes(None), b"e1");
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub(crate) struct InFlight {
     pub record: SourceRecord,
     pub ticket: Ticket,
     /// The consumer whose offsets this record holds back.
-    pub origin: Arc<SourceConsumer>,
+    pub origin: Origin,
     pub event_id: EventText,
     pub action: EventText,
     /// Delivery attempts made before this consume (0 for a source record).
@@ -65,6 +65,14 @@ pub(crate) struct InFlight {
 pub(crate) struct DueRetries {
     waiting: Mutex<BTreeMap<(i64, u64), ()>>,
     arrivals: AtomicU64,
+}
+
+/// Which of the two consumers a record came from. (A plain tag: a shared pointer to the
+/// consumer was counted up and down for every record, on different threads.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Source,
+    Retries,
 }
 
 /// Registration of one due retry; dropping it (when the retry is sent or finished)
@@ -139,15 +147,14 @@ pub(crate) struct Context {
 impl Context {
     /// Records whose outcome is durable: their offsets may move.
     pub fn finish(&self, records: Vec<InFlight>) {
-        let from = |consumer: &Arc<SourceConsumer>| {
-            let consumer = consumer.clone();
+        let from = |origin: Origin| {
             records
                 .iter()
-                .filter(move |r| Arc::ptr_eq(&r.origin, &consumer))
+                .filter(move |r| r.origin == origin)
                 .map(|r| &r.ticket)
         };
-        self.source.complete(from(&self.source));
-        self.retries.complete(from(&self.retries));
+        self.source.complete(from(Origin::Source));
+        self.retries.complete(from(Origin::Retries));
         self.metrics.records_in_flight_add(-(records.len() as i64));
         release_together(records);
     }

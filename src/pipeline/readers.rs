@@ -14,9 +14,9 @@ use tracing::warn;
 use super::delivery::Outbound;
 use super::intake::{EventText, IntakeRules, Prepared, prepare};
 use super::retry_schedule::RetrySchedule;
-use super::{Context, InFlight};
+use super::{Context, InFlight, Origin};
 use crate::clock::unix_ms;
-use crate::kafka::consumer::{PauseReason, SourceConsumer};
+use crate::kafka::consumer::PauseReason;
 use crate::kafka::offsets::Ticket;
 use crate::kafka::record::SourceRecord;
 use crate::mparticle::body::Batch;
@@ -61,7 +61,7 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
             } = waiting;
             let mut item = in_flight(
                 &ctx,
-                &ctx.retries,
+                Origin::Retries,
                 record,
                 ticket,
                 slot,
@@ -131,7 +131,7 @@ fn requeue(ctx: &Arc<Context>, waiting: Waiting) {
 
 pub(super) fn in_flight(
     ctx: &Context,
-    origin: &Arc<SourceConsumer>,
+    origin: Origin,
     record: SourceRecord,
     ticket: Ticket,
     slot: OwnedSemaphorePermit,
@@ -142,7 +142,7 @@ pub(super) fn in_flight(
     InFlight {
         record,
         ticket,
-        origin: origin.clone(),
+        origin,
         event_id: EventText::Unknown,
         action: EventText::Unknown,
         attempts,

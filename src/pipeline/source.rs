@@ -23,10 +23,11 @@ use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, mpsc};
 use tracing::warn;
 
 use super::Context;
-use super::InFlight;
 use super::delivery::Outbound;
 use super::readers::{in_flight, take_in};
+use super::{InFlight, Origin};
 use crate::kafka::consumer::{IDLE_POLL, PauseReason, Polled};
+use crate::kafka::topic::Topic;
 use crate::mparticle::body::Batch;
 use crate::mparticle::{MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
 
@@ -35,7 +36,7 @@ use crate::mparticle::{MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
 struct Piece {
     taken: Vec<(InFlight, Range<usize>)>,
     json: Vec<u8>,
-    consumed: Vec<(Arc<str>, u64)>,
+    consumed: Vec<(Topic, u64)>,
 }
 
 impl Piece {
@@ -64,10 +65,10 @@ impl Piece {
         self.taken.is_empty()
     }
 
-    fn count_consumed(&mut self, topic: &Arc<str>) {
-        match self.consumed.iter_mut().find(|(t, _)| t == topic) {
+    fn count_consumed(&mut self, topic: Topic) {
+        match self.consumed.iter_mut().find(|(t, _)| *t == topic) {
             Some((_, count)) => *count += 1,
-            None => self.consumed.push((topic.clone(), 1)),
+            None => self.consumed.push((topic, 1)),
         }
     }
 
@@ -151,8 +152,8 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
                 continue;
             }
         };
-        piece.count_consumed(&record.topic);
-        let item = in_flight(&ctx, &ctx.source, record, ticket, permit, 0, None);
+        piece.count_consumed(record.topic);
+        let item = in_flight(&ctx, Origin::Source, record, ticket, permit, 0, None);
         if piece.take(&ctx, item) && !piece.send(&ctx, &outbound) {
             return;
         }
