@@ -78,7 +78,7 @@ impl<'a> LoyaltyEvent<'a> {
         if bytes.is_empty() {
             return Err(InvalidEvent::Empty);
         }
-        // serde_json checks UTF-8 itself and stops at 128 levels of nesting.
+        // The parser checks UTF-8 and stops at 128 levels of nesting, as serde_json does.
         let parsed = Json::parse(bytes).map_err(|e| InvalidEvent::NotJson(e.to_string()))?;
         let Json::Object(body) = parsed else {
             return Err(InvalidEvent::NotObject);
