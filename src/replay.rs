@@ -19,7 +19,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::kafka::headers::{ERROR_KIND, ORIGINAL_TOPIC, REPLAY_COUNT};
-use crate::kafka::record::SourceRecord;
+use crate::kafka::record::{HeaderList, SourceRecord};
 use crate::kafka::settings;
 
 /// Which dead letters to replay.
@@ -92,8 +92,8 @@ pub fn decide(record: &SourceRecord, filter: &ReplayFilter) -> Decision {
 
 /// The headers of the replayed record: the original ones without any `forwarder-*`
 /// header, plus the new replay count.
-pub fn replay_headers(record: &SourceRecord, replay_count: u32) -> Vec<(String, Option<Vec<u8>>)> {
-    let mut headers: Vec<(String, Option<Vec<u8>>)> = record
+pub fn replay_headers(record: &SourceRecord, replay_count: u32) -> HeaderList {
+    let mut headers: HeaderList = record
         .headers()
         .iter()
         .filter(|(name, _)| !name.starts_with("forwarder-"))

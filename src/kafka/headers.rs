@@ -4,7 +4,7 @@
 //! `forwarder-original-*` and `forwarder-first-attempt-ms` headers are set at the first
 //! failure and kept after; the others describe the latest attempt and are replaced.
 
-use crate::kafka::record::SourceRecord;
+use crate::kafka::record::{Header, HeaderList, SourceRecord};
 use crate::outcome::ErrorKind;
 
 pub const ATTEMPT: &str = "forwarder-attempt";
@@ -59,15 +59,14 @@ pub struct Failure {
 }
 
 /// The headers for the retry or dead-letter copy of `record`.
-pub fn failure_headers(record: &SourceRecord, failure: &Failure) -> Vec<(String, Option<Vec<u8>>)> {
-    let mut headers: Vec<(String, Option<Vec<u8>>)> = record
+pub fn failure_headers(record: &SourceRecord, failure: &Failure) -> HeaderList {
+    let mut headers: HeaderList = record
         .headers()
         .iter()
         .filter(|(name, _)| !PER_FAILURE.contains(&name.as_str()))
         .cloned()
         .collect();
-    let has =
-        |headers: &[(String, Option<Vec<u8>>)], name: &str| headers.iter().any(|(n, _)| n == name);
+    let has = |headers: &[Header], name: &str| headers.iter().any(|(n, _)| n == name);
     let mut add =
         |name: &str, value: String| headers.push((name.to_string(), Some(value.into_bytes())));
     let first_failure = !SET_ONCE
@@ -128,7 +127,7 @@ mod tests {
         )
     }
 
-    fn get<'a>(headers: &'a [(String, Option<Vec<u8>>)], name: &str) -> Vec<&'a str> {
+    fn get<'a>(headers: &'a [Header], name: &str) -> Vec<&'a str> {
         headers
             .iter()
             .filter(|(n, _)| n == name)

@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::config::KafkaConfig;
 use crate::kafka::headers::{Failure, failure_headers};
-use crate::kafka::record::SourceRecord;
+use crate::kafka::record::{HeaderList, SourceRecord};
 use crate::kafka::settings;
 
 /// How long a write may wait for room in librdkafka's local queue before it fails.
@@ -83,7 +83,7 @@ impl FailurePublisher {
         &self,
         topic: &str,
         record: &SourceRecord,
-        headers_out: Vec<(String, Option<Vec<u8>>)>,
+        headers_out: HeaderList,
     ) -> Result<(), PublishError> {
         let mut headers = OwnedHeaders::new();
         for (key, value) in headers_out {

@@ -11,13 +11,16 @@
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
 
-use super::topic::Topic;
-
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Headers};
 
+use super::topic::Topic;
+
+/// One header: its name and its value (`None` for a header without one).
+pub type Header = (String, Option<Vec<u8>>);
+
 /// Header names and values, in order, as they arrived.
-pub type HeaderList = Vec<(String, Option<Vec<u8>>)>;
+pub type HeaderList = Vec<Header>;
 
 /// One record as consumed: key, value bytes and headers exactly as they arrived.
 #[derive(Debug)]
@@ -133,7 +136,7 @@ impl SourceRecord {
 
     /// The headers, in order. Read out of a held message the first time they are asked
     /// for (librdkafka parses them lazily and is not to be asked from two threads at once).
-    pub fn headers(&self) -> &[(String, Option<Vec<u8>>)] {
+    pub fn headers(&self) -> &[Header] {
         match &self.content {
             Content::Owned { headers, .. } => headers,
             Content::Held {
