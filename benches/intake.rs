@@ -21,7 +21,11 @@ mod events;
 const EVENTS: usize = 1_000_000;
 
 /// Runs `step` over the events in turn and prints its time per event.
+/// `MPF_INTAKE_ONLY=<name>` runs only the steps whose names start with it (for profiling).
 fn time(name: &str, values: &[String], mut step: impl FnMut(&[u8])) {
+    if std::env::var("MPF_INTAKE_ONLY").is_ok_and(|only| !name.starts_with(&only)) {
+        return;
+    }
     let started = Instant::now();
     for i in 0..EVENTS {
         step(values[i % values.len()].as_bytes());
@@ -64,6 +68,17 @@ fn main() {
             assignments
                 .map_into(event, Environment::Production, Some(0), &mut out)
                 .expect("a batch"),
+        );
+    });
+    let mut out = Vec::with_capacity(1 << 20);
+    time("one pass (map_direct)", &values, |v| {
+        if out.len() > (1 << 20) - 200_000 {
+            out.clear();
+        }
+        let direct = assignments.map_direct(v, Environment::Production, Some(0), &mut out);
+        assert!(
+            black_box(direct).is_some_and(|d| d.mapped),
+            "a bench event maps in one pass"
         );
     });
 }

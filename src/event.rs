@@ -10,9 +10,9 @@ use crate::json::{Json, Object};
 
 use crate::outcome::ErrorKind;
 
-const ID_MAX_CHARS: usize = 128;
-const ACTION_MAX_CHARS: usize = 128;
-const CUSTOMER_ID_MAX_CHARS: usize = 256;
+pub(crate) const ID_MAX_CHARS: usize = 128;
+pub(crate) const ACTION_MAX_CHARS: usize = 128;
+pub(crate) const CUSTOMER_ID_MAX_CHARS: usize = 256;
 
 /// A decoded, valid loyalty event, borrowing from the record's bytes.
 #[derive(Debug, Clone)]

@@ -2,7 +2,10 @@
 //! event to make the mParticle batch. Pure: no I/O beyond reading the file at start-up.
 //!
 //! A batch is serialised straight to JSON bytes, once; the sender joins those bytes into
-//! bulk requests without parsing them again.
+//! bulk requests without parsing them again. Two ways lead there: [`FieldAssignments::map_into`]
+//! from a decoded [`LoyaltyEvent`] (the reference, which handles everything and words every
+//! error), and [`FieldAssignments::map_direct`] straight from a record's bytes in one pass
+//! ([`slots`], [`direct`]), which handles what nearly every record is and gives the rest back.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +24,11 @@ use crate::mparticle::{
 };
 use crate::outcome::ErrorKind;
 
+mod direct;
+mod slots;
+
+pub use direct::Direct;
+
 /// The prefix the loyalty platform's field sync uses for user attributes.
 pub const ATTRIBUTE_PREFIX: &str = "antavo_";
 
@@ -31,6 +39,8 @@ enum Source {
     Path {
         dotted: String,
         segments: Vec<String>,
+        /// Where the single pass notes this path's value ([`direct`]).
+        slot: usize,
     },
     /// A constant.
     Constant(String),
@@ -69,6 +79,8 @@ pub struct FieldAssignments {
     identities: Vec<Assignment>,
     user_attributes: Vec<Assignment>,
     events: HashMap<String, EventDefinition>,
+    /// The paths compiled for reading events in one pass ([`map_direct`](Self::map_direct)).
+    single_pass: Option<direct::SinglePass>,
 }
 
 /// A finding about the file, with the line it stands on.
@@ -297,6 +309,7 @@ impl Checker<'_> {
         Some(Source::Path {
             dotted: path.to_string(),
             segments,
+            slot: 0,
         })
     }
 
@@ -489,14 +502,14 @@ impl FieldAssignments {
         if !checker.errors.is_empty() {
             return Err(checker.errors);
         }
-        Ok((
-            FieldAssignments {
-                identities,
-                user_attributes,
-                events,
-            },
-            checker.warnings,
-        ))
+        let mut assignments = FieldAssignments {
+            identities,
+            user_attributes,
+            events,
+            single_pass: None,
+        };
+        assignments.single_pass = direct::SinglePass::compile(&mut assignments);
+        Ok((assignments, checker.warnings))
     }
 
     /// The actions that have an event definition, sorted.
@@ -770,7 +783,9 @@ impl<'e, 'a> Members<'e, 'a> {
     fn resolve(&mut self, assignment: &'e Assignment) -> Result<Option<Resolved<'e>>, MapError> {
         match &assignment.source {
             Source::Constant(text) => Ok(Some(Resolved::Constant(text))),
-            Source::Path { dotted, segments } => match self.lookup(segments) {
+            Source::Path {
+                dotted, segments, ..
+            } => match self.lookup(segments) {
                 Some(value) => Ok(Some(Resolved::Json(value))),
                 None if assignment.required => Err(MapError::MissingRequired {
                     name: assignment.name.clone(),

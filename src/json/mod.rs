@@ -5,7 +5,7 @@
 //! once per object or array. Writing ([`write`](mod@write)): JSON strings straight into a buffer.
 
 pub mod parse;
-mod scan;
+pub(crate) mod scan;
 pub mod write;
 
 use std::borrow::Cow;
@@ -59,9 +59,14 @@ fn same_name(a: &str, b: &str) -> bool {
 pub struct Number<'a>(&'a str);
 
 impl<'a> Number<'a> {
+    /// A number whose text a parser has checked against JSON's grammar.
+    pub(crate) fn from_checked_text(text: &'a str) -> Number<'a> {
+        Number(text)
+    }
+
     /// Integers of up to 18 digits fit in an i64 and read back as they were written, so
     /// they need no conversion. (`-0` reads as a float in serde_json.)
-    fn is_short_integer(&self) -> bool {
+    pub(crate) fn is_short_integer(&self) -> bool {
         let text = self.0;
         text.len() <= 18
             && !text.starts_with("-0")
@@ -74,6 +79,11 @@ impl<'a> Number<'a> {
             return self.0.parse::<i64>().ok().map(serde_json::Number::from);
         }
         serde_json::from_str(self.0).ok()
+    }
+
+    /// Whether serde_json would read the number (f64's range bounds the rest).
+    pub(crate) fn in_range(&self) -> bool {
+        self.is_short_integer() || self.to_serde().is_some()
     }
 
     pub fn as_i64(&self) -> Option<i64> {

@@ -200,7 +200,7 @@ impl<'a> Parser<'a> {
             }
         }
         let number = Number(&self.text[start..self.pos]);
-        if !number.is_short_integer() && number.to_serde().is_none() {
+        if !number.in_range() {
             return Err(self.error_at(start, "number out of range"));
         }
         Ok(number)

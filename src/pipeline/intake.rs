@@ -89,7 +89,55 @@ pub struct IntakeRules<'a> {
 }
 
 /// Decides what becomes of `record`; a batch to send is appended to `out`.
+///
+/// Most records are mapped straight from their bytes in one pass
+/// ([`FieldAssignments::map_direct`]); the rest are decoded into a tree and mapped from it,
+/// which gives the same batch or says exactly what is wrong.
 pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>) -> Prepared {
+    if let Some(prepared) = prepare_direct(record, rules, out) {
+        return prepared;
+    }
+    prepare_from_tree(record, rules, out)
+}
+
+/// [`prepare`] in one pass; `None` leaves the record to [`prepare_from_tree`].
+fn prepare_direct(
+    record: &SourceRecord,
+    rules: &IntakeRules<'_>,
+    out: &mut Vec<u8>,
+) -> Option<Prepared> {
+    let value = record
+        .value()
+        .filter(|v| v.len() <= rules.event_max_bytes)?;
+    let start = out.len();
+    let direct =
+        rules
+            .assignments
+            .map_direct(value, rules.environment, record.timestamp_ms, out)?;
+    let event_id = EventText::InValue(direct.id);
+    let action = EventText::InValue(direct.action);
+    if direct.mapped {
+        return Some(Prepared::Send {
+            event_id,
+            action,
+            batch: start..out.len(),
+            truncated_values: 0,
+        });
+    }
+    // Dead-lettering an unmapped action wants the tree path's wording.
+    (rules.unmapped_action == UnmappedAction::Skip).then_some(Prepared::Skip {
+        event_id,
+        action,
+        reason: "unmapped_action",
+    })
+}
+
+/// [`prepare`] by way of a decoded [`LoyaltyEvent`].
+fn prepare_from_tree(
+    record: &SourceRecord,
+    rules: &IntakeRules<'_>,
+    out: &mut Vec<u8>,
+) -> Prepared {
     let value = record.value();
     let event = match LoyaltyEvent::decode(value, rules.event_max_bytes) {
         Ok(event) => event,

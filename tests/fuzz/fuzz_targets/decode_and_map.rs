@@ -1,5 +1,7 @@
-//! Any bytes as a Kafka record value: decoding and mapping never panic, and every batch
-//! that comes out passes the Events API contract as the stand-in enforces it.
+//! Any bytes as a Kafka record value: decoding and mapping never panic, every batch that
+//! comes out passes the Events API contract as the stand-in enforces it, and whatever the
+//! single pass (`map_direct`) answers, the tree path (decode, then `map_into`) answers
+//! the same, byte for byte.
 
 #![no_main]
 
@@ -7,24 +9,63 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use mparticle_forwarder::event::LoyaltyEvent;
-use mparticle_forwarder::mapping::FieldAssignments;
+use mparticle_forwarder::mapping::{FieldAssignments, MapError};
 use mparticle_forwarder::mparticle::Environment;
 use mparticle_forwarder::standin::contract::check_batch;
 
-static ASSIGNMENTS: LazyLock<FieldAssignments> = LazyLock::new(|| {
-    FieldAssignments::parse(include_str!("../../data/field-assignments.toml"))
-        .expect("the example field assignments load")
-        .0
+/// Commerce, array indexes, lists, booleans and constants, beside the sample file.
+const WIDE: &str = r#"
+[identities]
+customer_id = { path = "customer.id", required = true }
+email = "customer.email"
+[user_attributes]
+antavo_tags = "customer.tags"
+antavo_first_tag = "customer.tags.0"
+antavo_level = "customer.level.name"
+antavo_origin = { value = "loyalty" }
+[events.point_add.attributes]
+antavo_points = { path = "data.points", required = true }
+antavo_second = "data.items.1.sku"
+[events.reward_purchase]
+event_type = "commerce_event"
+product_action = "purchase"
+[events.reward_purchase.product]
+id = { path = "data.reward_id", required = true }
+name = "data.items.0.name"
+price = "data.price"
+quantity = { value = 2 }
+"#;
+
+static ASSIGNMENTS: LazyLock<[FieldAssignments; 2]> = LazyLock::new(|| {
+    [include_str!("../../data/field-assignments.toml"), WIDE]
+        .map(|text| FieldAssignments::parse(text).expect("the assignments load").0)
 });
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(event) = LoyaltyEvent::decode(Some(data), 128 * 1024) else {
-        return;
-    };
-    if let Ok(batch) = ASSIGNMENTS.map(&event, Environment::Production, Some(0)) {
-        let value: serde_json::Value = serde_json::from_slice(&batch.json).expect("a batch is JSON");
-        if let Err(problem) = check_batch(&value) {
-            panic!("a mapped batch breaks the contract: {problem}");
+    for assignments in ASSIGNMENTS.iter() {
+        let mut direct_out = Vec::new();
+        let direct = assignments.map_direct(data, Environment::Production, Some(0), &mut direct_out);
+        let Ok(event) = LoyaltyEvent::decode(Some(data), 128 * 1024) else {
+            assert!(direct.is_none(), "the single pass read an invalid event");
+            continue;
+        };
+        let mut tree_out = Vec::new();
+        let mapped = assignments.map_into(&event, Environment::Production, Some(0), &mut tree_out);
+        if let Some(direct) = direct {
+            assert_eq!(&data[direct.id.clone()], event.id.as_bytes());
+            assert_eq!(&data[direct.action.clone()], event.action.as_bytes());
+            match &mapped {
+                Ok(_) => assert!(direct.mapped && direct_out == tree_out, "the two paths differ"),
+                Err(MapError::Unmapped(_)) => assert!(!direct.mapped && direct_out.is_empty()),
+                Err(error) => panic!("the single pass mapped what the tree path refuses: {error}"),
+            }
+        }
+        if mapped.is_ok() {
+            let value: serde_json::Value =
+                serde_json::from_slice(&tree_out).expect("a batch is JSON");
+            if let Err(problem) = check_batch(&value) {
+                panic!("a mapped batch breaks the contract: {problem}");
+            }
         }
     }
 });
