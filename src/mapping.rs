@@ -71,6 +71,11 @@ struct EventDefinition {
     product_action: Option<String>,
     attributes: Vec<Assignment>,
     product: Vec<Assignment>,
+    /// The batch's fixed text from `"events"` to the event's timestamp (event type, name,
+    /// custom event type), rendered once here instead of once per event.
+    opening: Vec<u8>,
+    /// `,"product_action":{"action":"…"` for a commerce event.
+    product_opening: Option<Vec<u8>>,
 }
 
 /// The loaded, checked field-assignments file.
@@ -423,6 +428,12 @@ impl Checker<'_> {
         }
         let attributes = self.section(&format!("events.{action}.attributes"), &raw.attributes);
         let product = self.section(&format!("events.{action}.product"), &raw.product);
+        let opening = event_opening(event_type, &event_name, custom_event_type.as_deref());
+        let product_opening = product_action.as_deref().map(|action| {
+            let mut text = br#","product_action":{"action":"#.to_vec();
+            write_str(&mut text, action);
+            text
+        });
         Some(EventDefinition {
             event_type,
             event_name,
@@ -430,6 +441,8 @@ impl Checker<'_> {
             product_action,
             attributes,
             product,
+            opening,
+            product_opening,
         })
     }
 }
@@ -616,9 +629,7 @@ impl FieldAssignments {
         fallback_timestamp_ms: Option<i64>,
         truncated: &mut u32,
     ) -> Result<(), MapError> {
-        out.extend_from_slice(br#"{"environment":"#);
-        write_str(out, environment.as_str());
-        out.extend_from_slice(br#","schema_version":2,"source_request_id":"#);
+        out.extend_from_slice(batch_head(environment));
         write_str(out, &event.id);
         let mut members = Members::new(event, truncated);
         members.write(
@@ -635,20 +646,7 @@ impl FieldAssignments {
             Shape::TextOrList,
             Empty::LeaveOut,
         )?;
-        out.extend_from_slice(br#","events":[{"event_type":"#);
-        match definition.event_type {
-            EventType::Custom => {
-                out.extend_from_slice(br#""custom_event","data":{"event_name":"#);
-                write_str(out, &definition.event_name);
-                out.push(b',');
-            }
-            EventType::Commerce => out.extend_from_slice(br#""commerce_event","data":{"#),
-        }
-        if let Some(custom_type) = &definition.custom_event_type {
-            out.extend_from_slice(br#""custom_event_type":"#);
-            write_str(out, custom_type);
-            out.push(b',');
-        }
+        out.extend_from_slice(&definition.opening);
         if let Some(ms) = event.created_at_ms.or(fallback_timestamp_ms) {
             out.extend_from_slice(br#""timestamp_unixtime_ms":"#);
             write_i64(out, ms);
@@ -663,9 +661,8 @@ impl FieldAssignments {
             Shape::Text,
             Empty::LeaveOut,
         )?;
-        if let Some(action) = &definition.product_action {
-            out.extend_from_slice(br#","product_action":{"action":"#);
-            write_str(out, action);
+        if let Some(opening) = &definition.product_opening {
+            out.extend_from_slice(opening);
             members.write(
                 out,
                 br#","products":["#,
@@ -678,6 +675,38 @@ impl FieldAssignments {
         out.extend_from_slice(b"}}]}");
         Ok(())
     }
+}
+
+/// The start of every batch, up to the value of its `source_request_id`.
+fn batch_head(environment: Environment) -> &'static [u8] {
+    match environment {
+        Environment::Production => {
+            br#"{"environment":"production","schema_version":2,"source_request_id":"#
+        }
+        Environment::Development => {
+            br#"{"environment":"development","schema_version":2,"source_request_id":"#
+        }
+    }
+}
+
+/// `,"events":[{"event_type":…,"data":{` and the event's fixed members, each followed by
+/// a comma: the part of a batch that depends only on its event definition.
+fn event_opening(event_type: EventType, name: &str, custom_event_type: Option<&str>) -> Vec<u8> {
+    let mut out = br#","events":[{"event_type":"#.to_vec();
+    match event_type {
+        EventType::Custom => {
+            out.extend_from_slice(br#""custom_event","data":{"event_name":"#);
+            write_str(&mut out, name);
+            out.push(b',');
+        }
+        EventType::Commerce => out.extend_from_slice(br#""commerce_event","data":{"#),
+    }
+    if let Some(custom_type) = custom_event_type {
+        out.extend_from_slice(br#""custom_event_type":"#);
+        write_str(&mut out, custom_type);
+        out.push(b',');
+    }
+    out
 }
 
 fn names(assignments: &[Assignment]) -> String {

@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use super::slots::{self, GaveUp, Kind, PathTree, Slot};
 use super::{
-    Assignment, Empty, EventDefinition, EventType, FieldAssignments, Resolved, Shape, Source,
+    Assignment, Empty, EventDefinition, FieldAssignments, Resolved, Shape, Source, batch_head,
     product_number,
 };
 use crate::event::{ACTION_MAX_CHARS, CUSTOMER_ID_MAX_CHARS, ID_MAX_CHARS, parse_rfc3339_ms};
@@ -213,10 +213,7 @@ impl Batch<'_, '_> {
         environment: Environment,
         timestamp_ms: Option<i64>,
     ) -> Result<(), GaveUp> {
-        self.out.extend_from_slice(br#"{"environment":"#);
-        write_str(self.out, environment.as_str());
-        self.out
-            .extend_from_slice(br#","schema_version":2,"source_request_id":"#);
+        self.out.extend_from_slice(batch_head(environment));
         self.plain(id.as_bytes());
         self.members(
             br#","user_identities":"#,
@@ -231,20 +228,7 @@ impl Batch<'_, '_> {
             Empty::LeaveOut,
         )?;
         let out = &mut *self.out;
-        out.extend_from_slice(br#","events":[{"event_type":"#);
-        match definition.event_type {
-            EventType::Custom => {
-                out.extend_from_slice(br#""custom_event","data":{"event_name":"#);
-                write_str(out, &definition.event_name);
-                out.push(b',');
-            }
-            EventType::Commerce => out.extend_from_slice(br#""commerce_event","data":{"#),
-        }
-        if let Some(custom_type) = &definition.custom_event_type {
-            out.extend_from_slice(br#""custom_event_type":"#);
-            write_str(out, custom_type);
-            out.push(b',');
-        }
+        out.extend_from_slice(&definition.opening);
         if let Some(ms) = timestamp_ms {
             out.extend_from_slice(br#""timestamp_unixtime_ms":"#);
             write_i64(out, ms);
@@ -258,10 +242,8 @@ impl Batch<'_, '_> {
             Shape::Text,
             Empty::LeaveOut,
         )?;
-        if let Some(action) = &definition.product_action {
-            self.out
-                .extend_from_slice(br#","product_action":{"action":"#);
-            write_str(self.out, action);
+        if let Some(opening) = &definition.product_opening {
+            self.out.extend_from_slice(opening);
             self.members(
                 br#","products":["#,
                 &definition.product,
