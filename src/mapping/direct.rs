@@ -385,33 +385,7 @@ mod tests {
     const SAMPLE: &str = include_str!("../../tests/data/field-assignments.toml");
 
     /// Commerce, array indexes, lists, booleans and constants.
-    const WIDE: &str = r#"
-[identities]
-customer_id = { path = "customer.id", required = true }
-email = "customer.email"
-[user_attributes]
-antavo_tags = "customer.tags"
-antavo_first_tag = "customer.tags.0"
-antavo_vip = "customer.vip"
-antavo_level = "customer.level.name"
-antavo_origin = { value = "loyalty \"engine\"" }
-[events.reward_purchase]
-event_type = "commerce_event"
-product_action = "purchase"
-[events.reward_purchase.attributes]
-antavo_note = "data.note"
-antavo_second_sku = "data.items.1.sku"
-[events.reward_purchase.product]
-id = { path = "data.reward_id", required = true }
-name = "data.items.0.name"
-price = "data.price"
-quantity = "data.quantity"
-position = { value = 1 }
-[events.tier_change]
-custom_event_type = "other"
-[events.tier_change.attributes]
-antavo_tier = "data.tier"
-"#;
+    const WIDE: &str = include_str!("../../tests/data/field-assignments-wide.toml");
 
     /// Events the single pass maps itself.
     const DIRECT: &[&str] = &[

@@ -13,32 +13,13 @@ use mparticle_forwarder::mapping::{FieldAssignments, MapError};
 use mparticle_forwarder::mparticle::Environment;
 use mparticle_forwarder::standin::contract::check_batch;
 
-/// Commerce, array indexes, lists, booleans and constants, beside the sample file.
-const WIDE: &str = r#"
-[identities]
-customer_id = { path = "customer.id", required = true }
-email = "customer.email"
-[user_attributes]
-antavo_tags = "customer.tags"
-antavo_first_tag = "customer.tags.0"
-antavo_level = "customer.level.name"
-antavo_origin = { value = "loyalty" }
-[events.point_add.attributes]
-antavo_points = { path = "data.points", required = true }
-antavo_second = "data.items.1.sku"
-[events.reward_purchase]
-event_type = "commerce_event"
-product_action = "purchase"
-[events.reward_purchase.product]
-id = { path = "data.reward_id", required = true }
-name = "data.items.0.name"
-price = "data.price"
-quantity = { value = 2 }
-"#;
-
+/// The sample file, and a wider one with commerce, array indexes, lists and constants.
 static ASSIGNMENTS: LazyLock<[FieldAssignments; 2]> = LazyLock::new(|| {
-    [include_str!("../../data/field-assignments.toml"), WIDE]
-        .map(|text| FieldAssignments::parse(text).expect("the assignments load").0)
+    [
+        include_str!("../../data/field-assignments.toml"),
+        include_str!("../../data/field-assignments-wide.toml"),
+    ]
+    .map(|text| FieldAssignments::parse(text).expect("the assignments load").0)
 });
 
 fuzz_target!(|data: &[u8]| {
