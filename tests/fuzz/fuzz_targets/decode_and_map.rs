@@ -19,13 +19,18 @@ static ASSIGNMENTS: LazyLock<[FieldAssignments; 2]> = LazyLock::new(|| {
         include_str!("../../data/field-assignments.toml"),
         include_str!("../../data/field-assignments-wide.toml"),
     ]
-    .map(|text| FieldAssignments::parse(text).expect("the assignments load").0)
+    .map(|text| {
+        FieldAssignments::parse(text)
+            .expect("the assignments load")
+            .0
+    })
 });
 
 fuzz_target!(|data: &[u8]| {
     for assignments in ASSIGNMENTS.iter() {
         let mut direct_out = Vec::new();
-        let direct = assignments.map_direct(data, Environment::Production, Some(0), &mut direct_out);
+        let direct =
+            assignments.map_direct(data, Environment::Production, Some(0), &mut direct_out);
         let Ok(event) = LoyaltyEvent::decode(Some(data), 128 * 1024) else {
             assert!(direct.is_none(), "the single pass read an invalid event");
             continue;
@@ -36,7 +41,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(&data[direct.id.clone()], event.id.as_bytes());
             assert_eq!(&data[direct.action.clone()], event.action.as_bytes());
             match &mapped {
-                Ok(_) => assert!(direct.mapped && direct_out == tree_out, "the two paths differ"),
+                Ok(_) => assert!(
+                    direct.mapped && direct_out == tree_out,
+                    "the two paths differ"
+                ),
                 Err(MapError::Unmapped(_)) => assert!(!direct.mapped && direct_out.is_empty()),
                 Err(error) => panic!("the single pass mapped what the tree path refuses: {error}"),
             }
