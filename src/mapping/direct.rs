@@ -1,7 +1,8 @@
 //! Mapping a record straight from its bytes: the event's checks and the batch are read
 //! from the slots [`slots::read`] fills, with no tree in between. It covers what nearly
-//! every event is (plain strings, integers, booleans, values within mParticle's limits)
-//! and gives up on anything else, which the tree path
+//! every event is (strings, integers and booleans within mParticle's limits) and gives
+//! up on anything else (escapes in the id, the action or a used member's name, numbers
+//! the tree path converts, lists, objects as values, every error), which the tree path
 //! ([`LoyaltyEvent::decode`](crate::event::LoyaltyEvent::decode) then
 //! [`FieldAssignments::map_into`]) handles and words the errors of. What it writes is
 //! what the tree path writes, byte for byte; the unit tests below and the
@@ -15,7 +16,7 @@ use super::{
     product_number,
 };
 use crate::event::{ACTION_MAX_CHARS, CUSTOMER_ID_MAX_CHARS, ID_MAX_CHARS, parse_rfc3339_ms};
-use crate::json::{write_i64, write_str};
+use crate::json::{Json, write_i64, write_str};
 use crate::mparticle::{Environment, MAX_BATCH_BYTES, MAX_VALUE_CHARS, NUMERIC_PRODUCT_FIELDS};
 
 /// Slots for trees of up to this many paths live on the stack.
@@ -329,9 +330,23 @@ impl Batch<'_, '_> {
             Kind::ShortInteger => self.plain(bytes),
             Kind::True => self.out.extend_from_slice(br#""true""#),
             Kind::False => self.out.extend_from_slice(br#""false""#),
+            Kind::Escaped => self.escaped(slot)?,
             _ => return Err(GaveUp),
         }
         Ok(())
+    }
+
+    /// A string with escapes (`\/` in a URL, a quote in a name): decoded by the tree
+    /// parser and written again, escaped as the tree path escapes it.
+    fn escaped(&mut self, slot: Slot) -> Result<(), GaveUp> {
+        let quoted = &self.text.as_bytes()[slot.start as usize - 1..slot.end as usize + 1];
+        match Json::parse(quoted) {
+            Ok(Json::String(text)) if text.len() <= MAX_VALUE_CHARS => {
+                write_str(self.out, &text);
+                Ok(())
+            }
+            _ => Err(GaveUp),
+        }
     }
 }
 
@@ -399,13 +414,13 @@ mod tests {
         r#"{"id":"e8","action":"tier_change","customer":{"id":"c"},"data":null}"#,
         r#"{"id":"e9","action":"tier_change","customer":{"id":"c"}}"#,
         r#"{"id":"e10","action":"unmapped","customer":{"id":"c"},"data":{}}"#,
+        r#"{"id":"e11","action":"reward_purchase","customer":{"id":"c","email":"a\u0040b","level":{"name":"say \"gold\"\n\u00e9\/"}},"data":{"reward_id":"r","note":"https:\/\/example.com\/a?b=1\t"}}"#,
     ];
 
     /// Events the single pass leaves to the tree path, valid or not.
     const GIVEN_UP: &[&str] = &[
-        // escapes in what is used
+        // escapes in the id or in a used member's name
         r#"{"id":"e\u0031","action":"point_add","customer":{"id":"c"},"data":{"points":1}}"#,
-        r#"{"id":"e","action":"point_add","customer":{"id":"c"},"data":{"points":1,"reason":"a\"b"}}"#,
         r#"{"id":"e","action":"point_add","customer":{"id":"c"},"data":{"p\u006fints":1}}"#,
         // values the tree path converts
         r#"{"id":"e","action":"point_add","customer":{"id":"c"},"data":{"points":1.50}}"#,
@@ -510,6 +525,11 @@ mod tests {
             "x".repeat(MAX_VALUE_CHARS + 1)
         );
         assert!(!same_both_ways(&sample, long.as_bytes()), "a value to cut");
+        let long_escaped = long.replace(r#""reason":""#, r#""reason":"\"#);
+        assert!(
+            !same_both_ways(&sample, long_escaped.as_bytes()),
+            "an escaped value to cut"
+        );
         let deep = format!(
             r#"{{"id":"e","action":"point_add","customer":{{"id":"c"}},"x":{}{}}}"#,
             "[".repeat(200),
