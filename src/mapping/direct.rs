@@ -65,16 +65,14 @@ impl SinglePass {
     pub(super) fn compile(assignments: &mut FieldAssignments) -> Option<SinglePass> {
         let checked: [Vec<String>; 8] =
             CHECKED_PATHS.map(|path| path.iter().map(|s| s.to_string()).collect());
-        let tree = {
-            let mut paths: Vec<&[String]> = checked.iter().map(Vec::as_slice).collect();
-            for assignment in all_assignments(assignments) {
-                if let Source::Path { segments, .. } = &assignment.source {
-                    paths.push(segments);
-                }
-            }
-            PathTree::new(paths)?
-        };
-        for assignment in all_assignments_mut(assignments) {
+        let used: Vec<Vec<String>> = all_assignments(assignments)
+            .filter_map(|assignment| match &assignment.source {
+                Source::Path { segments, .. } => Some(segments.clone()),
+                Source::Constant(_) => None,
+            })
+            .collect();
+        let tree = PathTree::new(checked.iter().chain(&used).map(Vec::as_slice))?;
+        for assignment in all_assignments(assignments) {
             if let Source::Path { segments, slot, .. } = &mut assignment.source {
                 *slot = tree.slot(segments);
             }
@@ -363,21 +361,8 @@ fn range(slot: Slot) -> Range<usize> {
     slot.start as usize..slot.end as usize
 }
 
-fn all_assignments(assignments: &FieldAssignments) -> impl Iterator<Item = &Assignment> {
-    let events = assignments
-        .events
-        .values()
-        .flat_map(|definition| definition.attributes.iter().chain(&definition.product));
-    assignments
-        .identities
-        .iter()
-        .chain(&assignments.user_attributes)
-        .chain(events)
-}
-
-fn all_assignments_mut(
-    assignments: &mut FieldAssignments,
-) -> impl Iterator<Item = &mut Assignment> {
+/// Every assignment of the file, to give each its slot.
+fn all_assignments(assignments: &mut FieldAssignments) -> impl Iterator<Item = &mut Assignment> {
     let events = assignments.events.values_mut().flat_map(|definition| {
         definition
             .attributes
