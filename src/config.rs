@@ -41,6 +41,11 @@ pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 16;
 pub const DEFAULT_MAX_IN_FLIGHT_RECORDS: usize = 3_000;
 /// How long a partly filled bulk request waits for more batches before it is sent.
 pub const DEFAULT_BULK_LINGER: Duration = Duration::from_millis(5);
+/// Tokio worker threads (requests, retries, the admin server). The per-record work runs
+/// on the source reader's own thread, and the async side needs well under a core to keep
+/// up with it; a second worker only added cross-core wake-ups: BENCHMARKS.md, "Eighth
+/// session", measured 10% less CPU per event with one than with two on two cores.
+pub const DEFAULT_WORKER_THREADS: usize = 1;
 /// Within the interface's default 25 s grace period; Kubernetes gets 30 s (deploy/).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
@@ -162,6 +167,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub event_max_bytes: usize,
     pub max_in_flight_records: usize,
+    pub worker_threads: usize,
     pub shutdown_grace: Duration,
 }
 
@@ -196,6 +202,7 @@ struct RawEnv {
     log_format: Option<String>,
     event_max_bytes: Option<String>,
     max_in_flight_records: Option<String>,
+    worker_threads: Option<String>,
     shutdown_grace: Option<String>,
 }
 
@@ -411,6 +418,12 @@ impl Config {
             DEFAULT_MAX_IN_FLIGHT_RECORDS,
             1..=1_000_000,
         );
+        let worker_threads = p.count(
+            "WORKER_THREADS",
+            raw.worker_threads,
+            DEFAULT_WORKER_THREADS,
+            1..=256,
+        );
         let shutdown_grace =
             p.duration("SHUTDOWN_GRACE", raw.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
 
@@ -448,6 +461,7 @@ impl Config {
             log_format,
             event_max_bytes,
             max_in_flight_records,
+            worker_threads,
             shutdown_grace,
         })
     }
@@ -740,6 +754,18 @@ mod tests {
             assert!(text.contains(name), "{name} missing from {text}");
         }
         assert!(!text.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_and_can_be_raised() {
+        assert_eq!(Config::from_vars(minimal()).unwrap().worker_threads, 1);
+        let mut pairs = minimal();
+        pairs.extend(vars(&[("WORKER_THREADS", "4")]));
+        assert_eq!(Config::from_vars(pairs).unwrap().worker_threads, 4);
+        let mut pairs = minimal();
+        pairs.extend(vars(&[("WORKER_THREADS", "0")]));
+        let problems = Config::from_vars(pairs).unwrap_err();
+        assert!(problems.0[0].contains("WORKER_THREADS"), "{problems}");
     }
 
     #[test]

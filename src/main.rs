@@ -180,7 +180,7 @@ fn replay_dlq(filter: ReplayFilter, dry_run: bool) -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
-    let runtime = match runtime() {
+    let runtime = match runtime(config.worker_threads) {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
@@ -221,8 +221,9 @@ fn load_or_report() -> Result<Settings, ExitCode> {
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+fn runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
         .enable_all()
         .build()
         .map_err(|error| {
@@ -237,7 +238,7 @@ fn run() -> ExitCode {
         Err(code) => return code,
     };
     telemetry::init(settings.config.log_format);
-    let runtime = match runtime() {
+    let runtime = match runtime(settings.config.worker_threads) {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
@@ -315,6 +316,7 @@ fn check_config() -> ExitCode {
     println!("  largest record:      {} bytes", c.event_max_bytes);
     println!("  in flight at most:   {}", c.max_in_flight_records);
     println!("Admin: {}   log format: {:?}", c.admin_addr, c.log_format);
+    println!("Worker threads: {}", c.worker_threads);
     println!(
         "\nField assignments ({})",
         c.field_assignments_file.display()
