@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod mapping;
 pub mod metrics;
 pub mod mparticle;
+pub mod names;
 pub mod outcome;
 pub mod pacer;
 pub mod pipeline;

@@ -83,7 +83,9 @@ struct EventDefinition {
 pub struct FieldAssignments {
     identities: Vec<Assignment>,
     user_attributes: Vec<Assignment>,
-    events: HashMap<String, EventDefinition>,
+    /// By action; the names are interned ([`crate::names`]), so that a sent record can
+    /// carry its action as a pointer ([`defined_action`](Self::defined_action)).
+    events: HashMap<&'static str, EventDefinition>,
     /// The paths compiled for reading events in one pass ([`map_direct`](Self::map_direct)).
     single_pass: Option<direct::SinglePass>,
 }
@@ -509,7 +511,7 @@ impl FieldAssignments {
         let mut events = HashMap::new();
         for (action, raw_event) in &raw.events {
             if let Some(definition) = checker.event(action, raw_event) {
-                events.insert(action.clone(), definition);
+                events.insert(crate::names::intern(action), definition);
             }
         }
         if !checker.errors.is_empty() {
@@ -527,13 +529,19 @@ impl FieldAssignments {
 
     /// The actions that have an event definition, sorted.
     pub fn actions(&self) -> Vec<&str> {
-        let mut actions: Vec<&str> = self.events.keys().map(String::as_str).collect();
+        let mut actions: Vec<&str> = self.events.keys().copied().collect();
         actions.sort_unstable();
         actions
     }
 
     pub fn has_action(&self, action: &str) -> bool {
         self.events.contains_key(action)
+    }
+
+    /// The file's own copy of `action`'s name, kept for the process, when it has an event
+    /// definition.
+    pub fn defined_action(&self, action: &str) -> Option<&'static str> {
+        self.events.get_key_value(action).map(|(name, _)| *name)
     }
 
     /// A one-paragraph summary for `check-config`.

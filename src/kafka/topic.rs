@@ -1,34 +1,53 @@
-//! Topic names as records and tickets carry them: interned, so that naming a record's
-//! topic is copying a pointer. A shared, counted name (`Arc<str>`) was taken and let go
-//! about ten times per record, by the reader thread and the delivery threads in turn, all
-//! on one counter.
+//! Topic names as records and tickets carry them: interned ([`crate::names`]), so that
+//! naming a record's topic is copying a pointer, and comparing or hashing one (the offset
+//! ledger does both for every record) reads the pointer, not the name. A shared, counted
+//! name (`Arc<str>`) was taken and let go about ten times per record, by the reader thread
+//! and the delivery threads in turn, all on one counter.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::Deref;
-use std::sync::Mutex;
 
-/// A topic name. The names a process meets are few (the configured topics), and each is
-/// kept once for the life of the process.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A topic name, kept once for the life of the process.
+#[derive(Clone, Copy)]
 pub struct Topic(&'static str);
-
-/// Every name interned so far.
-static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 
 impl Topic {
     /// The topic called `name`.
     pub fn named(name: &str) -> Topic {
-        let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(known) = names.iter().find(|known| **known == name) {
-            return Topic(known);
-        }
-        let kept: &'static str = Box::leak(name.into());
-        names.push(kept);
-        Topic(kept)
+        Topic(crate::names::intern(name))
     }
 
     pub fn as_str(&self) -> &'static str {
         self.0
+    }
+}
+
+/// One copy per name: the same name is the same address.
+impl PartialEq for Topic {
+    fn eq(&self, other: &Topic) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for Topic {}
+
+impl Hash for Topic {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.0.as_ptr() as usize);
+    }
+}
+
+/// By name, so that sorted lists read alphabetically.
+impl Ord for Topic {
+    fn cmp(&self, other: &Topic) -> std::cmp::Ordering {
+        self.0.cmp(other.0)
+    }
+}
+
+impl PartialOrd for Topic {
+    fn partial_cmp(&self, other: &Topic) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 

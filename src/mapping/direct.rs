@@ -43,8 +43,10 @@ pub struct Direct {
     /// Where the event's `id` and `action` stand in the record's value.
     pub id: Range<usize>,
     pub action: Range<usize>,
-    /// False when the action has no event definition (nothing was written).
-    pub mapped: bool,
+    /// The action's name as the field assignments keep it
+    /// ([`defined_action`](FieldAssignments::defined_action)) when the batch was written;
+    /// `None` when the action has no event definition (nothing was written).
+    pub defined: Option<&'static str>,
 }
 
 /// The paths the event's checks read, in the order [`SinglePass`] keeps their slots.
@@ -163,11 +165,11 @@ impl FieldAssignments {
         };
         slots::read(text, &single.tree, slots).ok()?;
         let (id, action, created_at_ms) = single.check(text, slots)?;
-        let Some(definition) = self.events.get(&text[action.clone()]) else {
+        let Some((&name, definition)) = self.events.get_key_value(&text[action.clone()]) else {
             return Some(Direct {
                 id,
                 action,
-                mapped: false,
+                defined: None,
             });
         };
         let start = out.len();
@@ -190,7 +192,7 @@ impl FieldAssignments {
         Some(Direct {
             id,
             action,
-            mapped: true,
+            defined: Some(name),
         })
     }
 }
@@ -460,7 +462,7 @@ mod tests {
         let mut tree_out = b"before".to_vec();
         match assignments.map_into(&event, env, Some(7), &mut tree_out) {
             Ok(truncated) => {
-                assert!(direct.mapped);
+                assert!(direct.defined.is_some());
                 assert_eq!(truncated, 0);
                 assert_eq!(
                     String::from_utf8_lossy(&direct_out),
@@ -468,7 +470,7 @@ mod tests {
                 );
             }
             Err(MapError::Unmapped(_)) => {
-                assert!(!direct.mapped);
+                assert!(direct.defined.is_none());
                 assert_eq!(direct_out, b"before");
             }
             Err(error) => panic!("the single pass mapped what the tree path refuses: {error}"),

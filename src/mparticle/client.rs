@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use reqwest::Url;
-use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
 use super::body::RequestBody;
 use super::response::{Verdict, parse_retry_after};
@@ -38,8 +39,9 @@ pub struct Client {
     /// Parsed once: parsing them for every request showed in profiles.
     events_url: Url,
     bulk_url: Url,
-    api_key: Secret,
-    api_secret: Secret,
+    /// `Basic` and the key and secret, encoded once (reqwest's `basic_auth` formats and
+    /// encodes them for every request) and marked sensitive, so that it never prints.
+    authorization: HeaderValue,
 }
 
 impl Client {
@@ -56,8 +58,7 @@ impl Client {
             http,
             events_url: Url::parse(&config.events_url)?,
             bulk_url: Url::parse(&config.bulk_url)?,
-            api_key: config.api_key.clone(),
-            api_secret: config.api_secret.clone(),
+            authorization: basic_authorization(&config.api_key, &config.api_secret)?,
         })
     }
 
@@ -73,7 +74,7 @@ impl Client {
         let result = self
             .http
             .post(url.clone())
-            .basic_auth(self.api_key.expose(), Some(self.api_secret.expose()))
+            .header(AUTHORIZATION, self.authorization.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(reqwest::Body::wrap(body))
             .send()
@@ -105,6 +106,17 @@ impl Client {
             elapsed: started.elapsed(),
         }
     }
+}
+
+/// HTTP Basic credentials as mParticle takes them: `Basic base64(key:secret)`.
+fn basic_authorization(key: &Secret, secret: &Secret) -> anyhow::Result<HeaderValue> {
+    let credentials = format!("{}:{}", key.expose(), secret.expose());
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    // Base64 is always a valid header value; the error names no part of the secret.
+    let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
+        .map_err(|_| anyhow::anyhow!("the API key and secret cannot form a header"))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 fn transport_failure(error: &reqwest::Error, elapsed: Duration) -> Answer {
@@ -163,6 +175,15 @@ pub fn one_line(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_basic_auth_and_never_print() {
+        let value = basic_authorization(&Secret::new("key"), &Secret::new("s3cr3t")).unwrap();
+        // base64("key:s3cr3t")
+        assert_eq!(value.to_str().unwrap(), "Basic a2V5OnMzY3IzdA==");
+        assert!(value.is_sensitive());
+        assert!(!format!("{value:?}").contains("a2V5"));
+    }
 
     #[test]
     fn one_line_cuts_on_a_character_boundary() {

@@ -47,6 +47,10 @@ pub enum EventText {
     /// These bytes of the record's value.
     InValue(Range<usize>),
     Owned(Box<str>),
+    /// An action with an event definition, as the field assignments keep its name: a sent
+    /// record's action, read and compared where the record finishes without touching the
+    /// record's bytes again (on another thread, long after they were read).
+    Defined(&'static str),
 }
 
 impl EventText {
@@ -66,16 +70,7 @@ impl EventText {
             EventText::Unknown => None,
             EventText::InValue(range) => std::str::from_utf8(value?.get(range.clone())?).ok(),
             EventText::Owned(text) => Some(text),
-        }
-    }
-
-    /// The text's bytes, unchecked: for comparing texts without reading them as UTF-8 (it
-    /// was checked when the value was decoded).
-    pub fn bytes<'a>(&'a self, value: Option<&'a [u8]>) -> &'a [u8] {
-        match self {
-            EventText::Unknown => b"",
-            EventText::InValue(range) => value.and_then(|v| v.get(range.clone())).unwrap_or(b""),
-            EventText::Owned(text) => text.as_bytes(),
+            EventText::Defined(name) => Some(name),
         }
     }
 }
@@ -115,11 +110,10 @@ fn prepare_direct(
             .assignments
             .map_direct(value, rules.environment, record.timestamp_ms, out)?;
     let event_id = EventText::InValue(direct.id);
-    let action = EventText::InValue(direct.action);
-    if direct.mapped {
+    if let Some(name) = direct.defined {
         return Some(Prepared::Send {
             event_id,
-            action,
+            action: EventText::Defined(name),
             batch: start..out.len(),
             truncated_values: 0,
         });
@@ -127,7 +121,7 @@ fn prepare_direct(
     // Dead-lettering an unmapped action wants the tree path's wording.
     (rules.unmapped_action == UnmappedAction::Skip).then_some(Prepared::Skip {
         event_id,
-        action,
+        action: EventText::InValue(direct.action),
         reason: "unmapped_action",
     })
 }
@@ -159,7 +153,9 @@ fn prepare_from_tree(
     {
         Ok(truncated_values) => Prepared::Send {
             event_id,
-            action,
+            action: (rules.assignments)
+                .defined_action(&event.action)
+                .map_or(action, EventText::Defined),
             batch: start..out.len(),
             truncated_values,
         },
@@ -238,15 +234,22 @@ mod tests {
         else {
             panic!("{prepared:?}");
         };
-        assert_eq!(event_id.get(Some(value)), Some("e1"));
         assert_eq!(
-            action,
-            EventText::InValue(21..30),
+            event_id,
+            EventText::InValue(7..9),
             "no allocation for plain text"
         );
-        assert_eq!(action.get(Some(value)), Some("point_add"));
-        assert_eq!(action.bytes(Some(value)), b"point_add");
-        assert_eq!(EventText::Unknown.bytes(Some(value)), b"");
+        assert_eq!(event_id.get(Some(value)), Some("e1"));
+        let EventText::Defined(name) = action else {
+            panic!("{action:?}");
+        };
+        assert_eq!(name, "point_add");
+        assert!(
+            std::ptr::eq(name, crate::names::intern("point_add")),
+            "the field assignments' own copy"
+        );
+        assert_eq!(action.get(None), Some("point_add"));
+        assert_eq!(EventText::Unknown.get(Some(value)), None);
         assert_eq!(batch, 3..out.len());
         let sent: serde_json::Value = serde_json::from_slice(&out[batch]).unwrap();
         assert_eq!(sent["source_request_id"], "e1");
@@ -264,7 +267,6 @@ mod tests {
         };
         assert_eq!(event_id, EventText::Owned("e1".into()));
         assert_eq!(event_id.get(None), Some("e1"));
-        assert_eq!(event_id.bytes(None), b"e1");
     }
 
     #[test]

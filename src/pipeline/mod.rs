@@ -109,8 +109,12 @@ impl Drop for DueToken {
 }
 
 impl InFlight {
-    fn action_or_unknown(&self) -> &str {
-        self.action.get(self.record.value()).unwrap_or("")
+    pub(crate) fn action_or_unknown(&self) -> &str {
+        match &self.action {
+            // Without reading the record's value: a sent record's action, where it finishes.
+            EventText::Defined(name) => name,
+            text => text.get(self.record.value()).unwrap_or(""),
+        }
     }
 
     fn event_id(&self) -> Option<&str> {

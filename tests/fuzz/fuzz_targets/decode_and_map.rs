@@ -42,10 +42,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(&data[direct.action.clone()], event.action.as_bytes());
             match &mapped {
                 Ok(_) => assert!(
-                    direct.mapped && direct_out == tree_out,
+                    direct.defined.is_some() && direct_out == tree_out,
                     "the two paths differ"
                 ),
-                Err(MapError::Unmapped(_)) => assert!(!direct.mapped && direct_out.is_empty()),
+                Err(MapError::Unmapped(_)) => assert!(direct.defined.is_none() && direct_out.is_empty()),
                 Err(error) => panic!("the single pass mapped what the tree path refuses: {error}"),
             }
         }
