@@ -178,20 +178,12 @@ fn bounded_string<'a>(
 }
 
 /// Parses an RFC 3339 date-time (`2026-11-28T12:00:00Z`, `…T12:00:00.250+01:00`) into unix
-/// milliseconds. Fractions beyond milliseconds are cut off.
+/// milliseconds. Fractions beyond milliseconds are cut off. (Read byte by byte, without
+/// allocating: it runs once for every event.)
 pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     let b = text.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = text.get(range)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    if b[4] != b'-'
+    if b.len() < 20
+        || b[4] != b'-'
         || b[7] != b'-'
         || !matches!(b[10], b'T' | b't' | b' ')
         || b[13] != b':'
@@ -199,44 +191,51 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     {
         return None;
     }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let (hour, minute, second) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
     if hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    let mut rest = &text[19..];
+    let mut rest = &b[19..];
     let mut millis = 0i64;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let count = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        let kept = count.min(3);
+        if count == 0 {
             return None;
         }
-        let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
-        millis = padded.parse().ok()?;
-        rest = &fraction[digits..];
+        millis = digits(&fraction[..kept])? * [100, 10, 1][kept - 1];
+        rest = &fraction[count..];
     }
     let offset_minutes = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let ob = rest.as_bytes();
-            if ob.len() != 6 || !matches!(ob[0], b'+' | b'-') || ob[3] != b':' {
-                return None;
-            }
-            let hours: i64 = rest.get(1..3)?.parse().ok()?;
-            let minutes: i64 = rest.get(4..6)?.parse().ok()?;
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (hours, minutes) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
             if hours > 23 || minutes > 59 {
                 return None;
             }
             let total = hours * 60 + minutes;
-            if ob[0] == b'-' { -total } else { total }
+            if *sign == b'-' { -total } else { total }
         }
+        _ => return None,
     };
     let days = days_from_civil(year, month, day);
     let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second.min(59) - offset_minutes * 60;
     Some(seconds * 1_000 + millis)
+}
+
+/// A run of ASCII digits as a number; `None` when any byte is not a digit.
+fn digits(bytes: &[u8]) -> Option<i64> {
+    bytes.iter().try_fold(0i64, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+    })
 }
 
 fn days_in_month(year: i64, month: i64) -> i64 {
@@ -308,6 +307,14 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("2025-02-29T00:00:00Z"), None);
         assert_eq!(parse_rfc3339_ms("2026-11-28 12:00"), None);
         assert_eq!(parse_rfc3339_ms("yesterday at noon!!"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-28T12:00:00.Z"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-28T12:00:00++5:00"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-28T12:00:00+01:00x"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-28T12:0a:00Z"), None);
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-28T12:00:00.7Z"),
+            parse_rfc3339_ms("2026-11-28T12:00:00Z").map(|ms| ms + 700)
+        );
     }
 
     #[test]
