@@ -21,6 +21,15 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
     loop {
         if waiting.is_empty() {
             match pieces.recv().await {
+                // A full request on its own (the source reader's pieces under load) goes
+                // as it came: moving each 300-byte record into `waiting` and out again
+                // showed in profiles.
+                Some(piece) if is_full_request(piece.iter().map(|o| o.batch.len())) => {
+                    let Ok(slot) = ctx.request_slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    tokio::spawn(delivery::deliver(ctx.clone(), piece, Some(slot)));
+                }
                 Some(piece) => waiting.extend(piece),
                 None => return,
             }
@@ -44,6 +53,12 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
         }
         tokio::spawn(delivery::deliver(ctx.clone(), bulk, Some(slot)));
     }
+}
+
+/// True when a piece of batches of these sizes is one request as [`take_fitting`] fills
+/// it: 100 batches, under the size limit.
+fn is_full_request(batch_sizes: impl ExactSizeIterator<Item = usize>) -> bool {
+    batch_sizes.len() == MAX_BATCHES_PER_BULK && array_size(batch_sizes) < MAX_REQUEST_BYTES
 }
 
 /// Moves batches from `waiting` into `bulk` while they fit; true once the bulk is full.
@@ -98,6 +113,27 @@ mod tests {
         for bulk in &out {
             assert!(array_size(bulk.iter().copied()) < MAX_REQUEST_BYTES);
         }
+    }
+
+    #[test]
+    fn a_piece_goes_as_it_came_only_when_assembly_would_send_it_so() {
+        for sizes in [
+            vec![500; 100],
+            vec![2_559; 100],
+            vec![2_560; 100],
+            vec![500; 99],
+        ] {
+            let as_assembled = bulks(&sizes);
+            let whole = as_assembled.len() == 1 && as_assembled[0].len() == MAX_BATCHES_PER_BULK;
+            assert_eq!(
+                is_full_request(sizes.iter().copied()),
+                whole,
+                "{}",
+                sizes[0]
+            );
+        }
+        assert!(is_full_request([2_549; 100].into_iter()));
+        assert!(!is_full_request([2_560; 100].into_iter()));
     }
 
     #[test]
