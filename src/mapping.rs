@@ -22,6 +22,7 @@ use crate::mparticle::{
     CUSTOM_EVENT_TYPES, Environment, IDENTITY_TYPES, MAX_BATCH_BYTES, MAX_NAME_CHARS,
     MAX_USER_ATTRIBUTES, MAX_VALUE_CHARS, NUMERIC_PRODUCT_FIELDS, PRODUCT_ACTIONS, PRODUCT_FIELDS,
 };
+use crate::names::NameHashing;
 use crate::outcome::ErrorKind;
 
 mod direct;
@@ -85,7 +86,7 @@ pub struct FieldAssignments {
     user_attributes: Vec<Assignment>,
     /// By action; the names are interned ([`crate::names`]), so that a sent record can
     /// carry its action as a pointer ([`defined_action`](Self::defined_action)).
-    events: HashMap<&'static str, EventDefinition>,
+    events: HashMap<&'static str, EventDefinition, NameHashing>,
     /// The paths compiled for reading events in one pass ([`map_direct`](Self::map_direct)).
     single_pass: Option<direct::SinglePass>,
 }
@@ -508,7 +509,7 @@ impl FieldAssignments {
             );
         }
         let user_attributes = checker.section("user_attributes", &raw.user_attributes);
-        let mut events = HashMap::new();
+        let mut events = HashMap::default();
         for (action, raw_event) in &raw.events {
             if let Some(definition) = checker.event(action, raw_event) {
                 events.insert(crate::names::intern(action), definition);

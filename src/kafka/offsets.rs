@@ -16,8 +16,8 @@
 //! partitions are found by a hash of their topic's address and their number.
 
 use super::topic::Topic;
+use crate::names::NameHashing;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// A topic and partition.
 pub type TopicPartition = (Topic, i32);
@@ -87,42 +87,10 @@ impl PartitionLedger {
     }
 }
 
-/// The key is a topic's address and a partition number (`Topic` hashes by address), two
-/// words from the process itself: a multiply-and-rotate per word (rustc's `FxHasher`)
-/// is enough, where SipHash's resistance to chosen keys showed in profiles.
-#[derive(Default)]
-struct WordHasher(u64);
-
-impl WordHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for WordHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.add(u64::from(byte));
-        }
-    }
-
-    fn write_usize(&mut self, word: usize) {
-        self.add(word as u64);
-    }
-
-    fn write_i32(&mut self, word: i32) {
-        self.add(word as u32 as u64);
-    }
-}
-
 /// Tracks records from consume to final outcome, per partition.
 #[derive(Debug, Default)]
 pub struct OffsetLedger {
-    partitions: HashMap<TopicPartition, PartitionLedger, BuildHasherDefault<WordHasher>>,
+    partitions: HashMap<TopicPartition, PartitionLedger, NameHashing>,
     next_epoch: u64,
 }
 
