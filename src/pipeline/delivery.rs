@@ -5,6 +5,7 @@
 //! offending batches are left. A 401 or 403 closes the [gate](super::gate): the refused
 //! records wait and are sent again as the probe, nothing is dead-lettered.
 
+use std::borrow::{Borrow, BorrowMut};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,6 +30,19 @@ use crate::retry::{NextStep, next_step};
 pub(crate) struct Outbound {
     pub item: InFlight,
     pub batch: Batch,
+}
+
+/// A delivered request's records finish where they stand ([`Context::finish`]).
+impl Borrow<InFlight> for Outbound {
+    fn borrow(&self) -> &InFlight {
+        &self.item
+    }
+}
+
+impl BorrowMut<InFlight> for Outbound {
+    fn borrow_mut(&mut self) -> &mut InFlight {
+        &mut self.item
+    }
 }
 
 fn failure(item: &InFlight, kind: ErrorKind, answer: &Answer, attempt_ms: i64) -> Failure {
@@ -210,5 +224,5 @@ fn delivered(ctx: &Context, items: Vec<Outbound>) {
     for (action, count) in per_action {
         ctx.metrics.events_delivered(action, count);
     }
-    ctx.finish(items.into_iter().map(|o| o.item).collect());
+    ctx.finish(items);
 }

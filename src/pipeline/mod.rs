@@ -19,6 +19,7 @@ mod readers;
 pub mod retry_schedule;
 mod source;
 
+use std::borrow::BorrowMut;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,7 +57,9 @@ pub(crate) struct InFlight {
     pub first_attempt_ms: Option<i64>,
     /// For a due retry not yet sent: keeps it in the oldest-due-retry gauge.
     pub due: Option<DueToken>,
-    _slot: OwnedSemaphorePermit,
+    /// Taken when the record finishes, so that a request's records release their slots
+    /// together ([`Context::finish`]).
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 /// Retries that are due and not yet sent (waiting for a request slot, the pacer or the
@@ -149,18 +152,23 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// Records whose outcome is durable: their offsets may move.
-    pub fn finish(&self, records: Vec<InFlight>) {
+    /// Records whose outcome is durable: their offsets may move. Taken as they are held
+    /// (a request's records stay in its list rather than being moved out one by one).
+    pub fn finish<R: BorrowMut<InFlight>>(&self, mut records: Vec<R>) {
         let from = |origin: Origin| {
             records
                 .iter()
+                .map(|r| r.borrow())
                 .filter(move |r| r.origin == origin)
                 .map(|r| &r.ticket)
         };
         self.source.complete(from(Origin::Source));
         self.retries.complete(from(Origin::Retries));
         self.metrics.records_in_flight_add(-(records.len() as i64));
-        release_together(records);
+        let slots = merged_slots(&mut records);
+        // The records' memory goes before their slots let new records in.
+        drop(records);
+        drop(slots);
     }
 
     /// A write to the retry or dead-letter topic failed: the service stops (exit 1) and
@@ -223,12 +231,15 @@ impl Context {
     }
 }
 
-/// Frees the records' slots with one release per semaphore: each release takes the
-/// semaphore's lock, and a request finishes up to 100 records at once.
-fn release_together(records: Vec<InFlight>) {
+/// Takes the records' slots merged into one permit per semaphore, so that they are
+/// released with one release each (each takes the semaphore's lock, and a request
+/// finishes up to 100 records at once).
+fn merged_slots<R: BorrowMut<InFlight>>(records: &mut [R]) -> Vec<OwnedSemaphorePermit> {
     let mut slots: Vec<OwnedSemaphorePermit> = Vec::with_capacity(2);
-    for record in records {
-        let slot = record._slot;
+    for slot in records
+        .iter_mut()
+        .filter_map(|r| r.borrow_mut().slot.take())
+    {
         match slots
             .iter_mut()
             .find(|s| Arc::ptr_eq(s.semaphore(), slot.semaphore()))
@@ -237,7 +248,7 @@ fn release_together(records: Vec<InFlight>) {
             None => slots.push(slot),
         }
     }
-    // Dropping the merged permits releases them.
+    slots
 }
 
 /// Where a failed record is written.

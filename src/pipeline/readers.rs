@@ -148,7 +148,7 @@ pub(super) fn in_flight(
         attempts,
         first_attempt_ms,
         due: None,
-        _slot: slot,
+        slot: Some(slot),
     }
 }
 
