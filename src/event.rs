@@ -87,12 +87,14 @@ impl<'a> LoyaltyEvent<'a> {
         let action = bounded_string(&body, "action", ACTION_MAX_CHARS)?;
         let created_at_ms = match body.get("created_at") {
             None | Some(Json::Null) => None,
-            Some(Json::String(text)) => Some(parse_rfc3339_ms(text).ok_or_else(|| {
-                field(
-                    "created_at",
-                    "is not an RFC 3339 date-time such as 2026-11-28T12:00:00Z",
-                )
-            })?),
+            Some(Json::String(text)) => {
+                Some(parse_rfc3339_ms(text.as_bytes()).ok_or_else(|| {
+                    field(
+                        "created_at",
+                        "is not an RFC 3339 date-time such as 2026-11-28T12:00:00Z",
+                    )
+                })?)
+            }
             Some(Json::Number(n)) => Some(n.as_i64().filter(|ms| *ms >= 0).ok_or_else(|| {
                 field(
                     "created_at",
@@ -180,8 +182,8 @@ fn bounded_string<'a>(
 /// Parses an RFC 3339 date-time (`2026-11-28T12:00:00Z`, `…T12:00:00.250+01:00`) into unix
 /// milliseconds. Fractions beyond milliseconds are cut off. (Read byte by byte, without
 /// allocating: it runs once for every event.)
-pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
+pub fn parse_rfc3339_ms(text: impl AsRef<[u8]>) -> Option<i64> {
+    let b = text.as_ref();
     if b.len() < 20
         || b[4] != b'-'
         || b[7] != b'-'

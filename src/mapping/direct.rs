@@ -106,7 +106,7 @@ impl SinglePass {
     /// does: its id, its action and its `created_at` in unix milliseconds.
     fn check(
         &self,
-        text: &str,
+        text: &[u8],
         slots: &[Slot],
     ) -> Option<(Range<usize>, Range<usize>, Option<i64>)> {
         let id = bounded_text(text, slots[self.id], ID_MAX_CHARS)?;
@@ -116,7 +116,8 @@ impl SinglePass {
             Kind::Absent | Kind::Null => None,
             Kind::Text => Some(parse_rfc3339_ms(&text[range(created_at)])?),
             Kind::ShortInteger => Some(
-                text[range(created_at)]
+                std::str::from_utf8(&text[range(created_at)])
+                    .ok()?
                     .parse::<i64>()
                     .ok()
                     .filter(|ms| *ms >= 0)?,
@@ -154,7 +155,8 @@ impl FieldAssignments {
         out: &mut Vec<u8>,
     ) -> Option<Direct> {
         let single = self.single_pass.as_ref()?;
-        let text = std::str::from_utf8(value).ok()?;
+        // Checked as UTF-8 by `slots::read`, as it goes.
+        let text = value;
         let mut on_stack = [Slot::ABSENT; STACK_SLOTS];
         let mut on_heap = Vec::new();
         let slots = if single.tree.len() <= STACK_SLOTS {
@@ -165,7 +167,8 @@ impl FieldAssignments {
         };
         slots::read(text, &single.tree, slots).ok()?;
         let (id, action, created_at_ms) = single.check(text, slots)?;
-        let Some((&name, definition)) = self.events.get_key_value(&text[action.clone()]) else {
+        let action_name = std::str::from_utf8(&text[action.clone()]).ok()?;
+        let Some((&name, definition)) = self.events.get_key_value(action_name) else {
             return Some(Direct {
                 id,
                 action,
@@ -200,7 +203,7 @@ impl FieldAssignments {
 /// Writing one batch from the slots; the layout is
 /// [`FieldAssignments::write_batch`]'s, member for member.
 struct Batch<'t, 'o> {
-    text: &'t str,
+    text: &'t [u8],
     slots: &'t [Slot],
     out: &'o mut Vec<u8>,
 }
@@ -210,12 +213,12 @@ impl Batch<'_, '_> {
         mut self,
         assignments: &FieldAssignments,
         definition: &EventDefinition,
-        id: &str,
+        id: &[u8],
         environment: Environment,
         timestamp_ms: Option<i64>,
     ) -> Result<(), GaveUp> {
         self.out.extend_from_slice(batch_head(environment));
-        self.plain(id.as_bytes());
+        self.plain(id);
         self.members(
             br#","user_identities":"#,
             &assignments.identities,
@@ -236,7 +239,7 @@ impl Batch<'_, '_> {
             out.push(b',');
         }
         out.extend_from_slice(br#""source_message_id":"#);
-        self.plain(id.as_bytes());
+        self.plain(id);
         self.members(
             br#","custom_attributes":"#,
             &definition.attributes,
@@ -322,7 +325,7 @@ impl Batch<'_, '_> {
     /// A value from the event: text for attributes and identities, a number for the
     /// numeric product fields. Anything the tree path would convert or cut goes there.
     fn value(&mut self, slot: Slot, numeric: bool) -> Result<(), GaveUp> {
-        let bytes = &self.text.as_bytes()[range(slot)];
+        let bytes = &self.text[range(slot)];
         match slot.kind {
             Kind::ShortInteger if numeric => self.out.extend_from_slice(bytes),
             _ if numeric => return Err(GaveUp),
@@ -339,7 +342,7 @@ impl Batch<'_, '_> {
     /// A string with escapes (`\/` in a URL, a quote in a name): decoded by the tree
     /// parser and written again, escaped as the tree path escapes it.
     fn escaped(&mut self, slot: Slot) -> Result<(), GaveUp> {
-        let quoted = &self.text.as_bytes()[slot.start as usize - 1..slot.end as usize + 1];
+        let quoted = &self.text[slot.start as usize - 1..slot.end as usize + 1];
         match Json::parse(quoted) {
             Ok(Json::String(text)) if text.len() <= MAX_VALUE_CHARS => {
                 write_str(self.out, &text);
@@ -351,11 +354,12 @@ impl Batch<'_, '_> {
 }
 
 /// A plain string of 1 to `max_chars` characters.
-fn bounded_text(text: &str, slot: Slot, max_chars: usize) -> Option<Range<usize>> {
+fn bounded_text(text: &[u8], slot: Slot, max_chars: usize) -> Option<Range<usize>> {
     let bytes = range(slot);
     let value = &text[bytes.clone()];
-    let fits =
-        !value.is_empty() && (value.len() <= max_chars || value.chars().count() <= max_chars);
+    // UTF-8 (`slots::read` checked it): a character is a byte that does not continue one.
+    let chars = || value.iter().filter(|&&b| (b as i8) >= -0x40).count();
+    let fits = !value.is_empty() && (value.len() <= max_chars || chars() <= max_chars);
     (slot.kind == Kind::Text && fits).then_some(bytes)
 }
 
@@ -476,6 +480,58 @@ mod tests {
             Err(error) => panic!("the single pass mapped what the tree path refuses: {error}"),
         }
         true
+    }
+
+    #[test]
+    fn it_checks_utf8_as_the_tree_path_does() {
+        let [sample, _] = both_files();
+        let event = |reason: &[u8], context: &[u8]| {
+            [
+                &br#"{"id":"e","action":"point_add","customer":{"id":"c"},"data":{"points":1,"reason":""#[..],
+                reason,
+                br#""},"context":{""#,
+                context,
+                br#"":"x"}}"#,
+            ]
+            .concat()
+        };
+        // Every width of character, in a used value and in an unused member's name.
+        for text in ["é", "€", "😀", "aé€😀z", "ő"] {
+            let value = event(text.as_bytes(), text.as_bytes());
+            assert!(same_both_ways(&sample, &value), "{text}");
+        }
+        // Not UTF-8: a lone continuation, a cut-off character, an overlong form, an
+        // encoded surrogate, past U+10FFFF, and 0xff; used or not, the tree path decides.
+        let broken: [&[u8]; 6] = [
+            b"\x80",
+            b"a\xc3",
+            b"\xc0\xaf",
+            b"\xed\xa0\x80",
+            b"\xf4\x90\x80\x80",
+            b"\xff",
+        ];
+        for bytes in broken {
+            for value in [event(bytes, b"k"), event(b"r", bytes)] {
+                assert!(std::str::from_utf8(&value).is_err());
+                assert!(!same_both_ways(&sample, &value), "{value:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ids_are_counted_in_characters() {
+        let [sample, _] = both_files();
+        for (chars, read) in [(ID_MAX_CHARS, true), (ID_MAX_CHARS + 1, false)] {
+            let value = format!(
+                r#"{{"id":"{}","action":"point_add","customer":{{"id":"c"}},"data":{{"points":1}}}}"#,
+                "é".repeat(chars)
+            );
+            assert_eq!(same_both_ways(&sample, value.as_bytes()), read, "{chars}");
+            assert_eq!(
+                LoyaltyEvent::decode(Some(value.as_bytes()), 1 << 20).is_ok(),
+                read
+            );
+        }
     }
 
     fn both_files() -> [FieldAssignments; 2] {

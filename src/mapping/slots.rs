@@ -11,7 +11,7 @@
 
 use crate::json::Number;
 use crate::json::parse::MAX_DEPTH;
-use crate::json::scan::first_special;
+use crate::json::scan::first_special_or_non_ascii;
 
 /// One node of the tree: a path segment below its parent.
 #[derive(Debug, Clone)]
@@ -200,13 +200,15 @@ impl Slot {
 pub(super) struct GaveUp;
 
 /// Reads `text` (one JSON object) into `slots` (one per node of `tree`, all
-/// [`Slot::ABSENT`] on entry), checking the whole of it as JSON.
-pub(super) fn read(text: &str, tree: &PathTree, slots: &mut [Slot]) -> Result<(), GaveUp> {
+/// [`Slot::ABSENT`] on entry), checking the whole of it as JSON, UTF-8 included: when it
+/// returns `Ok`, `text` is UTF-8 (outside strings the grammar takes only ASCII, and
+/// inside them every run of other bytes is checked).
+pub(super) fn read(text: &[u8], tree: &PathTree, slots: &mut [Slot]) -> Result<(), GaveUp> {
     if text.len() > u32::MAX as usize {
         return Err(GaveUp);
     }
     let mut reader = Reader {
-        bytes: text.as_bytes(),
+        bytes: text,
         pos: 0,
         depth: 0,
         tree,
@@ -386,7 +388,8 @@ impl Reader<'_, '_> {
     fn string(&mut self) -> Result<bool, GaveUp> {
         let mut plain = true;
         loop {
-            let at = self.pos + first_special(&self.bytes[self.pos..]).ok_or(GaveUp)?;
+            let rest = &self.bytes[self.pos..];
+            let at = self.pos + first_special_or_non_ascii(rest).ok_or(GaveUp)?;
             match self.bytes[at] {
                 b'"' => {
                     self.pos = at + 1;
@@ -396,8 +399,23 @@ impl Reader<'_, '_> {
                     plain = false;
                     self.pos = self.escape(at + 1)?;
                 }
+                byte if !byte.is_ascii() => self.pos = self.utf8(at)?,
                 _ => return Err(GaveUp),
             }
+        }
+    }
+
+    /// Checks the run of bytes over 0x7f from `at` as UTF-8; returns where it ends. A run
+    /// of whole characters is UTF-8 exactly when the whole text is, as an ASCII byte
+    /// never stands inside a character.
+    fn utf8(&self, at: usize) -> Result<usize, GaveUp> {
+        let run = self.bytes[at..]
+            .iter()
+            .take_while(|b| !b.is_ascii())
+            .count();
+        match std::str::from_utf8(&self.bytes[at..at + run]) {
+            Ok(_) => Ok(at + run),
+            Err(_) => Err(GaveUp),
         }
     }
 
