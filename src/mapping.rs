@@ -66,6 +66,9 @@ enum EventType {
 /// One `[events.<action>]` section: the external event definition.
 #[derive(Debug, Clone)]
 struct EventDefinition {
+    /// The action, as the field assignments keep its name for the process
+    /// ([`crate::names`]).
+    action: &'static str,
     event_type: EventType,
     event_name: String,
     custom_event_type: Option<String>,
@@ -84,9 +87,9 @@ struct EventDefinition {
 pub struct FieldAssignments {
     identities: Vec<Assignment>,
     user_attributes: Vec<Assignment>,
-    /// By action; the names are interned ([`crate::names`]), so that a sent record can
-    /// carry its action as a pointer ([`defined_action`](Self::defined_action)).
-    events: HashMap<&'static str, EventDefinition, NameHashing>,
+    /// By the action's bytes (a record's are looked up as they stand, without reading
+    /// them as UTF-8 again).
+    events: HashMap<&'static [u8], EventDefinition, NameHashing>,
     /// The paths compiled for reading events in one pass ([`map_direct`](Self::map_direct)).
     single_pass: Option<direct::SinglePass>,
 }
@@ -438,6 +441,7 @@ impl Checker<'_> {
             text
         });
         Some(EventDefinition {
+            action: crate::names::intern(action),
             event_type,
             event_name,
             custom_event_type,
@@ -512,7 +516,7 @@ impl FieldAssignments {
         let mut events = HashMap::default();
         for (action, raw_event) in &raw.events {
             if let Some(definition) = checker.event(action, raw_event) {
-                events.insert(crate::names::intern(action), definition);
+                events.insert(definition.action.as_bytes(), definition);
             }
         }
         if !checker.errors.is_empty() {
@@ -530,19 +534,19 @@ impl FieldAssignments {
 
     /// The actions that have an event definition, sorted.
     pub fn actions(&self) -> Vec<&str> {
-        let mut actions: Vec<&str> = self.events.keys().copied().collect();
+        let mut actions: Vec<&str> = self.events.values().map(|d| d.action).collect();
         actions.sort_unstable();
         actions
     }
 
     pub fn has_action(&self, action: &str) -> bool {
-        self.events.contains_key(action)
+        self.events.contains_key(action.as_bytes())
     }
 
     /// The file's own copy of `action`'s name, kept for the process, when it has an event
     /// definition.
     pub fn defined_action(&self, action: &str) -> Option<&'static str> {
-        self.events.get_key_value(action).map(|(name, _)| *name)
+        self.events.get(action.as_bytes()).map(|d| d.action)
     }
 
     /// A one-paragraph summary for `check-config`.
@@ -553,7 +557,7 @@ impl FieldAssignments {
             names(&self.user_attributes)
         );
         for action in self.actions() {
-            let def = &self.events[action];
+            let def = &self.events[action.as_bytes()];
             let kind = match def.event_type {
                 EventType::Custom => format!(
                     "custom_event {:?} ({})",
@@ -602,7 +606,7 @@ impl FieldAssignments {
     ) -> Result<u32, MapError> {
         let definition = self
             .events
-            .get(event.action.as_ref())
+            .get(event.action.as_bytes())
             .ok_or_else(|| MapError::Unmapped(event.action.to_string()))?;
         let start = out.len();
         let mut truncated = 0u32;

@@ -167,8 +167,7 @@ impl FieldAssignments {
         };
         slots::read(text, &single.tree, slots).ok()?;
         let (id, action, created_at_ms) = single.check(text, slots)?;
-        let action_name = std::str::from_utf8(&text[action.clone()]).ok()?;
-        let Some((&name, definition)) = self.events.get_key_value(action_name) else {
+        let Some(definition) = self.events.get(&text[action.clone()]) else {
             return Some(Direct {
                 id,
                 action,
@@ -195,7 +194,7 @@ impl FieldAssignments {
         Some(Direct {
             id,
             action,
-            defined: Some(name),
+            defined: Some(definition.action),
         })
     }
 }
