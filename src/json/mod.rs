@@ -58,6 +58,14 @@ fn same_name(a: &str, b: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Number<'a>(&'a str);
 
+/// [`Number::is_short_integer`] on a number's checked text as bytes, for a reader that
+/// has not made a [`Number`] of it.
+pub(crate) fn is_short_integer_text(text: &[u8]) -> bool {
+    text.len() <= 18
+        && !text.starts_with(b"-0")
+        && !text.iter().any(|b| matches!(b, b'.' | b'e' | b'E'))
+}
+
 impl<'a> Number<'a> {
     /// A number whose text a parser has checked against JSON's grammar.
     pub(crate) fn from_checked_text(text: &'a str) -> Number<'a> {
@@ -67,10 +75,7 @@ impl<'a> Number<'a> {
     /// Integers of up to 18 digits fit in an i64 and read back as they were written, so
     /// they need no conversion. (`-0` reads as a float in serde_json.)
     pub(crate) fn is_short_integer(&self) -> bool {
-        let text = self.0;
-        text.len() <= 18
-            && !text.starts_with("-0")
-            && !text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'))
+        is_short_integer_text(self.0.as_bytes())
     }
 
     /// The number as serde_json would have read it; `None` when out of f64's range.

@@ -9,9 +9,9 @@
 //! anything the tree parser would refuse. The caller then takes the tree path, which
 //! gives the same answer or the exact error. Giving up is never wrong, only slower.
 
-use crate::json::Number;
 use crate::json::parse::MAX_DEPTH;
 use crate::json::scan::first_special_or_non_ascii;
+use crate::json::{Number, is_short_integer_text};
 
 /// One node of the tree: a path segment below its parent.
 #[derive(Debug, Clone)]
@@ -262,8 +262,9 @@ impl Reader<'_, '_> {
     /// One value; noted in `node`'s slot when it is on a used path.
     fn value(&mut self, node: Option<usize>) -> Result<(), GaveUp> {
         let parent = node.filter(|&node| self.tree.has_children(node));
-        if let Some(node) = parent {
+        if let Some(node) = parent.filter(|&node| self.slots[node].kind != Kind::Absent) {
             // A repeated name counts last: what an earlier value filled in below is gone.
+            // (The first time, nothing below is filled in yet.)
             self.slots[node + 1..self.tree.nodes[node].end].fill(Slot::ABSENT);
         }
         let mut start = self.pos;
@@ -472,12 +473,13 @@ impl Reader<'_, '_> {
                 return Err(GaveUp);
             }
         }
+        let text = &self.bytes[start..self.pos];
+        if is_short_integer_text(text) {
+            return Ok(Kind::ShortInteger);
+        }
         // The bytes are ASCII digits and signs, so this cannot fail.
-        let text = std::str::from_utf8(&self.bytes[start..self.pos]).map_err(|_| GaveUp)?;
-        let number = Number::from_checked_text(text);
-        if number.is_short_integer() {
-            Ok(Kind::ShortInteger)
-        } else if number.in_range() {
+        let text = std::str::from_utf8(text).map_err(|_| GaveUp)?;
+        if Number::from_checked_text(text).in_range() {
             Ok(Kind::Number)
         } else {
             Err(GaveUp)
