@@ -390,6 +390,7 @@ impl Reader<'_, '_> {
 
     /// The rest of a string whose opening quote is taken; true when it has no escapes.
     /// Escapes are checked as the tree parser checks them.
+    #[inline(always)]
     fn string(&mut self) -> Result<bool, GaveUp> {
         let mut plain = true;
         loop {
