@@ -314,6 +314,68 @@ async fn drain(a: &Args, topics: &[String]) -> Drain {
     run
 }
 
+/// Compares forwarder binaries (`MPF_BENCH_COMPARE="A B"`, `MPF_BENCH_ROUNDS` rounds,
+/// default 6): one preload, then drains that take turns, A B in odd rounds and B A in even
+/// ones, each in a fresh group with a fresh sink. The machine's speed drifts between
+/// minutes (BENCHMARKS.md), so what is compared is each round's pair, a few seconds apart.
+async fn compare(a: &Args, binaries: Vec<String>) {
+    let [first, second] = <[String; 2]>::try_from(binaries).expect("two binaries to compare");
+    let rounds: usize = std::env::var("MPF_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(6)
+        .max(1);
+    let topics = vec![unique("point-add"), unique("reward-claim")];
+    create_topics(&a.bootstrap, &topics, 3).await;
+    preload(&a.bootstrap, &topics, a.events).await;
+    let per_million = |cpu: f64| cpu / a.events as f64 * 1e6;
+    let (mut costs_a, mut costs_b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let mut pair = [0f64; 2];
+        let order = if round % 2 == 1 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let binary = [&first, &second][which];
+            let run = drain(
+                &Args {
+                    forwarder: binary.clone(),
+                    bootstrap: a.bootstrap.clone(),
+                    events: a.events,
+                },
+                &topics,
+            )
+            .await;
+            pair[which] = per_million(run.cpu_secs);
+            println!(
+                "round {round} {}: {:.2} CPU s per million events, {:.0} events/s, peak RSS {:.1} MiB ({binary})",
+                ["A", "B"][which],
+                pair[which],
+                a.events as f64 / run.total_secs,
+                run.peak_rss_mib,
+            );
+        }
+        costs_a.push(pair[0]);
+        costs_b.push(pair[1]);
+        ratios.push(pair[1] / pair[0]);
+    }
+    let spread = |v: &[f64], digits: usize| {
+        let (low, high) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+        format!("{low:.digits$} to {high:.digits$}")
+    };
+    let b_cheaper = ratios.iter().filter(|&&r| r < 1.0).count();
+    println!(
+        "A: median {:.2} CPU s per million events ({}); B: median {:.2} ({}); \
+         B/A in the same round: median {:.3} ({}), B cheaper in {b_cheaper} of {rounds} rounds",
+        median(&mut costs_a.clone()),
+        spread(&costs_a, 2),
+        median(&mut costs_b.clone()),
+        spread(&costs_b, 2),
+        median(&mut ratios.clone()),
+        spread(&ratios, 3),
+    );
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -406,6 +468,14 @@ async fn main() {
         return;
     }
     let a = args();
+    if let Ok(binaries) = std::env::var("MPF_BENCH_COMPARE") {
+        compare(
+            &a,
+            binaries.split_whitespace().map(str::to_string).collect(),
+        )
+        .await;
+        return;
+    }
     if std::env::var_os("MPF_BENCH_ONLY_LATENCY").is_some() {
         latency(&a).await;
         return;
