@@ -24,6 +24,57 @@ struct Node {
     index: Option<usize>,
     /// One past the last node of this node's subtree.
     end: usize,
+    /// The children by name key ([`ChildTable`]); empty for a leaf, or when two children
+    /// share a key and are found by walking the siblings instead.
+    by_key: ChildTable,
+}
+
+/// A node's children placed by their name key, so that a member's name is matched with
+/// one multiplication and one look, however many children there are: entry `h(key)` holds
+/// the child's number plus one, 0 for none. Built only when every child gets an entry of
+/// its own.
+#[derive(Debug, Clone, Default)]
+struct ChildTable {
+    entries: Box<[u32]>,
+    /// The table has `1 << bits` entries.
+    bits: u32,
+}
+
+impl ChildTable {
+    /// Fibonacci hashing: the key times 2^64 over the golden ratio, its top `bits` bits.
+    const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    fn place(key: u64, bits: u32) -> usize {
+        (key.wrapping_mul(Self::MULTIPLIER) >> (64 - bits)) as usize
+    }
+
+    /// A table for `children` (number and key each) in the fewest bits from twice their
+    /// count up to 1,024 entries where no two collide; `None` when there is none.
+    fn new(children: &[(usize, u64)]) -> Option<ChildTable> {
+        let least = (children.len() * 2)
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(1);
+        (least..=10).find_map(|bits| {
+            let mut entries = vec![0u32; 1 << bits].into_boxed_slice();
+            for &(child, key) in children {
+                let entry = &mut entries[Self::place(key, bits)];
+                if *entry != 0 {
+                    return None;
+                }
+                *entry = u32::try_from(child + 1).ok()?;
+            }
+            Some(ChildTable { entries, bits })
+        })
+    }
+
+    /// The child whose key may be `key`; the caller compares the names.
+    fn candidate(&self, key: u64) -> Option<usize> {
+        match *self.entries.get(Self::place(key, self.bits))? {
+            0 => None,
+            entry => Some(entry as usize - 1),
+        }
+    }
 }
 
 /// The used paths as a tree in pre-order: node 0 is the event itself, a node's subtree is
@@ -63,6 +114,7 @@ impl Branch {
             key: name_key(name.as_bytes(), 0, name.len()),
             index: name.parse::<usize>().ok(),
             end: 0,
+            by_key: ChildTable::default(),
         });
         let mut indexes: Vec<usize> = self
             .children
@@ -92,7 +144,20 @@ impl PathTree {
             root.insert(path);
         }
         let mut nodes = Vec::new();
-        root.flatten("", &mut nodes).then_some(PathTree { nodes })
+        if !root.flatten("", &mut nodes) {
+            return None;
+        }
+        let mut tree = PathTree { nodes };
+        for node in 0..tree.nodes.len() {
+            let children: Vec<(usize, u64)> = tree
+                .children(node)
+                .map(|child| (child, tree.nodes[child].key))
+                .collect();
+            if !children.is_empty() {
+                tree.nodes[node].by_key = ChildTable::new(&children).unwrap_or_default();
+            }
+        }
+        Some(tree)
     }
 
     /// The slot of `path`, which must have been one of the paths the tree was built from.
@@ -124,16 +189,26 @@ impl PathTree {
 
     /// The child called `name`, whose [`name_key`] is `key`.
     fn child_named(&self, node: usize, name: &[u8], key: u64) -> Option<usize> {
-        self.children(node).find(|&child| {
-            let candidate = &self.nodes[child];
-            // Past the key, byte by byte: a call to `memcmp` for a few bytes showed.
-            candidate.key == key
-                && candidate.name.len() == name.len()
-                && candidate.name[8.min(name.len())..]
-                    .iter()
-                    .zip(&name[8.min(name.len())..])
-                    .all(|(a, b)| a == b)
-        })
+        let table = &self.nodes[node].by_key;
+        if table.entries.is_empty() {
+            return self
+                .children(node)
+                .find(|&child| self.is_named(child, name, key));
+        }
+        table
+            .candidate(key)
+            .filter(|&child| self.is_named(child, name, key))
+    }
+
+    fn is_named(&self, node: usize, name: &[u8], key: u64) -> bool {
+        let candidate = &self.nodes[node];
+        // Past the key, byte by byte: a call to `memcmp` for a few bytes showed.
+        candidate.key == key
+            && candidate.name.len() == name.len()
+            && candidate.name[8.min(name.len())..]
+                .iter()
+                .zip(&name[8.min(name.len())..])
+                .all(|(a, b)| a == b)
     }
 
     fn child_at(&self, node: usize, index: usize) -> Option<usize> {
@@ -213,92 +288,69 @@ pub(super) fn read(text: &[u8], tree: &PathTree, slots: &mut [Slot]) -> Result<(
     }
     let mut reader = Reader {
         bytes: text,
-        pos: 0,
         depth: 0,
         tree,
         slots,
     };
-    reader.skip_whitespace();
-    if reader.peek() != Some(b'{') {
+    let at = skip_whitespace(text, 0);
+    if text.get(at) != Some(&b'{') {
         return Err(GaveUp);
     }
-    reader.value(Some(0))?;
-    reader.skip_whitespace();
-    if reader.pos != reader.bytes.len() {
+    let end = reader.value(at, Some(0))?;
+    if skip_whitespace(text, end) != text.len() {
         return Err(GaveUp);
     }
     Ok(())
 }
 
+/// The reader's position in the text is passed along and returned by every step rather
+/// than kept in the reader: in a register, not in memory that each step would store to
+/// and load from again (which `perf annotate` showed as most of the reading's time).
 struct Reader<'t, 's> {
     bytes: &'t [u8],
-    pos: usize,
     depth: usize,
     tree: &'t PathTree,
     slots: &'s mut [Slot],
 }
 
+/// Where the bytes after `at` stop being JSON whitespace.
+#[inline(always)]
+fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(at) {
+        at += 1;
+    }
+    at
+}
+
 impl Reader<'_, '_> {
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.pos).copied()
-    }
-
-    fn eat(&mut self, byte: u8) -> bool {
-        let next = self.peek() == Some(byte);
-        self.pos += usize::from(next);
-        next
-    }
-
-    fn expect(&mut self, byte: u8) -> Result<(), GaveUp> {
-        if self.eat(byte) { Ok(()) } else { Err(GaveUp) }
-    }
-
-    fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
-            self.pos += 1;
-        }
-    }
-
-    /// One value; noted in `node`'s slot when it is on a used path.
-    fn value(&mut self, node: Option<usize>) -> Result<(), GaveUp> {
+    /// One value starting at `at`; noted in `node`'s slot when it is on a used path.
+    /// Returns where the value ends.
+    fn value(&mut self, at: usize, node: Option<usize>) -> Result<usize, GaveUp> {
         let parent = node.filter(|&node| self.tree.has_children(node));
         if let Some(node) = parent.filter(|&node| self.slots[node].kind != Kind::Absent) {
             // A repeated name counts last: what an earlier value filled in below is gone.
             // (The first time, nothing below is filled in yet.)
             self.slots[node + 1..self.tree.nodes[node].end].fill(Slot::ABSENT);
         }
-        let mut start = self.pos;
-        let kind = match self.peek().ok_or(GaveUp)? {
-            b'{' => {
-                self.object(parent)?;
-                Kind::Object
-            }
-            b'[' => {
-                self.array(parent)?;
-                Kind::Array
-            }
+        let (kind, end) = match *self.bytes.get(at).ok_or(GaveUp)? {
+            b'{' => (Kind::Object, self.object(at, parent)?),
+            b'[' => (Kind::Array, self.array(at, parent)?),
             b'"' => {
-                self.pos += 1;
-                start = self.pos;
-                let plain = self.string()?;
-                return self.note(node, plain_or_escaped(plain), start, self.pos - 1);
+                let (end, plain) = self.string(at + 1)?;
+                self.note(node, plain_or_escaped(plain), at + 1, end - 1);
+                return Ok(end);
             }
-            b't' => self.literal(b"true", Kind::True)?,
-            b'f' => self.literal(b"false", Kind::False)?,
-            b'n' => self.literal(b"null", Kind::Null)?,
-            b'-' | b'0'..=b'9' => self.number()?,
+            b't' => (Kind::True, self.literal(at, b"true")?),
+            b'f' => (Kind::False, self.literal(at, b"false")?),
+            b'n' => (Kind::Null, self.literal(at, b"null")?),
+            b'-' | b'0'..=b'9' => self.number(at)?,
             _ => return Err(GaveUp),
         };
-        self.note(node, kind, start, self.pos)
+        self.note(node, kind, at, end);
+        Ok(end)
     }
 
-    fn note(
-        &mut self,
-        node: Option<usize>,
-        kind: Kind,
-        start: usize,
-        end: usize,
-    ) -> Result<(), GaveUp> {
+    fn note(&mut self, node: Option<usize>, kind: Kind, start: usize, end: usize) {
         if let Some(node) = node {
             self.slots[node] = Slot {
                 kind,
@@ -306,106 +358,114 @@ impl Reader<'_, '_> {
                 end: end as u32,
             };
         }
-        Ok(())
     }
 
-    fn literal(&mut self, word: &[u8], kind: Kind) -> Result<Kind, GaveUp> {
-        if !self.bytes[self.pos..].starts_with(word) {
+    fn literal(&self, at: usize, word: &[u8]) -> Result<usize, GaveUp> {
+        if !self.bytes[at..].starts_with(word) {
             return Err(GaveUp);
         }
-        self.pos += word.len();
-        Ok(kind)
+        Ok(at + word.len())
     }
 
-    fn enter(&mut self) -> Result<(), GaveUp> {
+    /// Past the opening bracket at `at` and the whitespace after it, one level deeper.
+    fn enter(&mut self, at: usize) -> Result<usize, GaveUp> {
         if self.depth == MAX_DEPTH {
             return Err(GaveUp);
         }
         self.depth += 1;
-        self.pos += 1;
-        self.skip_whitespace();
-        Ok(())
+        Ok(skip_whitespace(self.bytes, at + 1))
     }
 
-    /// After a member or item: true at `close`, false after a comma.
-    fn closes(&mut self, close: u8) -> Result<bool, GaveUp> {
-        self.skip_whitespace();
-        if self.eat(close) {
-            return Ok(true);
-        }
-        self.expect(b',')?;
-        self.skip_whitespace();
-        Ok(false)
-    }
-
-    /// An object; its members are matched against `parent`'s children when it has any.
-    fn object(&mut self, parent: Option<usize>) -> Result<(), GaveUp> {
-        self.enter()?;
-        if !self.eat(b'}') {
-            loop {
-                self.expect(b'"')?;
-                let start = self.pos;
-                let plain = self.string()?;
-                let child = match parent {
-                    // An escaped name could still match once decoded.
-                    Some(_) if !plain => return Err(GaveUp),
-                    Some(node) => {
-                        let len = self.pos - 1 - start;
-                        let key = name_key(self.bytes, start, len);
-                        self.tree
-                            .child_named(node, &self.bytes[start..self.pos - 1], key)
-                    }
-                    None => None,
-                };
-                self.skip_whitespace();
-                self.expect(b':')?;
-                self.skip_whitespace();
-                self.value(child)?;
-                if self.closes(b'}')? {
-                    break;
-                }
-            }
-        }
-        self.depth -= 1;
-        Ok(())
-    }
-
-    /// An array; its items are matched against `parent`'s children by index.
-    fn array(&mut self, parent: Option<usize>) -> Result<(), GaveUp> {
-        self.enter()?;
-        if !self.eat(b']') {
-            let mut index = 0;
-            loop {
-                let child = parent.and_then(|node| self.tree.child_at(node, index));
-                self.value(child)?;
-                index += 1;
-                if self.closes(b']')? {
-                    break;
-                }
-            }
-        }
-        self.depth -= 1;
-        Ok(())
-    }
-
-    /// The rest of a string whose opening quote is taken; true when it has no escapes.
-    /// Escapes are checked as the tree parser checks them.
+    /// After a member or item ending at `at`: where the next one starts and false after
+    /// a comma, or where the container ends and true after `close`.
     #[inline(always)]
-    fn string(&mut self) -> Result<bool, GaveUp> {
+    fn next_or_close(&self, at: usize, close: u8) -> Result<(usize, bool), GaveUp> {
+        let at = skip_whitespace(self.bytes, at);
+        match self.bytes.get(at) {
+            Some(&byte) if byte == close => Ok((at + 1, true)),
+            Some(b',') => Ok((skip_whitespace(self.bytes, at + 1), false)),
+            _ => Err(GaveUp),
+        }
+    }
+
+    /// The object whose `{` is at `at`; its members are matched against `parent`'s
+    /// children when it has any. Returns where it ends.
+    fn object(&mut self, at: usize, parent: Option<usize>) -> Result<usize, GaveUp> {
+        let mut at = self.enter(at)?;
+        if self.bytes.get(at) == Some(&b'}') {
+            self.depth -= 1;
+            return Ok(at + 1);
+        }
+        loop {
+            if self.bytes.get(at) != Some(&b'"') {
+                return Err(GaveUp);
+            }
+            let start = at + 1;
+            let (end, plain) = self.string(start)?;
+            let child = match parent {
+                // An escaped name could still match once decoded.
+                Some(_) if !plain => return Err(GaveUp),
+                Some(node) => {
+                    let name = &self.bytes[start..end - 1];
+                    let key = name_key(self.bytes, start, name.len());
+                    self.tree.child_named(node, name, key)
+                }
+                None => None,
+            };
+            at = skip_whitespace(self.bytes, end);
+            if self.bytes.get(at) != Some(&b':') {
+                return Err(GaveUp);
+            }
+            at = skip_whitespace(self.bytes, at + 1);
+            at = self.value(at, child)?;
+            let (next, closed) = self.next_or_close(at, b'}')?;
+            at = next;
+            if closed {
+                break;
+            }
+        }
+        self.depth -= 1;
+        Ok(at)
+    }
+
+    /// The array whose `[` is at `at`; its items are matched against `parent`'s children
+    /// by index. Returns where it ends.
+    fn array(&mut self, at: usize, parent: Option<usize>) -> Result<usize, GaveUp> {
+        let mut at = self.enter(at)?;
+        if self.bytes.get(at) == Some(&b']') {
+            self.depth -= 1;
+            return Ok(at + 1);
+        }
+        let mut index = 0;
+        loop {
+            let child = parent.and_then(|node| self.tree.child_at(node, index));
+            at = self.value(at, child)?;
+            index += 1;
+            let (next, closed) = self.next_or_close(at, b']')?;
+            at = next;
+            if closed {
+                break;
+            }
+        }
+        self.depth -= 1;
+        Ok(at)
+    }
+
+    /// The rest of a string from `at`, just past its opening quote: where it ends (past
+    /// the closing quote), and true when it has no escapes. Escapes are checked as the
+    /// tree parser checks them.
+    #[inline(always)]
+    fn string(&self, mut at: usize) -> Result<(usize, bool), GaveUp> {
         let mut plain = true;
         loop {
-            let rest = &self.bytes[self.pos..];
-            let at = self.pos + first_special_or_non_ascii(rest).ok_or(GaveUp)?;
+            at += first_special_or_non_ascii(&self.bytes[at..]).ok_or(GaveUp)?;
             match self.bytes[at] {
-                b'"' => {
-                    self.pos = at + 1;
-                    return Ok(plain);
-                }
+                b'"' => return Ok((at + 1, plain)),
                 b'\\' => {
                     plain = false;
-                    self.pos = self.escape(at + 1)?;
+                    at = self.escape(at + 1)?;
                 }
-                byte if !byte.is_ascii() => self.pos = self.utf8(at)?,
+                byte if !byte.is_ascii() => at = self.utf8(at)?,
                 _ => return Err(GaveUp),
             }
         }
@@ -455,45 +515,48 @@ impl Reader<'_, '_> {
         })
     }
 
-    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, within serde_json's range.
-    fn number(&mut self) -> Result<Kind, GaveUp> {
-        let start = self.pos;
-        self.eat(b'-');
-        if !self.eat(b'0') && self.digits() == 0 {
-            return Err(GaveUp);
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?` from `at`, within
+    /// serde_json's range: its kind and where it ends.
+    fn number(&self, start: usize) -> Result<(Kind, usize), GaveUp> {
+        let bytes = self.bytes;
+        let mut at = start + usize::from(bytes.get(start) == Some(&b'-'));
+        if bytes.get(at) == Some(&b'0') {
+            at += 1;
+        } else {
+            at = digits(bytes, at).ok_or(GaveUp)?;
         }
-        if self.eat(b'.') && self.digits() == 0 {
-            return Err(GaveUp);
+        if bytes.get(at) == Some(&b'.') {
+            at = digits(bytes, at + 1).ok_or(GaveUp)?;
         }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.pos += 1;
-            if !self.eat(b'+') {
-                self.eat(b'-');
+        if let Some(b'e' | b'E') = bytes.get(at) {
+            at += 1;
+            if let Some(b'+' | b'-') = bytes.get(at) {
+                at += 1;
             }
-            if self.digits() == 0 {
-                return Err(GaveUp);
-            }
+            at = digits(bytes, at).ok_or(GaveUp)?;
         }
-        let text = &self.bytes[start..self.pos];
+        let text = &bytes[start..at];
         if is_short_integer_text(text) {
-            return Ok(Kind::ShortInteger);
+            return Ok((Kind::ShortInteger, at));
         }
         // The bytes are ASCII digits and signs, so this cannot fail.
         let text = std::str::from_utf8(text).map_err(|_| GaveUp)?;
         if Number::from_checked_text(text).in_range() {
-            Ok(Kind::Number)
+            Ok((Kind::Number, at))
         } else {
             Err(GaveUp)
         }
     }
+}
 
-    fn digits(&mut self) -> usize {
-        let start = self.pos;
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.pos += 1;
-        }
-        self.pos - start
-    }
+/// Where a run of one or more digits from `at` ends; `None` when there is none.
+fn digits(bytes: &[u8], at: usize) -> Option<usize> {
+    let run = bytes
+        .get(at..)?
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    (run > 0).then_some(at + run)
 }
 
 fn plain_or_escaped(plain: bool) -> Kind {
@@ -545,5 +608,34 @@ mod tests {
             tree.child_named(0, other, name_key(other, 0, other.len())),
             None
         );
+        // Two children with one key: no table, the siblings are walked.
+        assert!(tree.nodes[0].by_key.entries.is_empty());
+    }
+
+    #[test]
+    fn children_are_found_by_their_table_and_others_are_not() {
+        let names: Vec<String> = (0..40).map(|i| format!("field_{i}")).collect();
+        let list: Vec<Vec<String>> = names.iter().map(|n| vec![n.clone()]).collect();
+        let tree = PathTree::new(list.iter().map(Vec::as_slice)).unwrap();
+        assert!(!tree.nodes[0].by_key.entries.is_empty());
+        for (path, name) in list.iter().zip(&names) {
+            let name = name.as_bytes();
+            let found = tree.child_named(0, name, name_key(name, 0, name.len()));
+            assert_eq!(found, Some(tree.slot(path)), "{path:?}");
+        }
+        // Names of no child: some land on an empty entry, some on another child's.
+        for i in 40..400 {
+            let name = format!("field_{i}");
+            let name = name.as_bytes();
+            assert_eq!(
+                tree.child_named(0, name, name_key(name, 0, name.len())),
+                None
+            );
+        }
+        // A leaf has no table; the root of a one-path tree has one of two entries.
+        let single = paths(&["id"]);
+        let tree = PathTree::new(single.iter().map(Vec::as_slice)).unwrap();
+        assert!(tree.nodes[1].by_key.entries.is_empty());
+        assert_eq!(tree.nodes[0].by_key.entries.len(), 2);
     }
 }
