@@ -51,10 +51,35 @@ enum Source {
 #[derive(Debug, Clone, PartialEq)]
 struct Assignment {
     name: String,
-    /// `"name":` as JSON, written once here instead of once per event.
-    member: Vec<u8>,
+    /// `,"name":"` as JSON, rendered once here instead of once per event: the member
+    /// with the comma before it ([`Members::write`] turns an object's first comma into its
+    /// `{`), and the opening quote of a string value, which most values are.
+    member_and_quote: Vec<u8>,
     source: Source,
     required: bool,
+}
+
+impl Assignment {
+    /// `,"name":`: the member, the comma before it, no value.
+    fn member(&self) -> &[u8] {
+        &self.member_and_quote[..self.member_and_quote.len() - 1]
+    }
+}
+
+/// Ends an object whose members were written from `open` on, each after a comma: the
+/// first comma becomes the `{`. Without members it is `{}` or, when `empty` says so,
+/// left out with `prefix` before it (at `mark`). True when anything was written.
+fn close_members(out: &mut Vec<u8>, mark: usize, open: usize, empty: Empty) -> bool {
+    if out.len() > open {
+        out[open] = b'{';
+        out.push(b'}');
+    } else if empty == Empty::Write {
+        out.extend_from_slice(b"{}");
+    } else {
+        out.truncate(mark);
+        return false;
+    }
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,12 +322,13 @@ impl Checker<'_> {
                 return None;
             }
         };
-        let mut member = Vec::with_capacity(name.len() + 3);
-        write_str(&mut member, name);
-        member.push(b':');
+        let mut member_and_quote = Vec::with_capacity(name.len() + 5);
+        member_and_quote.push(b',');
+        write_str(&mut member_and_quote, name);
+        member_and_quote.extend_from_slice(b":\"");
         Some(Assignment {
             name: name.to_string(),
-            member,
+            member_and_quote,
             source,
             required,
         })
@@ -789,8 +815,7 @@ impl<'e, 'a> Members<'e, 'a> {
     ) -> Result<(), MapError> {
         let mark = out.len();
         out.extend_from_slice(prefix);
-        out.push(b'{');
-        let mut written = false;
+        let open = out.len();
         for assignment in assignments {
             let Some(value) = self.resolve(assignment)? else {
                 continue;
@@ -801,11 +826,7 @@ impl<'e, 'a> Members<'e, 'a> {
                 }
                 _ => None,
             };
-            if written {
-                out.push(b',');
-            }
-            written = true;
-            out.extend_from_slice(&assignment.member);
+            out.extend_from_slice(assignment.member());
             match number {
                 // Writing to a Vec cannot fail.
                 Some(number) => {
@@ -814,11 +835,7 @@ impl<'e, 'a> Members<'e, 'a> {
                 None => self.value(out, value, shape),
             }
         }
-        if written || empty == Empty::Write {
-            out.push(b'}');
-        } else {
-            out.truncate(mark);
-        }
+        close_members(out, mark, open, empty);
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use std::ops::Range;
 use super::slots::{self, GaveUp, Kind, PathTree, Slot};
 use super::{
     Assignment, Empty, EventDefinition, FieldAssignments, Resolved, Shape, Source, batch_head,
-    product_number,
+    close_members, product_number,
 };
 use crate::event::{ACTION_MAX_CHARS, CUSTOMER_ID_MAX_CHARS, ID_MAX_CHARS, parse_rfc3339_ms};
 use crate::json::{Json, write_i64, write_str};
@@ -277,8 +277,7 @@ impl Batch<'_, '_> {
     ) -> Result<(), GaveUp> {
         let mark = self.out.len();
         self.out.extend_from_slice(prefix);
-        self.out.push(b'{');
-        let mut written = false;
+        let open = self.out.len();
         for assignment in assignments {
             let slot = match &assignment.source {
                 Source::Constant(_) => None,
@@ -294,45 +293,59 @@ impl Batch<'_, '_> {
                     slot => Some(slot),
                 },
             };
-            if written {
-                self.out.push(b',');
-            }
-            written = true;
-            self.out.extend_from_slice(&assignment.member);
             let numeric =
                 shape == Shape::Product && NUMERIC_PRODUCT_FIELDS.contains(&&*assignment.name);
             match (&assignment.source, slot) {
                 (Source::Constant(text), _) if numeric => {
                     let number = product_number(assignment, &Resolved::Constant(text))
                         .map_err(|_| GaveUp)?;
+                    self.out.extend_from_slice(assignment.member());
                     // Writing to a Vec cannot fail.
                     let _ = serde_json::to_writer(&mut *self.out, &number);
                 }
-                (Source::Constant(text), _) => write_str(self.out, text),
-                (_, Some(slot)) => self.value(slot, numeric)?,
+                (Source::Constant(text), _) => {
+                    self.out.extend_from_slice(assignment.member());
+                    write_str(self.out, text);
+                }
+                (_, Some(slot)) => self.value(assignment, slot, numeric)?,
                 (_, None) => return Err(GaveUp),
             }
         }
-        if written || empty == Empty::Write {
-            self.out.push(b'}');
-        } else {
-            self.out.truncate(mark);
-        }
+        close_members(self.out, mark, open, empty);
         Ok(())
     }
 
-    /// A value from the event: text for attributes and identities, a number for the
-    /// numeric product fields. Anything the tree path would convert or cut goes there.
-    fn value(&mut self, slot: Slot, numeric: bool) -> Result<(), GaveUp> {
+    /// `assignment`'s member with a value from the event: text for attributes and
+    /// identities, a number for the numeric product fields. Anything the tree path would
+    /// convert or cut goes there.
+    fn value(&mut self, assignment: &Assignment, slot: Slot, numeric: bool) -> Result<(), GaveUp> {
         let bytes = &self.text[range(slot)];
+        let out = &mut *self.out;
         match slot.kind {
-            Kind::ShortInteger if numeric => self.out.extend_from_slice(bytes),
+            Kind::ShortInteger if numeric => {
+                out.extend_from_slice(assignment.member());
+                out.extend_from_slice(bytes);
+            }
             _ if numeric => return Err(GaveUp),
-            Kind::Text if bytes.len() <= MAX_VALUE_CHARS => self.plain(bytes),
-            Kind::ShortInteger => self.plain(bytes),
-            Kind::True => self.out.extend_from_slice(br#""true""#),
-            Kind::False => self.out.extend_from_slice(br#""false""#),
-            Kind::Escaped => self.escaped(slot)?,
+            // Held without escapes, so with nothing to escape (an integer of up to 18
+            // digits is always short enough).
+            Kind::Text | Kind::ShortInteger if bytes.len() <= MAX_VALUE_CHARS => {
+                out.extend_from_slice(&assignment.member_and_quote);
+                out.extend_from_slice(bytes);
+                out.push(b'"');
+            }
+            Kind::True => {
+                out.extend_from_slice(&assignment.member_and_quote);
+                out.extend_from_slice(br#"true""#);
+            }
+            Kind::False => {
+                out.extend_from_slice(&assignment.member_and_quote);
+                out.extend_from_slice(br#"false""#);
+            }
+            Kind::Escaped => {
+                out.extend_from_slice(assignment.member());
+                self.escaped(slot)?;
+            }
             _ => return Err(GaveUp),
         }
         Ok(())
