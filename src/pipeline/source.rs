@@ -106,12 +106,20 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
     // Records polled while waiting for room, to take in first.
     let mut early: VecDeque<Polled> = VecDeque::new();
     let mut paused = false;
-    // Assembly gone means the runtime is going away: nothing could leave any more.
-    while !ctx.shutdown.is_triggered() && !outbound.is_closed() {
-        let hold = ctx.gate.holds_consumers();
-        if hold != paused {
-            ctx.source.set_paused(PauseReason::Gate, hold);
-            paused = hold;
+    loop {
+        // Between pieces (under load every 100 records, idle at every poll): shutdown, the
+        // gate and assembly are asked once per piece, not per record, as each takes a
+        // lock or an atomic that other threads write. Assembly gone means the runtime is
+        // going away: nothing could leave any more.
+        if piece.is_empty() {
+            if ctx.shutdown.is_triggered() || outbound.is_closed() {
+                break;
+            }
+            let hold = ctx.gate.holds_consumers();
+            if hold != paused {
+                ctx.source.set_paused(PauseReason::Gate, hold);
+                paused = hold;
+            }
         }
         // Room for one more record first, so that a full pipeline stops pulling.
         let permit = match slot.take() {
