@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use base64::Engine;
@@ -28,6 +28,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode};
+use memchr::memmem::Finder;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -350,29 +351,34 @@ fn ids_in(body: &[u8]) -> Vec<String> {
 }
 
 /// Fast mode's view of a body: every `source_request_id` and `timestamp_unixtime_ms`,
-/// found by scanning the forwarder's compact JSON.
+/// found by scanning the forwarder's compact JSON. The scan uses `memchr`'s vectorised
+/// substring search: the sink shares the benchmark's two cores with the forwarder, and a
+/// byte-by-byte search made it burn most of a core at full speed (BENCHMARKS.md).
 fn scan_batches(body: &[u8]) -> Vec<(&[u8], Option<i64>)> {
-    const ID: &[u8] = b"\"source_request_id\":\"";
-    const TS: &[u8] = b"\"timestamp_unixtime_ms\":";
-    let find =
-        |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).position(|w| w == needle);
-    let mut out = Vec::new();
-    let mut rest = body;
-    while let Some(at) = find(rest, ID) {
-        let after = &rest[at + ID.len()..];
-        let end = after.iter().position(|b| *b == b'"').unwrap_or(after.len());
-        let id = &after[..end];
-        // The event's timestamp follows within the same batch.
-        let next_id = find(&after[end..], ID).map_or(after.len(), |p| end + p);
-        let timestamp = find(&after[..next_id], TS).and_then(|p| {
-            let digits = &after[p + TS.len()..];
-            let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
-            std::str::from_utf8(&digits[..len]).ok()?.parse().ok()
-        });
-        out.push((id, timestamp));
-        rest = &after[end..];
-    }
-    out
+    static ID: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(b"\"source_request_id\":\""));
+    static TS: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(b"\"timestamp_unixtime_ms\":"));
+    let starts: Vec<usize> = ID
+        .find_iter(body)
+        .map(|at| at + ID.needle().len())
+        .collect();
+    let ends = starts.iter().skip(1).copied().chain([body.len()]);
+    starts
+        .iter()
+        .zip(ends)
+        .map(|(&start, next)| {
+            // The batch runs to the next id; its event's timestamp is in it.
+            let batch = &body[start..next];
+            let id_len = memchr::memchr(b'"', batch).unwrap_or(batch.len());
+            let timestamp = TS.find(&batch[id_len..]).and_then(|at| {
+                let digits = &batch[id_len + at + TS.needle().len()..];
+                let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+                std::str::from_utf8(&digits[..len]).ok()?.parse().ok()
+            });
+            (&batch[..id_len], timestamp)
+        })
+        .collect()
 }
 
 fn fast_accept(state: &State, body: &[u8]) -> HttpResponse {
@@ -519,6 +525,13 @@ mod tests {
         let body = br#"[{"environment":"production","schema_version":2,"source_request_id":"a1","events":[{"event_type":"custom_event","data":{"timestamp_unixtime_ms":1000,"source_message_id":"a1"}}]},{"source_request_id":"b2","events":[{"data":{"source_message_id":"b2"}}]}]"#;
         let found = scan_batches(body);
         assert_eq!(found, vec![(&b"a1"[..], Some(1000)), (&b"b2"[..], None)]);
+        // A batch without a timestamp does not take the next batch's.
+        let body = br#"[{"source_request_id":"x"},{"source_request_id":"y","events":[{"data":{"timestamp_unixtime_ms":7}}]}]"#;
+        assert_eq!(
+            scan_batches(body),
+            vec![(&b"x"[..], None), (&b"y"[..], Some(7))]
+        );
+        assert_eq!(scan_batches(b"[]"), vec![]);
     }
 
     #[test]
