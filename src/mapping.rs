@@ -68,8 +68,8 @@ impl Assignment {
 
 /// Ends an object whose members were written from `open` on, each after a comma: the
 /// first comma becomes the `{`. Without members it is `{}` or, when `empty` says so,
-/// left out with `prefix` before it (at `mark`). True when anything was written.
-fn close_members(out: &mut Vec<u8>, mark: usize, open: usize, empty: Empty) -> bool {
+/// left out with the prefix before it (written from `mark`).
+fn close_members(out: &mut Vec<u8>, mark: usize, open: usize, empty: Empty) {
     if out.len() > open {
         out[open] = b'{';
         out.push(b'}');
@@ -77,9 +77,7 @@ fn close_members(out: &mut Vec<u8>, mark: usize, open: usize, empty: Empty) -> b
         out.extend_from_slice(b"{}");
     } else {
         out.truncate(mark);
-        return false;
     }
-    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
