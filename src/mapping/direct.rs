@@ -320,34 +320,28 @@ impl Batch<'_, '_> {
     /// convert or cut goes there.
     fn value(&mut self, assignment: &Assignment, slot: Slot, numeric: bool) -> Result<(), GaveUp> {
         let bytes = &self.text[range(slot)];
-        let out = &mut *self.out;
-        match slot.kind {
+        let text: &[u8] = match slot.kind {
             Kind::ShortInteger if numeric => {
-                out.extend_from_slice(assignment.member());
-                out.extend_from_slice(bytes);
+                self.out.extend_from_slice(assignment.member());
+                self.out.extend_from_slice(bytes);
+                return Ok(());
             }
             _ if numeric => return Err(GaveUp),
             // Held without escapes, so with nothing to escape (an integer of up to 18
             // digits is always short enough).
-            Kind::Text | Kind::ShortInteger if bytes.len() <= MAX_VALUE_CHARS => {
-                out.extend_from_slice(&assignment.member_and_quote);
-                out.extend_from_slice(bytes);
-                out.push(b'"');
-            }
-            Kind::True => {
-                out.extend_from_slice(&assignment.member_and_quote);
-                out.extend_from_slice(br#"true""#);
-            }
-            Kind::False => {
-                out.extend_from_slice(&assignment.member_and_quote);
-                out.extend_from_slice(br#"false""#);
-            }
+            Kind::Text | Kind::ShortInteger if bytes.len() <= MAX_VALUE_CHARS => bytes,
+            Kind::True => b"true",
+            Kind::False => b"false",
             Kind::Escaped => {
-                out.extend_from_slice(assignment.member());
-                self.escaped(slot)?;
+                self.out.extend_from_slice(assignment.member());
+                return self.escaped(slot);
             }
             _ => return Err(GaveUp),
-        }
+        };
+        // A string: the member and the opening quote are one copy.
+        self.out.extend_from_slice(&assignment.member_and_quote);
+        self.out.extend_from_slice(text);
+        self.out.push(b'"');
         Ok(())
     }
 
