@@ -10,6 +10,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::mparticle::response::LimitHit;
 use crate::outcome::ErrorKind;
 use crate::pipeline::gate::{Change, Reason};
 
@@ -49,6 +50,9 @@ pub struct Metrics {
     records_in_flight: IntGauge,
     requests_in_flight: IntGauge,
     rebalances: IntCounterVec,
+    pacing_rate: prometheus::Gauge,
+    rate_limited: IntCounterVec,
+    pacing_held: prometheus::Counter,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -185,6 +189,27 @@ impl Metrics {
                 "Consumer group rebalances seen.",
                 &["kind"],
             )?,
+            pacing_rate: {
+                let g = prometheus::Gauge::with_opts(opts(
+                    "pacing_rate_batches_per_second",
+                    "The rate the pacer allows now, learnt from mParticle's answers and bounded by MPARTICLE_MAX_BATCHES_PER_SECOND.",
+                ))?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            rate_limited: counter(
+                "rate_limited_total",
+                "429 answers, by the limit mParticle named (X-mp-rate-limit-exceeded; unnamed when absent).",
+                &["limit"],
+            )?,
+            pacing_held: {
+                let c = prometheus::Counter::with_opts(opts(
+                    "pacing_held_seconds_total",
+                    "Seconds requests were held back by the pacer: the rate, and Retry-After holds.",
+                ))?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             registry,
         };
         // Series of bounded label sets exist from the start, so that rate() and alerts see a
@@ -202,6 +227,9 @@ impl Metrics {
         metrics
             .events_skipped
             .with_label_values(&["unmapped_action"]);
+        for limit in LimitHit::ALL {
+            metrics.rate_limited.with_label_values(&[limit.as_str()]);
+        }
         Ok(metrics)
     }
 
@@ -312,6 +340,22 @@ impl Metrics {
 
     pub fn requests_in_flight_add(&self, delta: i64) {
         self.requests_in_flight.add(delta);
+    }
+
+    pub fn set_pacing_rate(&self, batches_per_second: f64) {
+        self.pacing_rate.set(batches_per_second);
+    }
+
+    /// mParticle answered 429, naming `limit`.
+    pub fn rate_limited(&self, limit: LimitHit) {
+        self.rate_limited.with_label_values(&[limit.as_str()]).inc();
+    }
+
+    /// Requests were held back for `held` by the pacer.
+    pub fn pacing_held(&self, held: Duration) {
+        if !held.is_zero() {
+            self.pacing_held.inc_by(held.as_secs_f64());
+        }
     }
 
     pub fn rebalance(&self, kind: &'static str) {

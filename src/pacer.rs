@@ -1,79 +1,114 @@
-//! Pacing of Events API requests: an optional token bucket at the account's rate limit
-//! (`MPARTICLE_MAX_BATCHES_PER_SECOND`, counted in batches) and a hold that a 429's
-//! `Retry-After` puts on the whole sender, not only on the one request that drew it.
+//! Pacing of one mParticle account's requests: a token bucket counted in batches, at the
+//! rate [`RateControl`] learns from mParticle's answers (bounded by
+//! `MPARTICLE_MAX_BATCHES_PER_SECOND` when set), the size of a request that rate allows,
+//! and a hold that a 429's `Retry-After` puts on every request, not only on the one that
+//! drew it.
 
-use std::sync::Mutex;
+mod control;
+
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
 
-/// Shared by every request task.
+pub use control::{RateControl, Signal};
+use crate::mparticle::MAX_BATCHES_PER_BULK;
+
+/// The bucket holds this long's worth of batches, and a request carries at most as many:
+/// a request never holds more than a fraction of a second of the limit, so a small limit
+/// (a development workspace, an account shared with other senders) still drains.
+pub const BURST: Duration = Duration::from_millis(200);
+
+/// Shared by every request task of one account.
 pub struct Pacer {
-    bucket: Option<tokio::sync::Mutex<Bucket>>,
+    control: Mutex<RateControl>,
+    bucket: tokio::sync::Mutex<Bucket>,
     hold_until: Mutex<Option<Instant>>,
 }
 
 struct Bucket {
-    rate: f64,
-    capacity: f64,
     tokens: f64,
     refilled_at: Instant,
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Pacer {
-    /// `rate` in batches per second; `None` paces only by `Retry-After`.
-    pub fn new(rate: Option<f64>) -> Pacer {
+    /// `ceiling` in batches per second: the most this replica may send.
+    pub fn new(ceiling: Option<f64>) -> Pacer {
+        let now = Instant::now();
+        let mut control = RateControl::new(ceiling, now);
         Pacer {
-            bucket: rate.map(|rate| {
-                // A fifth of a second of burst: enough to fill a bulk request at mParticle's
-                // default 270/s, small enough not to trip its ramp-up limit.
-                let capacity = (rate / 5.0).max(1.0);
-                tokio::sync::Mutex::new(Bucket {
-                    rate,
-                    capacity,
-                    tokens: capacity,
-                    refilled_at: Instant::now(),
-                })
+            bucket: tokio::sync::Mutex::new(Bucket {
+                tokens: control.rate(now) * BURST.as_secs_f64(),
+                refilled_at: now,
             }),
+            control: Mutex::new(control),
             hold_until: Mutex::new(None),
         }
     }
 
-    /// Waits until a request of `batches` batches may be sent.
-    pub async fn acquire(&self, batches: usize) {
+    /// The rate allowed now, in batches per second.
+    pub fn rate(&self) -> f64 {
+        lock(&self.control).rate(Instant::now())
+    }
+
+    /// The most batches one request may carry at the rate allowed now.
+    pub fn batches_per_request(&self) -> usize {
+        batches_per_request(self.rate())
+    }
+
+    /// Waits until a request of `batches` batches may be sent; returns how long it waited
+    /// for the rate (a `Retry-After` hold is counted by [`hold`](Self::hold)).
+    pub async fn acquire(&self, batches: usize) -> Duration {
         self.wait_for_hold().await;
-        let Some(bucket) = &self.bucket else {
-            return;
-        };
         // The async mutex queues waiters in order, so requests leave in the order they came.
-        let mut bucket = bucket.lock().await;
+        let mut bucket = self.bucket.lock().await;
         let now = Instant::now();
+        let rate = lock(&self.control).rate(now);
+        let capacity = rate * BURST.as_secs_f64();
         let elapsed = now.duration_since(bucket.refilled_at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * bucket.rate).min(bucket.capacity);
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(capacity);
         bucket.refilled_at = now;
         bucket.tokens -= batches as f64;
+        let mut waited = Duration::ZERO;
         if bucket.tokens < 0.0 {
-            let wait = Duration::from_secs_f64(-bucket.tokens / bucket.rate);
-            sleep_until(now + wait).await;
+            lock(&self.control).bound(now);
+            waited = Duration::from_secs_f64(-bucket.tokens / rate);
+            sleep_until(now + waited).await;
             // The debt is paid by the wait; the clock moves on from the wake-up.
             bucket.tokens = 0.0;
-            bucket.refilled_at = now + wait;
+            bucket.refilled_at = now + waited;
         }
         drop(bucket);
         self.wait_for_hold().await;
+        waited
     }
 
-    /// No request may start before `until` (a 429's `Retry-After`).
-    pub fn hold(&self, until: Instant) {
-        let mut hold = self.hold_until.lock().unwrap_or_else(|p| p.into_inner());
-        if hold.is_none_or(|current| current < until) {
-            *hold = Some(until);
+    /// What the answer to a request that left at `sent_at` says about the rate.
+    pub fn observe(&self, sent_at: Instant, signal: Signal) {
+        lock(&self.control).observe(Instant::now(), sent_at, signal);
+    }
+
+    /// No request may start for `wait` (a 429's `Retry-After`); returns how much longer
+    /// that holds requests than the hold already in force.
+    pub fn hold(&self, wait: Duration) -> Duration {
+        let now = Instant::now();
+        let until = now + wait;
+        let mut hold = lock(&self.hold_until);
+        let current = hold.filter(|c| *c > now).unwrap_or(now);
+        if until <= current {
+            return Duration::ZERO;
         }
+        *hold = Some(until);
+        until - current
     }
 
     async fn wait_for_hold(&self) {
         loop {
-            let until = *self.hold_until.lock().unwrap_or_else(|p| p.into_inner());
+            let until = *lock(&self.hold_until);
             match until {
                 Some(until) if until > Instant::now() => sleep_until(until).await,
                 _ => return,
@@ -82,9 +117,15 @@ impl Pacer {
     }
 }
 
+/// The most batches a request may carry at `rate`: [`BURST`]'s worth, 1 to 100.
+pub fn batches_per_request(rate: f64) -> usize {
+    ((rate * BURST.as_secs_f64()) as usize).clamp(1, MAX_BATCHES_PER_BULK)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mparticle::response::LimitHit;
 
     #[tokio::test(start_paused = true)]
     async fn the_rate_is_kept() {
@@ -103,17 +144,28 @@ mod tests {
     async fn a_hold_stops_every_request_until_it_ends() {
         let pacer = Pacer::new(None);
         let start = Instant::now();
-        pacer.hold(start + Duration::from_secs(3));
-        pacer.hold(start + Duration::from_secs(1)); // an earlier hold does not shorten it
+        assert_eq!(pacer.hold(Duration::from_secs(3)), Duration::from_secs(3));
+        // An earlier hold does not shorten it, nor count again.
+        assert_eq!(pacer.hold(Duration::from_secs(1)), Duration::ZERO);
         pacer.acquire(1).await;
         assert_eq!(start.elapsed(), Duration::from_secs(3));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn no_rate_means_no_wait() {
+    async fn a_429_slows_the_requests_that_follow() {
         let pacer = Pacer::new(None);
-        let start = Instant::now();
-        pacer.acquire(100).await;
-        assert_eq!(start.elapsed(), Duration::ZERO);
+        let before = pacer.rate();
+        let sent_at = Instant::now();
+        pacer.acquire(1).await;
+        pacer.observe(sent_at, Signal::Refused(LimitHit::Account));
+        assert!(pacer.rate() < before * 0.8);
+    }
+
+    #[test]
+    fn a_request_carries_a_fifth_of_a_seconds_worth() {
+        assert_eq!(batches_per_request(20.0), 4);
+        assert_eq!(batches_per_request(270.0), 54);
+        assert_eq!(batches_per_request(2.0), 1);
+        assert_eq!(batches_per_request(100_000.0), MAX_BATCHES_PER_BULK);
     }
 }

@@ -37,9 +37,15 @@ struct Args {
     /// Benchmark mode: no contract checks, only counts, id hashes and latencies kept.
     #[arg(long)]
     fast: bool,
-    /// Answer 429 above this many batches per second.
+    /// Answer 429 above this many batches per second, over all connections together.
     #[arg(long, env = "STANDIN_RATE_LIMIT")]
     rate_limit: Option<f64>,
+    /// `Retry-After` seconds on the rate limit's 429s; 0 sends none.
+    #[arg(long, default_value_t = 1)]
+    rate_limit_retry_after: u32,
+    /// Send no `X-mp-rate-limit-percentage-used` on 2xx answers.
+    #[arg(long)]
+    no_usage_header: bool,
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,9 @@ fn main() -> ExitCode {
             record_file: args.record_file,
             fast: args.fast,
             rate_limit: args.rate_limit,
+            rate_limit_retry_after: (args.rate_limit_retry_after > 0)
+                .then_some(args.rate_limit_retry_after),
+            rate_limit_usage_header: !args.no_usage_header,
         };
         let standin = match StandIn::start(listener, config) {
             Ok(standin) => standin,

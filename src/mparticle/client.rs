@@ -8,7 +8,7 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
 use super::body::RequestBody;
-use super::response::{Verdict, parse_retry_after};
+use super::response::{LimitHit, Verdict, parse_retry_after};
 use crate::config::{MparticleConfig, Secret};
 use crate::outcome::ErrorKind;
 
@@ -17,6 +17,8 @@ pub const MAX_BODY_BYTES: usize = 1024;
 
 /// mParticle's early warning before it starts answering 429.
 const RATE_LIMIT_USED_HEADER: &str = "x-mp-rate-limit-percentage-used";
+/// On a 429: which limit was hit.
+const RATE_LIMIT_EXCEEDED_HEADER: &str = "x-mp-rate-limit-exceeded";
 
 /// What one request came back with.
 #[derive(Debug, Clone)]
@@ -29,6 +31,8 @@ pub struct Answer {
     pub retry_after: Option<Duration>,
     /// `X-mp-rate-limit-percentage-used`, 0–100.
     pub rate_limit_used_percent: Option<u8>,
+    /// On a 429, `X-mp-rate-limit-exceeded`.
+    pub limit_hit: Option<LimitHit>,
     pub elapsed: Duration,
 }
 
@@ -95,6 +99,13 @@ impl Client {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map(|p| p.clamp(0.0, 100.0) as u8);
         let verdict = Verdict::of_status(status);
+        let limit_hit = (verdict == Verdict::RateLimited).then(|| {
+            LimitHit::parse(
+                headers
+                    .get(RATE_LIMIT_EXCEEDED_HEADER)
+                    .and_then(|v| v.to_str().ok()),
+            )
+        });
         // The status is known; a body cut off by the timeout changes nothing about it.
         let detail = read_body_prefix(response).await.unwrap_or_default();
         Answer {
@@ -103,6 +114,7 @@ impl Client {
             detail,
             retry_after,
             rate_limit_used_percent,
+            limit_hit,
             elapsed: started.elapsed(),
         }
     }
@@ -131,6 +143,7 @@ fn transport_failure(error: &reqwest::Error, elapsed: Duration) -> Answer {
         detail: one_line(&error_chain(error), MAX_BODY_BYTES),
         retry_after: None,
         rate_limit_used_percent: None,
+        limit_hit: None,
         elapsed,
     }
 }

@@ -1,4 +1,5 @@
 //! Bulk assembly: batches ready to send are gathered into requests of up to 100 batches
+//! (fewer when the pace is slow: [`Pacer::batches_per_request`](crate::pacer::Pacer::batches_per_request))
 //! and under 256 KB. They arrive in pieces (the source reader sends up to a full request
 //! at a time, the retry reader one by one). A request leaves when it is full, or when no
 //! further batch arrives within `MPARTICLE_BULK_LINGER`; under load requests fill up
@@ -24,7 +25,12 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
                 // A full request on its own (the source reader's pieces under load) goes
                 // as it came: moving each 300-byte record into `waiting` and out again
                 // showed in profiles.
-                Some(piece) if is_full_request(piece.iter().map(|o| o.batch.len())) => {
+                Some(piece)
+                    if is_full_request(
+                        piece.iter().map(|o| o.batch.len()),
+                        ctx.pacer.batches_per_request(),
+                    ) =>
+                {
                     let Ok(slot) = ctx.request_slots.clone().acquire_owned().await else {
                         return;
                     };
@@ -39,11 +45,12 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
         let Ok(slot) = ctx.request_slots.clone().acquire_owned().await else {
             return;
         };
-        let mut bulk = Vec::with_capacity(MAX_BATCHES_PER_BULK.min(waiting.len()));
+        let most = ctx.pacer.batches_per_request();
+        let mut bulk = Vec::with_capacity(most.min(waiting.len()));
         let mut size = array_size([]);
         let deadline = Instant::now() + ctx.bulk_linger;
         loop {
-            if take_fitting(&mut waiting, &mut bulk, &mut size, |o| o.batch.len()) {
+            if take_fitting(&mut waiting, &mut bulk, &mut size, most, |o| o.batch.len()) {
                 break;
             }
             match timeout_at(deadline, pieces.recv()).await {
@@ -56,20 +63,22 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
 }
 
 /// True when a piece of batches of these sizes is one request as [`take_fitting`] fills
-/// it: 100 batches, under the size limit.
-fn is_full_request(batch_sizes: impl ExactSizeIterator<Item = usize>) -> bool {
-    batch_sizes.len() == MAX_BATCHES_PER_BULK && array_size(batch_sizes) < MAX_REQUEST_BYTES
+/// it: `most` batches (100 at full pace), under the size limit.
+fn is_full_request(batch_sizes: impl ExactSizeIterator<Item = usize>, most: usize) -> bool {
+    batch_sizes.len() == most.min(MAX_BATCHES_PER_BULK) && array_size(batch_sizes) < MAX_REQUEST_BYTES
 }
 
-/// Moves batches from `waiting` into `bulk` while they fit; true once the bulk is full.
-/// The first batch always goes in: intake keeps every batch under the request limit.
+/// Moves batches from `waiting` into `bulk` while they fit, `most` at the most; true once
+/// the bulk is full. The first batch always goes in: intake keeps every batch under the
+/// request limit.
 fn take_fitting<T>(
     waiting: &mut VecDeque<T>,
     bulk: &mut Vec<T>,
     size: &mut usize,
+    most: usize,
     batch_len: impl Fn(&T) -> usize,
 ) -> bool {
-    while bulk.len() < MAX_BATCHES_PER_BULK {
+    while bulk.len() < most.min(MAX_BATCHES_PER_BULK) {
         let Some(next) = waiting.front() else {
             return false;
         };
@@ -93,7 +102,7 @@ mod tests {
         let mut out = Vec::new();
         while !waiting.is_empty() {
             let (mut bulk, mut size) = (Vec::new(), array_size([]));
-            take_fitting(&mut waiting, &mut bulk, &mut size, |s| *s);
+            take_fitting(&mut waiting, &mut bulk, &mut size, MAX_BATCHES_PER_BULK, |s| *s);
             assert_eq!(size, array_size(bulk.iter().copied()));
             out.push(bulk);
         }
@@ -126,21 +135,37 @@ mod tests {
             let as_assembled = bulks(&sizes);
             let whole = as_assembled.len() == 1 && as_assembled[0].len() == MAX_BATCHES_PER_BULK;
             assert_eq!(
-                is_full_request(sizes.iter().copied()),
+                is_full_request(sizes.iter().copied(), MAX_BATCHES_PER_BULK),
                 whole,
                 "{}",
                 sizes[0]
             );
         }
-        assert!(is_full_request([2_549; 100].into_iter()));
-        assert!(!is_full_request([2_560; 100].into_iter()));
+        assert!(is_full_request([2_549; 100].into_iter(), 100));
+        assert!(!is_full_request([2_560; 100].into_iter(), 100));
+        assert!(!is_full_request([500; 100].into_iter(), 54), "over the pace");
+        assert!(is_full_request([500; 54].into_iter(), 54));
+    }
+
+    #[test]
+    fn a_slow_pace_makes_small_bulks() {
+        let mut waiting: VecDeque<usize> = [10; 10].into_iter().collect();
+        let (mut bulk, mut size) = (Vec::new(), array_size([]));
+        assert!(take_fitting(&mut waiting, &mut bulk, &mut size, 4, |s| *s));
+        assert_eq!(bulk.len(), 4);
     }
 
     #[test]
     fn an_unfilled_bulk_waits_for_more() {
         let mut waiting: VecDeque<usize> = [10, 10].into_iter().collect();
         let (mut bulk, mut size) = (Vec::new(), array_size([]));
-        assert!(!take_fitting(&mut waiting, &mut bulk, &mut size, |s| *s));
+        assert!(!take_fitting(
+            &mut waiting,
+            &mut bulk,
+            &mut size,
+            MAX_BATCHES_PER_BULK,
+            |s| *s
+        ));
         assert_eq!(bulk, [10, 10]);
     }
 }

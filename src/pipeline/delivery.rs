@@ -2,7 +2,9 @@
 //! it (interface §6). Delivered records finish. Retryable failures go to the retry topic
 //! with the attempt counted, or to the dead-letter topic once the attempts are used up.
 //! Permanent failures are dead-lettered; a bulk refused with 400 is split until only the
-//! offending batches are left. A 401 or 403 closes the [gate](super::gate): the refused
+//! offending batches are left. A 429 is the account's business, not the records': the
+//! [pacer](crate::pacer) learns from it and the same records go again once it allows,
+//! with no attempt used. A 401 or 403 closes the [gate](super::gate): the refused
 //! records wait and are sent again as the probe, nothing is dead-lettered.
 
 use std::borrow::{Borrow, BorrowMut};
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::gate::{Change, Reason};
 use super::{Context, InFlight};
@@ -22,8 +24,9 @@ use crate::clock::unix_ms;
 use crate::kafka::headers::Failure;
 use crate::mparticle::body::{Batch, RequestBody};
 use crate::mparticle::client::Answer;
-use crate::mparticle::response::{Verdict, status_label};
+use crate::mparticle::response::{LimitHit, Verdict, status_label};
 use crate::outcome::ErrorKind;
+use crate::pacer::Signal;
 use crate::retry::{NextStep, next_step};
 
 /// A record with its batch, on its way to mParticle.
@@ -78,6 +81,13 @@ async fn deliver_request(
     mut slot: Option<OwnedSemaphorePermit>,
 ) {
     loop {
+        // A request never carries more batches than the pace lets through: the rest go as
+        // requests of their own (assembled at a faster pace, or refused with 429).
+        let most = ctx.pacer.batches_per_request();
+        if items.len() > most {
+            let rest = items.split_off(most);
+            tokio::spawn(deliver(ctx.clone(), rest, None));
+        }
         let permit = match slot.take() {
             Some(permit) => permit,
             None => match ctx.request_slots.clone().acquire_owned().await {
@@ -90,7 +100,12 @@ async fn deliver_request(
             _ = ctx.shutdown.wait() => return,
             _ = ctx.gate.admit() => {}
         }
-        ctx.pacer.acquire(items.len()).await;
+        let waited = tokio::select! {
+            _ = ctx.shutdown.wait() => return,
+            waited = ctx.pacer.acquire(items.len()) => waited,
+        };
+        ctx.metrics.pacing_held(waited);
+        let sent_at = Instant::now();
         let attempt_ms = unix_ms();
         for o in &mut items {
             o.item.due = None;
@@ -118,13 +133,15 @@ async fn deliver_request(
         if let Some(change) = ctx.gate.record(&answer.verdict) {
             gate_changed(&ctx, change, &answer);
         }
+        pace(&ctx, sent_at, &answer);
         match answer.verdict.clone() {
             Verdict::Delivered => {
                 delivered(&ctx, items);
                 return;
             }
-            Verdict::AuthFailed => {
-                // No record is at fault: the same request goes again as the gate's probe.
+            Verdict::AuthFailed | Verdict::RateLimited => {
+                // No record is at fault: the same records go again, as the gate's probe
+                // or once the pacer allows.
                 for o in &mut items {
                     o.item.attempts -= 1;
                 }
@@ -149,10 +166,6 @@ async fn deliver_request(
                 return;
             }
             Verdict::Retryable(kind) => {
-                if let Some(retry_after) = answer.retry_after {
-                    // Slow the whole sender, not only these records.
-                    ctx.pacer.hold(Instant::now() + retry_after);
-                }
                 for o in items {
                     let mut f = failure(&o.item, kind, &answer, attempt_ms);
                     let ctx = ctx.clone();
@@ -174,6 +187,31 @@ async fn deliver_request(
                 return;
             }
         }
+    }
+}
+
+/// What an answer tells the pacer: the account's room, and a `Retry-After` that holds the
+/// whole sender, not only these records.
+fn pace(ctx: &Context, sent_at: Instant, answer: &Answer) {
+    let signal = match answer.verdict {
+        Verdict::Delivered => Some(Signal::Accepted {
+            usage_percent: answer.rate_limit_used_percent.map(f64::from),
+        }),
+        Verdict::RateLimited => {
+            let limit = answer.limit_hit.unwrap_or(LimitHit::Unnamed);
+            ctx.metrics.rate_limited(limit);
+            debug!(limit = limit.as_str(), retry_after = ?answer.retry_after, "mParticle answered 429");
+            Some(Signal::Refused(limit))
+        }
+        _ => None,
+    };
+    if let Some(signal) = signal {
+        ctx.pacer.observe(sent_at, signal);
+    }
+    if let (Some(wait), Verdict::RateLimited | Verdict::Retryable(_)) =
+        (answer.retry_after, &answer.verdict)
+    {
+        ctx.metrics.pacing_held(ctx.pacer.hold(wait));
     }
 }
 

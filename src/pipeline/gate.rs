@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 use crate::mparticle::response::Verdict;
-use crate::outcome::ErrorKind;
 
 /// Retryable request failures in a row that open the gate.
 pub const OUTAGE_THRESHOLD: u32 = 10;
@@ -168,7 +167,7 @@ impl Gate {
                 until: now + FIRST_WAIT,
                 wait: FIRST_WAIT,
             },
-            (Verdict::Retryable(kind), _) if *kind != ErrorKind::Http429 => match before {
+            (Verdict::Retryable(_), _) => match before {
                 State::Closed { failures_in_a_row }
                     if failures_in_a_row + 1 >= OUTAGE_THRESHOLD =>
                 {
@@ -296,6 +295,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::ErrorKind;
 
     fn fail() -> Verdict {
         Verdict::Retryable(ErrorKind::Http5xx)
@@ -365,7 +365,7 @@ mod tests {
         gate.record(&Verdict::Delivered);
         gate.record(&fail());
         assert!(!gate.holds_consumers());
-        gate.record(&Verdict::Retryable(ErrorKind::Http429));
+        gate.record(&Verdict::RateLimited);
         assert!(!gate.holds_consumers(), "429s are the pacer's business");
     }
 

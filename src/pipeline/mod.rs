@@ -387,6 +387,7 @@ async fn update_gauges(ctx: Arc<Context>) {
             .map_or(0, |due| (crate::clock::unix_ms() - due).max(0));
         ctx.metrics
             .set_oldest_due_retry_age(Duration::from_millis(age_ms as u64));
+        ctx.metrics.set_pacing_rate(ctx.pacer.rate());
     }
 }
 

@@ -29,6 +29,9 @@ pub struct Fault {
     /// The body to answer with; absent: mParticle's error body for 400, empty otherwise.
     #[serde(default)]
     pub body: Option<String>,
+    /// `X-mp-rate-limit-exceeded` to send with the answer (`account`, `acceleration`, …).
+    #[serde(default)]
+    pub limit_exceeded: Option<String>,
 }
 
 impl Fault {
@@ -42,6 +45,7 @@ impl Fault {
             probability: None,
             when_id: None,
             body: None,
+            limit_exceeded: None,
         }
     }
 
@@ -52,6 +56,11 @@ impl Fault {
 
     pub fn retry_after(mut self, seconds: u32) -> Fault {
         self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn limit_exceeded(mut self, limit: impl Into<String>) -> Fault {
+        self.limit_exceeded = Some(limit.into());
         self
     }
 

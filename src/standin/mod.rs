@@ -9,12 +9,12 @@
 //! Routes: `POST /s2s/v2/events`, `/s2s/v2/bulkevents`, `/v2/events`, `/v2/bulkevents`;
 //! `GET /_standin/accepted` (JSON lines), `GET /_standin/requests` (JSON lines),
 //! `GET /_standin/stats`, `POST /_standin/faults`, `DELETE /_standin/faults`,
-//! `POST /_standin/reset`.
+//! `POST /_standin/rate-limit`, `POST /_standin/reset`.
 
 pub mod contract;
 pub mod faults;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::io::{BufWriter, Write};
@@ -56,9 +56,15 @@ pub struct StandInConfig {
     /// and each batch's latency (acceptance time minus `timestamp_unixtime_ms`). It reads
     /// the forwarder's compact JSON by scanning, not parsing.
     pub fast: bool,
-    /// Answer 429 (`Retry-After: 1`) above this many batches per second (a token bucket
-    /// holding one second's worth), as mParticle's per-account limit does.
+    /// Answer 429 above this many batches per second, over every connection together (a
+    /// token bucket holding one second's worth), as mParticle's per-account limit does.
+    /// [`StandIn::set_rate_limit`] changes it while running.
     pub rate_limit: Option<f64>,
+    /// `Retry-After` seconds on those 429s; `None` sends none (mParticle *may* send it).
+    pub rate_limit_retry_after: Option<u32>,
+    /// Send `X-mp-rate-limit-percentage-used` on 2xx answers while a limit is set: the
+    /// batches accepted in the last second, as a share of the limit.
+    pub rate_limit_usage_header: bool,
 }
 
 impl Default for StandInConfig {
@@ -69,6 +75,8 @@ impl Default for StandInConfig {
             record_file: None,
             fast: false,
             rate_limit: None,
+            rate_limit_retry_after: Some(1),
+            rate_limit_usage_header: true,
         }
     }
 }
@@ -101,26 +109,82 @@ struct Recorded {
     latencies_ms: Vec<i64>,
 }
 
-/// A token bucket in batches, refilled at `rate` per second up to one second's worth.
+/// The account's limit: a token bucket in batches, refilled at `rate` per second up to one
+/// second's worth, and the batches accepted in the last second, for the usage header.
 struct RateLimit {
     rate: f64,
     tokens: f64,
     at: std::time::Instant,
+    accepted: VecDeque<(std::time::Instant, usize)>,
+    accepted_in_window: usize,
 }
 
 impl RateLimit {
+    fn new(rate: f64) -> RateLimit {
+        RateLimit {
+            rate,
+            tokens: rate,
+            at: std::time::Instant::now(),
+            accepted: VecDeque::new(),
+            accepted_in_window: 0,
+        }
+    }
+
     fn take(&mut self, batches: usize) -> bool {
         let now = std::time::Instant::now();
         self.tokens =
             (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
         self.at = now;
-        if self.tokens >= batches as f64 {
-            self.tokens -= batches as f64;
-            true
-        } else {
-            false
+        if self.tokens < batches as f64 {
+            return false;
         }
+        self.tokens -= batches as f64;
+        self.accepted.push_back((now, batches));
+        self.accepted_in_window += batches;
+        true
     }
+
+    /// The batches accepted in the last second as a percentage of the limit, 0–100.
+    fn usage_percent(&mut self) -> u32 {
+        let now = std::time::Instant::now();
+        while let Some(&(at, batches)) = self.accepted.front() {
+            if now.duration_since(at) < Duration::from_secs(1) {
+                break;
+            }
+            self.accepted.pop_front();
+            self.accepted_in_window -= batches;
+        }
+        (100.0 * self.accepted_in_window as f64 / self.rate).round().min(100.0) as u32
+    }
+
+    /// A new limit keeps the window; the bucket gains the room a raised limit adds, and
+    /// holds no more than a lowered limit's second.
+    fn change(&mut self, rate: f64) {
+        self.tokens = (self.tokens + (rate - self.rate).max(0.0)).min(rate);
+        self.rate = rate;
+    }
+}
+
+/// What the limit answers a request of `batches` batches: accepted, with the usage header's
+/// value if one is sent, or refused, with the `Retry-After` seconds if any.
+fn check_rate(state: &State, batches: usize) -> Result<Option<u32>, Option<u32>> {
+    let mut limit = lock(&state.rate_limit);
+    let Some(limit) = limit.as_mut() else {
+        return Ok(None);
+    };
+    if !limit.take(batches) {
+        return Err(lock(&state.rate_options).retry_after);
+    }
+    Ok(lock(&state.rate_options)
+        .usage_header
+        .then(|| limit.usage_percent()))
+}
+
+/// How the limiter answers, changeable while running.
+#[derive(Debug, Clone, Copy)]
+struct RateOptions {
+    retry_after: Option<u32>,
+    usage_header: bool,
 }
 
 struct State {
@@ -128,7 +192,24 @@ struct State {
     faults: Mutex<FaultScript>,
     recorded: Mutex<Recorded>,
     file: Mutex<Option<BufWriter<File>>>,
-    rate_limit: Option<Mutex<RateLimit>>,
+    rate_limit: Mutex<Option<RateLimit>>,
+    rate_options: Mutex<RateOptions>,
+}
+
+impl State {
+    fn new(config: StandInConfig, file: Option<BufWriter<File>>) -> State {
+        State {
+            rate_limit: Mutex::new(config.rate_limit.map(RateLimit::new)),
+            rate_options: Mutex::new(RateOptions {
+                retry_after: config.rate_limit_retry_after,
+                usage_header: config.rate_limit_usage_header,
+            }),
+            config,
+            faults: Mutex::new(FaultScript::default()),
+            recorded: Mutex::new(Recorded::default()),
+            file: Mutex::new(file),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -156,20 +237,7 @@ impl StandIn {
             )),
             None => None,
         };
-        let rate_limit = config.rate_limit.map(|rate| {
-            Mutex::new(RateLimit {
-                rate,
-                tokens: rate,
-                at: std::time::Instant::now(),
-            })
-        });
-        let state = Arc::new(State {
-            config,
-            faults: Mutex::new(FaultScript::default()),
-            recorded: Mutex::new(Recorded::default()),
-            file: Mutex::new(file),
-            rate_limit,
-        });
+        let state = Arc::new(State::new(config, file));
         let shutdown = Shutdown::new();
         let handler_state = state.clone();
         let handler = move |request: Request<Incoming>| handle(handler_state.clone(), request);
@@ -206,6 +274,20 @@ impl StandIn {
 
     pub fn clear_faults(&self) {
         lock(&self.state.faults).clear();
+    }
+
+    /// Sets the account's limit in batches per second (`None`: no limit), as mParticle
+    /// lowering or raising it, or another sender taking a share.
+    pub fn set_rate_limit(&self, batches_per_second: Option<f64>) {
+        set_rate_limit(&self.state, batches_per_second);
+    }
+
+    /// Whether the limit's 429s carry `Retry-After` (seconds), and 2xx the usage header.
+    pub fn set_rate_limit_answers(&self, retry_after: Option<u32>, usage_header: bool) {
+        *lock(&self.state.rate_options) = RateOptions {
+            retry_after,
+            usage_header,
+        };
     }
 
     /// Every accepted batch, in order of acceptance.
@@ -284,6 +366,23 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> HttpResponse {
             },
             Err(e) => http_server::text(StatusCode::BAD_REQUEST, e),
         },
+        (Method::POST, "/_standin/rate-limit") => match read_body(request).await {
+            Ok(body) => match serde_json::from_slice::<RateLimitChange>(&body) {
+                Ok(change) => {
+                    set_rate_limit(&state, change.batches_per_second);
+                    let mut options = lock(&state.rate_options);
+                    if let Some(retry_after) = change.retry_after {
+                        options.retry_after = (retry_after > 0).then_some(retry_after);
+                    }
+                    if let Some(usage_header) = change.usage_header {
+                        options.usage_header = usage_header;
+                    }
+                    http_server::text(StatusCode::OK, "rate limit set\n")
+                }
+                Err(e) => http_server::text(StatusCode::BAD_REQUEST, format!("bad limit: {e}\n")),
+            },
+            Err(e) => http_server::text(StatusCode::BAD_REQUEST, e),
+        },
         (Method::DELETE, "/_standin/faults") => {
             lock(&state.faults).clear();
             http_server::text(StatusCode::OK, "faults cleared\n")
@@ -294,6 +393,25 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> HttpResponse {
             http_server::text(StatusCode::OK, "reset\n")
         }
         _ => http_server::text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `POST /_standin/rate-limit`: `{"batches_per_second": 100}` (`null`: no limit), and
+/// optionally `"retry_after"` (seconds; 0: none) and `"usage_header"`.
+#[derive(serde::Deserialize)]
+struct RateLimitChange {
+    batches_per_second: Option<f64>,
+    #[serde(default)]
+    retry_after: Option<u32>,
+    #[serde(default)]
+    usage_header: Option<bool>,
+}
+
+fn set_rate_limit(state: &State, batches_per_second: Option<f64>) {
+    let mut limit = lock(&state.rate_limit);
+    match (limit.as_mut(), batches_per_second) {
+        (Some(current), Some(rate)) => current.change(rate),
+        (_, rate) => *limit = rate.map(RateLimit::new),
     }
 }
 
@@ -385,11 +503,10 @@ fn scan_batches(body: &[u8]) -> Vec<(&[u8], Option<i64>)> {
 
 fn fast_accept(state: &State, body: &[u8]) -> HttpResponse {
     let batches = scan_batches(body);
-    if let Some(limit) = &state.rate_limit {
-        if !lock(limit).take(batches.len()) {
-            return rate_limited();
-        }
-    }
+    let usage = match check_rate(state, batches.len()) {
+        Ok(usage) => usage,
+        Err(retry_after) => return rate_limited(retry_after),
+    };
     let now = crate::clock::unix_ms();
     let mut recorded = lock(&state.recorded);
     recorded.accepted_count += batches.len() as u64;
@@ -399,7 +516,18 @@ fn fast_accept(state: &State, body: &[u8]) -> HttpResponse {
             recorded.latencies_ms.push(now - ts);
         }
     }
-    http_server::json(StatusCode::ACCEPTED, "{}")
+    accepted(usage)
+}
+
+/// 202, with the usage header when the limiter gives one.
+fn accepted(usage_percent: Option<u32>) -> HttpResponse {
+    let mut response = http_server::json(StatusCode::ACCEPTED, "{}");
+    if let Some(usage) = usage_percent {
+        response
+            .headers_mut()
+            .insert("x-mp-rate-limit-percentage-used", HeaderValue::from(usage));
+    }
+    response
 }
 
 /// An accepted id's hash for the unique count: rustc's Fx hash of its bytes
@@ -437,11 +565,13 @@ impl Hasher for AlreadyHashed {
     }
 }
 
-fn rate_limited() -> HttpResponse {
+fn rate_limited(retry_after: Option<u32>) -> HttpResponse {
     let mut response = http_server::text(StatusCode::TOO_MANY_REQUESTS, "");
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from(1u32));
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
     response.headers_mut().insert(
         "x-mp-rate-limit-exceeded",
         HeaderValue::from_static("account"),
@@ -495,22 +625,26 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
                     .headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from(seconds));
             }
+            if let Some(limit) = fault
+                .limit_exceeded
+                .as_deref()
+                .and_then(|l| HeaderValue::from_str(l).ok())
+            {
+                response
+                    .headers_mut()
+                    .insert("x-mp-rate-limit-exceeded", limit);
+            }
             response
         }
         (Ok(()), None) => match contract::check_request(&body, bulk) {
             Err(message) => bad_request(&message),
-            Ok(batches) => {
-                let allowed = match &state.rate_limit {
-                    Some(limit) => lock(limit).take(batches.len()),
-                    None => true,
-                };
-                if allowed {
+            Ok(batches) => match check_rate(&state, batches.len()) {
+                Ok(usage) => {
                     record_accepted(&state, batches);
-                    http_server::json(StatusCode::ACCEPTED, "{}")
-                } else {
-                    rate_limited()
+                    accepted(usage)
                 }
-            }
+                Err(retry_after) => rate_limited(retry_after),
+            },
         },
     };
     let status = response.status().as_u16();
@@ -569,16 +703,11 @@ mod tests {
 
     #[test]
     fn fast_mode_counts_repeated_ids_once() {
-        let state = State {
-            config: StandInConfig {
-                fast: true,
-                ..StandInConfig::default()
-            },
-            faults: Mutex::new(FaultScript::default()),
-            recorded: Mutex::new(Recorded::default()),
-            file: Mutex::new(None),
-            rate_limit: None,
+        let config = StandInConfig {
+            fast: true,
+            ..StandInConfig::default()
         };
+        let state = State::new(config, None);
         let body = |ids: &[&str]| {
             let batches: Vec<String> = ids
                 .iter()
@@ -610,13 +739,14 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_limit_allows_one_second_of_burst() {
-        let mut limit = RateLimit {
-            rate: 100.0,
-            tokens: 100.0,
-            at: std::time::Instant::now(),
-        };
-        assert!(limit.take(100));
+    fn the_rate_limit_allows_one_second_of_burst_and_reports_its_usage() {
+        let mut limit = RateLimit::new(100.0);
+        assert!(limit.take(40));
+        assert_eq!(limit.usage_percent(), 40);
+        assert!(limit.take(60));
         assert!(!limit.take(10));
+        assert_eq!(limit.usage_percent(), 100);
+        limit.change(20.0);
+        assert!(!limit.take(1), "a lowered limit holds no more than its own second");
     }
 }

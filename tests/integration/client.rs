@@ -6,9 +6,9 @@ use std::time::Duration;
 use mparticle_forwarder::config::{MparticleConfig, Secret};
 use mparticle_forwarder::mparticle::body::RequestBody;
 use mparticle_forwarder::mparticle::client::Client;
-use mparticle_forwarder::mparticle::response::Verdict;
+use mparticle_forwarder::mparticle::response::{LimitHit, Verdict};
 use mparticle_forwarder::outcome::ErrorKind;
-use mparticle_forwarder::standin::{Fault, StandIn};
+use mparticle_forwarder::standin::{Fault, StandIn, StandInConfig};
 
 use crate::support::{API_KEY, API_SECRET, standin};
 
@@ -91,14 +91,20 @@ async fn a_malformed_batch_is_a_permanent_400_with_the_error_body() {
 }
 
 #[tokio::test]
-async fn rate_limits_server_errors_and_slow_answers_are_retryable() {
+async fn rate_limits_server_errors_and_slow_answers_are_told_apart() {
     let standin = standin().await;
     let c = client(&standin, API_KEY, API_SECRET);
     let b = batch("r");
-    standin.add_fault(Fault::status(429).retry_after(3).times(1));
+    standin.add_fault(
+        Fault::status(429)
+            .retry_after(3)
+            .limit_exceeded("acceleration")
+            .times(1),
+    );
     let answer = c.send(RequestBody::copied(&[&b])).await;
-    assert_eq!(answer.verdict, Verdict::Retryable(ErrorKind::Http429));
+    assert_eq!(answer.verdict, Verdict::RateLimited);
     assert_eq!(answer.retry_after, Some(Duration::from_secs(3)));
+    assert_eq!(answer.limit_hit, Some(LimitHit::Acceleration));
     standin.add_fault(Fault::status(503).times(1));
     assert_eq!(
         c.send(RequestBody::copied(&[&b])).await.verdict,
@@ -146,4 +152,42 @@ async fn the_standin_refuses_a_bulk_of_over_100_batches() {
     let answer = c.send(RequestBody::copied(&refs)).await;
     assert_eq!(answer.status, Some(400));
     assert!(answer.detail.contains("at most 100"), "{}", answer.detail);
+}
+
+#[tokio::test]
+async fn the_standins_account_limit_reports_its_usage_then_answers_429_naming_the_account() {
+    let standin = StandIn::start_local(StandInConfig {
+        api_key: API_KEY.into(),
+        api_secret: API_SECRET.into(),
+        rate_limit: Some(10.0),
+        rate_limit_retry_after: None,
+        ..StandInConfig::default()
+    })
+    .await
+    .unwrap();
+    let c = client(&standin, API_KEY, API_SECRET);
+    let (b1, b2) = (batch("u1"), batch("u2"));
+    let first = c.send(RequestBody::copied(&[&b1, &b2])).await;
+    assert_eq!(first.verdict, Verdict::Delivered);
+    assert_eq!(first.rate_limit_used_percent, Some(20));
+    let bulk: Vec<Vec<u8>> = (0..8).map(|i| batch(&format!("v{i}"))).collect();
+    let refs: Vec<&[u8]> = bulk.iter().map(Vec::as_slice).collect();
+    let second = c.send(RequestBody::copied(&refs)).await;
+    assert_eq!(second.rate_limit_used_percent, Some(100));
+    let refused = c.send(RequestBody::copied(&[&b1])).await;
+    assert_eq!(refused.verdict, Verdict::RateLimited);
+    assert_eq!(refused.limit_hit, Some(LimitHit::Account));
+    assert_eq!(refused.retry_after, None, "told to send no Retry-After");
+    standin.set_rate_limit_answers(Some(2), true);
+    assert_eq!(
+        c.send(RequestBody::copied(&[&b1])).await.retry_after,
+        Some(Duration::from_secs(2))
+    );
+    // Raised while running: the same second has room again.
+    standin.set_rate_limit(Some(1_000.0));
+    assert_eq!(
+        c.send(RequestBody::copied(&[&b1])).await.verdict,
+        Verdict::Delivered
+    );
+    standin.stop();
 }

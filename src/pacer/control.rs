@@ -1,0 +1,364 @@
+//! The rate the pacer allows, learnt from mParticle's answers. Pure: every call is told
+//! the time.
+//!
+//! mParticle limits batches per second per account, and every replica shares that limit
+//! without knowing the others. Each replica runs this same control on what mParticle
+//! tells all of them alike, so together they settle on the limit:
+//!
+//! - **Usage on 2xx** (`X-mp-rate-limit-percentage-used`, the account's use of its limit):
+//!   below [`TARGET_USAGE`] the rate grows in proportion to the room left, so every replica
+//!   grows by the same factor and the account's total approaches the target; at
+//!   [`FULL_USAGE`] or more it is cut, before mParticle refuses anything.
+//! - **429** (any limit but `acceleration`): a multiplicative cut (jittered, so replicas do
+//!   not move in lockstep), once per round of requests: 429s to requests sent before the
+//!   last cut were answers to the old rate. The rate refused is remembered as the limit's
+//!   estimate: growth near it is slow, and once well past it without a refusal (the limit
+//!   rose) the estimate is dropped.
+//! - **429 `acceleration`**: traffic grew too fast: a small cut, and slower growth for a
+//!   while.
+//! - **No signal**: growth doubles the rate about every second, but only while the rate
+//!   binds (a request had to wait for it), so that a quiet period never builds up a rate
+//!   that a burst would then exceed.
+//!
+//! A configured `MPARTICLE_MAX_BATCHES_PER_SECOND` is the upper bound and the start;
+//! without it the start is mParticle's default limit.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::mparticle::response::LimitHit;
+
+/// Where an account's rate starts without a configured one: mParticle's default limit.
+pub const START_RATE: f64 = 270.0;
+/// The lowest rate: a request a second still finds out when the limit is back.
+pub const MIN_RATE: f64 = 1.0;
+/// Keeps the arithmetic finite when nothing ever limits (the benchmark's sink).
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// The account's usage the growth aims at, in percent.
+pub const TARGET_USAGE: f64 = 95.0;
+/// Usage at which the rate is cut before any 429.
+pub const FULL_USAGE: f64 = 99.0;
+/// Usage older than this is not acted on: it may describe a limit that has changed.
+const USAGE_FRESH_FOR: Duration = Duration::from_secs(2);
+/// Usage describes about the last second; a cut on usage waits this long for the last
+/// cut to show in it.
+const USAGE_CUT_EVERY: Duration = Duration::from_secs(1);
+/// A rate that made a request wait within this long binds.
+const BINDING_FOR: Duration = Duration::from_secs(1);
+/// Growth per second of the rate's logarithm: far from any known limit, below the
+/// estimate, near it; per point of usage left below the target.
+const GROWTH_UNKNOWN: f64 = 0.7;
+const GROWTH_BELOW_ESTIMATE: f64 = 0.4;
+const GROWTH_NEAR_ESTIMATE: f64 = 0.03;
+const GROWTH_PER_USAGE_POINT: f64 = 0.015;
+/// After an `acceleration` 429, growth is slowed by this factor for this long.
+const SLOWED_GROWTH: f64 = 0.25;
+const SLOWED_FOR: Duration = Duration::from_secs(10);
+/// Cuts: on a 429 (jittered by ±[`JITTER`]), on full usage, on an `acceleration` 429.
+const CUT_ON_REFUSAL: f64 = 0.75;
+const CUT_ON_FULL_USAGE: f64 = 0.9;
+const CUT_ON_ACCELERATION: f64 = 0.9;
+const JITTER: f64 = 0.05;
+/// Past the estimate by this factor without a refusal: the limit rose.
+const ESTIMATE_FORGOTTEN_ABOVE: f64 = 1.1;
+
+/// What an answer says about the rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Signal {
+    /// 2xx, with the account's usage of its limit when mParticle said it.
+    Accepted { usage_percent: Option<f64> },
+    /// 429, and which limit.
+    Refused(LimitHit),
+}
+
+/// One account's rate.
+#[derive(Debug, Clone)]
+pub struct RateControl {
+    ceiling: Option<f64>,
+    rate: f64,
+    /// The rate last refused with a 429: the estimate of the limit.
+    refused_rate: Option<f64>,
+    /// Requests sent before this got answers to an older rate: they cut nothing more.
+    cut_at: Instant,
+    usage_cut_at: Option<Instant>,
+    usage: Option<(Instant, f64)>,
+    bound_at: Option<Instant>,
+    grown_at: Instant,
+    slowed_until: Option<Instant>,
+    random: u64,
+}
+
+impl RateControl {
+    /// `ceiling`: the configured most batches per second.
+    pub fn new(ceiling: Option<f64>, now: Instant) -> RateControl {
+        RateControl {
+            ceiling,
+            rate: ceiling.unwrap_or(START_RATE).clamp(MIN_RATE, MAX_RATE),
+            refused_rate: None,
+            cut_at: now,
+            usage_cut_at: None,
+            usage: None,
+            bound_at: None,
+            grown_at: now,
+            slowed_until: None,
+            // Seeded by the process, so that replicas draw different jitter.
+            random: u64::from(std::process::id()) << 32 | 0x9e37_79b9,
+        }
+    }
+
+    /// The rate allowed now, in batches per second, grown for the time since last asked.
+    pub fn rate(&mut self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.grown_at);
+        self.grown_at = now;
+        if self.binds(now) {
+            let growth = self.growth(now) * elapsed.min(BINDING_FOR).as_secs_f64();
+            self.set_rate(self.rate * growth.exp());
+            if let Some(estimate) = self.refused_rate {
+                if self.rate > estimate * ESTIMATE_FORGOTTEN_ABOVE {
+                    self.refused_rate = None;
+                }
+            }
+        }
+        self.rate
+    }
+
+    /// A request had to wait for the rate: it binds, and growing it is worth something.
+    pub fn bound(&mut self, now: Instant) {
+        self.bound_at = Some(now);
+    }
+
+    /// What the answer to a request sent at `sent_at` says.
+    pub fn observe(&mut self, now: Instant, sent_at: Instant, signal: Signal) {
+        self.rate(now);
+        match signal {
+            Signal::Accepted {
+                usage_percent: Some(usage),
+            } => {
+                self.usage = Some((now, usage));
+                let due = self
+                    .usage_cut_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= USAGE_CUT_EVERY);
+                if usage >= FULL_USAGE && due {
+                    self.usage_cut_at = Some(now);
+                    self.cut(now, CUT_ON_FULL_USAGE);
+                }
+            }
+            Signal::Accepted {
+                usage_percent: None,
+            } => {}
+            Signal::Refused(_) if sent_at < self.cut_at => {}
+            Signal::Refused(LimitHit::Acceleration) => {
+                self.slowed_until = Some(now + SLOWED_FOR);
+                self.cut(now, CUT_ON_ACCELERATION);
+            }
+            Signal::Refused(_) => {
+                self.refused_rate = Some(self.rate);
+                let factor = CUT_ON_REFUSAL * (1.0 + JITTER * (2.0 * self.next_unit() - 1.0));
+                self.cut(now, factor);
+            }
+        }
+    }
+
+    fn cut(&mut self, now: Instant, factor: f64) {
+        self.set_rate(self.rate * factor);
+        self.cut_at = now;
+    }
+
+    fn set_rate(&mut self, rate: f64) {
+        let ceiling = self.ceiling.unwrap_or(MAX_RATE).min(MAX_RATE);
+        self.rate = rate.clamp(MIN_RATE, ceiling.max(MIN_RATE));
+    }
+
+    fn binds(&self, now: Instant) -> bool {
+        self.bound_at
+            .is_some_and(|at| now.saturating_duration_since(at) < BINDING_FOR)
+    }
+
+    /// Growth per second of the rate's logarithm.
+    fn growth(&self, now: Instant) -> f64 {
+        let fresh_usage = self
+            .usage
+            .filter(|(at, _)| now.saturating_duration_since(*at) < USAGE_FRESH_FOR);
+        let growth = match (fresh_usage, self.refused_rate) {
+            (Some((_, usage)), _) => GROWTH_PER_USAGE_POINT * (TARGET_USAGE - usage).max(0.0),
+            (None, None) => GROWTH_UNKNOWN,
+            (None, Some(estimate)) if self.rate < 0.9 * estimate => GROWTH_BELOW_ESTIMATE,
+            (None, Some(_)) => GROWTH_NEAR_ESTIMATE,
+        };
+        match self.slowed_until {
+            Some(until) if now < until => growth * SLOWED_GROWTH,
+            _ => growth,
+        }
+    }
+
+    /// A uniform number in [0, 1) for jitter: xorshift.
+    fn next_unit(&mut self) -> f64 {
+        let mut x = self.random;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Asks for the rate every 10 ms for `for_ms`, the rate binding throughout.
+    fn run_binding(control: &mut RateControl, from: Instant, for_ms: u64) -> Instant {
+        let mut now = from;
+        for _ in 0..for_ms / 10 {
+            now += ms(10);
+            control.bound(now);
+            control.rate(now);
+        }
+        now
+    }
+
+    #[test]
+    fn it_starts_at_the_ceiling_or_at_mparticles_default() {
+        let now = Instant::now();
+        assert_eq!(RateControl::new(None, now).rate(now), START_RATE);
+        assert_eq!(RateControl::new(Some(20.0), now).rate(now), 20.0);
+    }
+
+    #[test]
+    fn without_a_signal_a_binding_rate_grows_and_an_idle_one_does_not() {
+        let start = Instant::now();
+        let mut control = RateControl::new(None, start);
+        let later = start + Duration::from_secs(5);
+        assert_eq!(control.rate(later), START_RATE, "idle: no growth");
+        let end = run_binding(&mut control, later, 1_000);
+        let grown = control.rate(end);
+        assert!(grown > START_RATE * 1.8 && grown < START_RATE * 2.2, "{grown}");
+    }
+
+    #[test]
+    fn the_ceiling_is_never_passed() {
+        let start = Instant::now();
+        let mut control = RateControl::new(Some(100.0), start);
+        let end = run_binding(&mut control, start, 5_000);
+        assert_eq!(control.rate(end), 100.0);
+    }
+
+    #[test]
+    fn a_429_cuts_once_per_round_of_requests() {
+        let start = Instant::now();
+        let mut control = RateControl::new(None, start);
+        let refused = Signal::Refused(LimitHit::Account);
+        control.observe(start + ms(50), start + ms(10), refused);
+        let once = control.rate(start + ms(50));
+        assert!(once < START_RATE * 0.8 && once > START_RATE * 0.7, "{once}");
+        // Answers to requests sent before that cut were answers to the old rate.
+        control.observe(start + ms(60), start + ms(20), refused);
+        assert_eq!(control.rate(start + ms(60)), once);
+        // A request sent after the cut and refused again cuts again.
+        control.observe(start + ms(120), start + ms(70), refused);
+        assert!(control.rate(start + ms(120)) < once * 0.8);
+    }
+
+    #[test]
+    fn growth_slows_near_the_rate_last_refused_and_resumes_past_it() {
+        let start = Instant::now();
+        let mut control = RateControl::new(Some(1_000.0), start);
+        control.observe(start, start, Signal::Refused(LimitHit::Account));
+        let cut = control.rate(start);
+        // Fast back to about 90% of the refused rate (within a second), then slow.
+        let now = run_binding(&mut control, start, 1_000);
+        let near = control.rate(now);
+        assert!((900.0..950.0).contains(&near), "{near}");
+        let now = run_binding(&mut control, now, 1_000);
+        let after = control.rate(now);
+        assert!(after < near * 1.05, "slow near the estimate: {near} → {after}");
+        assert!(cut < near);
+    }
+
+    #[test]
+    fn usage_below_the_target_grows_the_rate_and_full_usage_cuts_it() {
+        let start = Instant::now();
+        let mut control = RateControl::new(None, start);
+        let accepted = |usage| Signal::Accepted {
+            usage_percent: Some(usage),
+        };
+        control.observe(start, start, accepted(35.0));
+        let now = run_binding(&mut control, start, 1_000);
+        let grown = control.rate(now);
+        // 60 points below the target: e^(0.015 × 60) ≈ 2.5 in a second.
+        assert!(grown > START_RATE * 2.2 && grown < START_RATE * 2.7, "{grown}");
+        control.observe(now, now, accepted(TARGET_USAGE));
+        let now = run_binding(&mut control, now, 1_000);
+        assert_eq!(control.rate(now), grown, "at the target: hold");
+        control.observe(now, now, accepted(100.0));
+        let cut = control.rate(now);
+        assert!((cut - grown * CUT_ON_FULL_USAGE).abs() < 1e-6);
+        // Usage shows about the last second: the next cut waits for it.
+        control.observe(now + ms(100), now + ms(100), accepted(100.0));
+        assert_eq!(control.rate(now + ms(100)), cut);
+    }
+
+    #[test]
+    fn replicas_sharing_a_limit_settle_on_it_from_the_usage_they_all_see() {
+        // Three replicas, one account of 300 batches/s; usage is the account's whole
+        // rate over the limit, seen by all alike (a little late).
+        let limit: f64 = 300.0;
+        let start = Instant::now();
+        let mut replicas: Vec<RateControl> = (0..3)
+            .map(|i| {
+                let mut c = RateControl::new(None, start);
+                c.random ^= i + 1;
+                c
+            })
+            .collect();
+        let mut now = start;
+        let mut total = 0.0;
+        for _ in 0..2_000 {
+            now += ms(10);
+            let usage = (100.0 * total / limit).min(100.0);
+            total = 0.0;
+            for replica in &mut replicas {
+                replica.bound(now);
+                replica.observe(
+                    now,
+                    now,
+                    Signal::Accepted {
+                        usage_percent: Some(usage),
+                    },
+                );
+                total += replica.rate(now);
+            }
+        }
+        let share = total / limit;
+        assert!((0.85..=1.0).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn an_acceleration_429_slows_growth_without_setting_an_estimate() {
+        let start = Instant::now();
+        let mut control = RateControl::new(None, start);
+        control.observe(start, start, Signal::Refused(LimitHit::Acceleration));
+        assert!(control.refused_rate.is_none());
+        let cut = control.rate(start);
+        let now = run_binding(&mut control, start, 1_000);
+        let grown = control.rate(now) / cut;
+        assert!(grown > 1.1 && grown < 1.25, "{grown}");
+    }
+
+    #[test]
+    fn the_rate_never_falls_below_the_floor() {
+        let start = Instant::now();
+        let mut control = RateControl::new(None, start);
+        let mut now = start;
+        for _ in 0..100 {
+            now += ms(10);
+            control.observe(now, now, Signal::Refused(LimitHit::Account));
+        }
+        assert_eq!(control.rate(now), MIN_RATE);
+    }
+}
