@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub struct GroupState {
     /// The consumer group, for logs: the source and retry groups share a process.
     group: String,
     ledger: Mutex<OffsetLedger>,
+    /// Revocations seen: a record consumed before the latest may have lost its partition.
+    revocations: AtomicU64,
     /// Why fetching is paused, if it is: partitions assigned meanwhile are paused too.
     pause: Mutex<Pause>,
     health: Arc<Health>,
@@ -137,6 +139,7 @@ impl ConsumerContext for GroupContext {
             return;
         };
         self.state.metrics.rebalance("revoke");
+        self.state.revocations.fetch_add(1, Ordering::SeqCst);
         let mut done = TopicPartitionList::new();
         {
             let mut ledger = self.state.ledger();
@@ -258,6 +261,7 @@ impl SourceConsumer {
         let state = Arc::new(GroupState {
             group: group.to_string(),
             ledger: Mutex::new(OffsetLedger::new()),
+            revocations: AtomicU64::new(0),
             pause: Mutex::new(Pause::default()),
             health,
             metrics,
@@ -463,6 +467,18 @@ impl SourceConsumer {
             debug!(%error, "offset not stored");
         }
         drop(ledger);
+    }
+
+    /// True while this consumer still holds the record's partition under the assignment
+    /// it was consumed in. `revocations_then`: [`revocations`](Self::revocations) when it
+    /// was consumed; without a revocation since, the ledger is not asked.
+    pub fn owns(&self, ticket: &Ticket, revocations_then: u64) -> bool {
+        self.revocations() == revocations_then || self.state.ledger().is_current(ticket)
+    }
+
+    /// How many revocations this consumer has seen.
+    pub fn revocations(&self) -> u64 {
+        self.state.revocations.load(Ordering::SeqCst)
     }
 
     /// Commits every partition's done offset now and waits for the broker.

@@ -166,6 +166,14 @@ impl OffsetLedger {
         Some(point)
     }
 
+    /// True while the ticket's partition is still held under the assignment it was
+    /// consumed in: false once a rebalance moved it (its outcome here would be ignored).
+    pub fn is_current(&self, ticket: &Ticket) -> bool {
+        self.partitions
+            .get(&(ticket.topic, ticket.partition))
+            .is_some_and(|entry| entry.epoch == ticket.epoch)
+    }
+
     /// Every partition's committable offset, for a final synchronous commit.
     pub fn commit_points(&self) -> Vec<(TopicPartition, i64)> {
         self.partitions
@@ -261,6 +269,7 @@ mod tests {
         ledger.assign(&t, 0);
         let new = ledger.track(t, 0, 3);
         assert_eq!(ledger.complete(&old), None, "stale epoch");
+        assert!(!ledger.is_current(&old));
         assert_eq!(ledger.complete(&new), Some(4));
     }
 

@@ -174,7 +174,10 @@ mod tests {
     #[test]
     fn the_limit_hit_is_a_bounded_label() {
         assert_eq!(LimitHit::parse(Some("account")), LimitHit::Account);
-        assert_eq!(LimitHit::parse(Some(" Acceleration ")), LimitHit::Acceleration);
+        assert_eq!(
+            LimitHit::parse(Some(" Acceleration ")),
+            LimitHit::Acceleration
+        );
         assert_eq!(LimitHit::parse(Some("galaxy")), LimitHit::Unnamed);
         assert_eq!(LimitHit::parse(None), LimitHit::Unnamed);
     }

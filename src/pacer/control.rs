@@ -5,10 +5,11 @@
 //! without knowing the others. Each replica runs this same control on what mParticle
 //! tells all of them alike, so together they settle on the limit:
 //!
-//! - **Usage on 2xx** (`X-mp-rate-limit-percentage-used`, the account's use of its limit):
-//!   below [`TARGET_USAGE`] the rate grows in proportion to the room left, so every replica
-//!   grows by the same factor and the account's total approaches the target; at
-//!   [`FULL_USAGE`] or more it is cut, before mParticle refuses anything.
+//! - **Usage on 2xx** (`X-mp-rate-limit-percentage-used`, the account's use of its limit),
+//!   smoothed over a few tenths of a second, since each reading moves by a request's
+//!   batches: below [`TARGET_USAGE`] the rate grows in proportion to the room left, so
+//!   every replica grows by the same factor and the account's total approaches the target;
+//!   at [`FULL_USAGE`] or more it is cut, before mParticle refuses anything.
 //! - **429** (any limit but `acceleration`): a multiplicative cut (jittered, so replicas do
 //!   not move in lockstep), once per round of requests: 429s to requests sent before the
 //!   last cut were answers to the old rate. The rate refused is remembered as the limit's
@@ -20,8 +21,9 @@
 //!   binds (a request had to wait for it), so that a quiet period never builds up a rate
 //!   that a burst would then exceed.
 //!
-//! A configured `MPARTICLE_MAX_BATCHES_PER_SECOND` is the upper bound and the start;
-//! without it the start is mParticle's default limit.
+//! A configured `MPARTICLE_MAX_BATCHES_PER_SECOND` is the upper bound. The rate starts at
+//! [`START_RATE`] (or the bound, if lower): replicas that each were told the whole limit
+//! would otherwise start at a multiple of it together.
 
 use std::time::Duration;
 
@@ -29,21 +31,25 @@ use tokio::time::Instant;
 
 use crate::mparticle::response::LimitHit;
 
-/// Where an account's rate starts without a configured one: mParticle's default limit.
-pub const START_RATE: f64 = 270.0;
+/// Where an account's rate starts without a configured one: half of mParticle's default
+/// limit, so that two replicas starting together fit in it; the usage header grows one
+/// alone to the limit in about a second.
+pub const START_RATE: f64 = 135.0;
 /// The lowest rate: a request a second still finds out when the limit is back.
 pub const MIN_RATE: f64 = 1.0;
 /// Keeps the arithmetic finite when nothing ever limits (the benchmark's sink).
 pub const MAX_RATE: f64 = 1_000_000.0;
 /// The account's usage the growth aims at, in percent.
-pub const TARGET_USAGE: f64 = 95.0;
+pub const TARGET_USAGE: f64 = 97.0;
 /// Usage at which the rate is cut before any 429.
 pub const FULL_USAGE: f64 = 99.0;
 /// Usage older than this is not acted on: it may describe a limit that has changed.
 const USAGE_FRESH_FOR: Duration = Duration::from_secs(2);
+/// The time constant of the usage's smoothing.
+const USAGE_SMOOTHING: Duration = Duration::from_millis(300);
 /// Usage describes about the last second; a cut on usage waits this long for the last
-/// cut to show in it.
-const USAGE_CUT_EVERY: Duration = Duration::from_secs(1);
+/// cut to begin to show in it.
+const USAGE_CUT_EVERY: Duration = Duration::from_millis(500);
 /// A rate that made a request wait within this long binds.
 const BINDING_FOR: Duration = Duration::from_secs(1);
 /// Growth per second of the rate's logarithm: far from any known limit, below the
@@ -51,13 +57,13 @@ const BINDING_FOR: Duration = Duration::from_secs(1);
 const GROWTH_UNKNOWN: f64 = 0.7;
 const GROWTH_BELOW_ESTIMATE: f64 = 0.4;
 const GROWTH_NEAR_ESTIMATE: f64 = 0.03;
-const GROWTH_PER_USAGE_POINT: f64 = 0.015;
+const GROWTH_PER_USAGE_POINT: f64 = 0.008;
 /// After an `acceleration` 429, growth is slowed by this factor for this long.
 const SLOWED_GROWTH: f64 = 0.25;
 const SLOWED_FOR: Duration = Duration::from_secs(10);
 /// Cuts: on a 429 (jittered by ±[`JITTER`]), on full usage, on an `acceleration` 429.
 const CUT_ON_REFUSAL: f64 = 0.75;
-const CUT_ON_FULL_USAGE: f64 = 0.9;
+const CUT_ON_FULL_USAGE: f64 = 0.85;
 const CUT_ON_ACCELERATION: f64 = 0.9;
 const JITTER: f64 = 0.05;
 /// Past the estimate by this factor without a refusal: the limit rose.
@@ -94,7 +100,9 @@ impl RateControl {
     pub fn new(ceiling: Option<f64>, now: Instant) -> RateControl {
         RateControl {
             ceiling,
-            rate: ceiling.unwrap_or(START_RATE).clamp(MIN_RATE, MAX_RATE),
+            rate: ceiling
+                .map_or(START_RATE, |c| c.min(START_RATE))
+                .clamp(MIN_RATE, MAX_RATE),
             refused_rate: None,
             cut_at: now,
             usage_cut_at: None,
@@ -135,7 +143,7 @@ impl RateControl {
             Signal::Accepted {
                 usage_percent: Some(usage),
             } => {
-                self.usage = Some((now, usage));
+                let usage = self.smoothed_usage(now, usage);
                 let due = self
                     .usage_cut_at
                     .is_none_or(|at| now.saturating_duration_since(at) >= USAGE_CUT_EVERY);
@@ -158,6 +166,21 @@ impl RateControl {
                 self.cut(now, factor);
             }
         }
+    }
+
+    /// Folds a reading into the smoothed usage; returns the smoothed value. A stale
+    /// smoothed value is replaced, not folded.
+    fn smoothed_usage(&mut self, now: Instant, reading: f64) -> f64 {
+        let smoothed = match self.usage {
+            Some((at, before)) if now.saturating_duration_since(at) < USAGE_FRESH_FOR => {
+                let dt = now.saturating_duration_since(at).as_secs_f64();
+                let weight = 1.0 - (-dt / USAGE_SMOOTHING.as_secs_f64()).exp();
+                before + (reading - before) * weight
+            }
+            _ => reading,
+        };
+        self.usage = Some((now, smoothed));
+        smoothed
     }
 
     fn cut(&mut self, now: Instant, factor: f64) {
@@ -227,6 +250,7 @@ mod tests {
         let now = Instant::now();
         assert_eq!(RateControl::new(None, now).rate(now), START_RATE);
         assert_eq!(RateControl::new(Some(20.0), now).rate(now), 20.0);
+        assert_eq!(RateControl::new(Some(300.0), now).rate(now), START_RATE);
     }
 
     #[test]
@@ -237,15 +261,18 @@ mod tests {
         assert_eq!(control.rate(later), START_RATE, "idle: no growth");
         let end = run_binding(&mut control, later, 1_000);
         let grown = control.rate(end);
-        assert!(grown > START_RATE * 1.8 && grown < START_RATE * 2.2, "{grown}");
+        assert!(
+            grown > START_RATE * 1.8 && grown < START_RATE * 2.2,
+            "{grown}"
+        );
     }
 
     #[test]
     fn the_ceiling_is_never_passed() {
         let start = Instant::now();
-        let mut control = RateControl::new(Some(100.0), start);
+        let mut control = RateControl::new(Some(200.0), start);
         let end = run_binding(&mut control, start, 5_000);
-        assert_eq!(control.rate(end), 100.0);
+        assert_eq!(control.rate(end), 200.0);
     }
 
     #[test]
@@ -267,16 +294,22 @@ mod tests {
     #[test]
     fn growth_slows_near_the_rate_last_refused_and_resumes_past_it() {
         let start = Instant::now();
-        let mut control = RateControl::new(Some(1_000.0), start);
+        let mut control = RateControl::new(None, start);
         control.observe(start, start, Signal::Refused(LimitHit::Account));
         let cut = control.rate(start);
         // Fast back to about 90% of the refused rate (within a second), then slow.
         let now = run_binding(&mut control, start, 1_000);
         let near = control.rate(now);
-        assert!((900.0..950.0).contains(&near), "{near}");
+        assert!(
+            (0.9 * START_RATE..0.95 * START_RATE).contains(&near),
+            "{near}"
+        );
         let now = run_binding(&mut control, now, 1_000);
         let after = control.rate(now);
-        assert!(after < near * 1.05, "slow near the estimate: {near} → {after}");
+        assert!(
+            after < near * 1.05,
+            "slow near the estimate: {near} → {after}"
+        );
         assert!(cut < near);
     }
 
@@ -287,20 +320,30 @@ mod tests {
         let accepted = |usage| Signal::Accepted {
             usage_percent: Some(usage),
         };
-        control.observe(start, start, accepted(35.0));
+        control.observe(start, start, accepted(47.0));
         let now = run_binding(&mut control, start, 1_000);
         let grown = control.rate(now);
-        // 60 points below the target: e^(0.015 × 60) ≈ 2.5 in a second.
-        assert!(grown > START_RATE * 2.2 && grown < START_RATE * 2.7, "{grown}");
-        control.observe(now, now, accepted(TARGET_USAGE));
-        let now = run_binding(&mut control, now, 1_000);
+        // 50 points below the target: e^(0.008 × 50) ≈ 1.5 in a second.
+        assert!(
+            grown > START_RATE * 1.4 && grown < START_RATE * 1.6,
+            "{grown}"
+        );
+        // A reading after a stale one counts whole: at the target, the rate holds.
+        let later = now + USAGE_FRESH_FOR;
+        control.observe(later, later, accepted(TARGET_USAGE));
+        let now = run_binding(&mut control, later, 1_000);
         assert_eq!(control.rate(now), grown, "at the target: hold");
-        control.observe(now, now, accepted(100.0));
-        let cut = control.rate(now);
-        assert!((cut - grown * CUT_ON_FULL_USAGE).abs() < 1e-6);
-        // Usage shows about the last second: the next cut waits for it.
-        control.observe(now + ms(100), now + ms(100), accepted(100.0));
-        assert_eq!(control.rate(now + ms(100)), cut);
+        // One full reading soon after moves the smoothed usage only part of the way ...
+        control.observe(now, now, accepted(TARGET_USAGE));
+        control.observe(now + ms(10), now, accepted(100.0));
+        assert_eq!(control.rate(now + ms(10)), grown);
+        // ... full readings for a while cut the rate, once every half second.
+        for step in 1..=5 {
+            let at = now + ms(step * 100);
+            control.observe(at, at, accepted(100.0));
+        }
+        let cut = control.rate(now + ms(500));
+        assert!((cut - grown * CUT_ON_FULL_USAGE).abs() < 1e-6, "{cut}");
     }
 
     #[test]

@@ -65,7 +65,8 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
 /// True when a piece of batches of these sizes is one request as [`take_fitting`] fills
 /// it: `most` batches (100 at full pace), under the size limit.
 fn is_full_request(batch_sizes: impl ExactSizeIterator<Item = usize>, most: usize) -> bool {
-    batch_sizes.len() == most.min(MAX_BATCHES_PER_BULK) && array_size(batch_sizes) < MAX_REQUEST_BYTES
+    batch_sizes.len() == most.min(MAX_BATCHES_PER_BULK)
+        && array_size(batch_sizes) < MAX_REQUEST_BYTES
 }
 
 /// Moves batches from `waiting` into `bulk` while they fit, `most` at the most; true once
@@ -102,7 +103,13 @@ mod tests {
         let mut out = Vec::new();
         while !waiting.is_empty() {
             let (mut bulk, mut size) = (Vec::new(), array_size([]));
-            take_fitting(&mut waiting, &mut bulk, &mut size, MAX_BATCHES_PER_BULK, |s| *s);
+            take_fitting(
+                &mut waiting,
+                &mut bulk,
+                &mut size,
+                MAX_BATCHES_PER_BULK,
+                |s| *s,
+            );
             assert_eq!(size, array_size(bulk.iter().copied()));
             out.push(bulk);
         }
@@ -143,7 +150,10 @@ mod tests {
         }
         assert!(is_full_request([2_549; 100].into_iter(), 100));
         assert!(!is_full_request([2_560; 100].into_iter(), 100));
-        assert!(!is_full_request([500; 100].into_iter(), 54), "over the pace");
+        assert!(
+            !is_full_request([500; 100].into_iter(), 54),
+            "over the pace"
+        );
         assert!(is_full_request([500; 54].into_iter(), 54));
     }
 

@@ -105,6 +105,22 @@ async fn deliver_request(
             waited = ctx.pacer.acquire(items.len()) => waited,
         };
         ctx.metrics.pacing_held(waited);
+        // Waiting for the pacer can outlast a rebalance: records whose partition moved
+        // meanwhile are the new owner's, and sending them here too would spend the
+        // account's limit twice.
+        if items.iter().any(|o| !ctx.owns(&o.item)) {
+            let (owned, moved): (Vec<Outbound>, Vec<Outbound>) =
+                items.into_iter().partition(|o| ctx.owns(&o.item));
+            debug!(
+                records = moved.len(),
+                "not sent: their partitions moved to another consumer"
+            );
+            ctx.finish(moved);
+            items = owned;
+            if items.is_empty() {
+                return;
+            }
+        }
         let sent_at = Instant::now();
         let attempt_ms = unix_ms();
         for o in &mut items {

@@ -50,6 +50,8 @@ pub(crate) struct InFlight {
     pub ticket: Ticket,
     /// The consumer whose offsets this record holds back.
     pub origin: Origin,
+    /// The consumer's revocations when the record was consumed ([`Context::owns`]).
+    pub revocations_then: u64,
     pub event_id: EventText,
     pub action: EventText,
     /// Delivery attempts made before this consume (0 for a source record).
@@ -169,6 +171,20 @@ impl Context {
         // The records' memory goes before their slots let new records in.
         drop(records);
         drop(slots);
+    }
+
+    /// True while this replica still owns the record's partition. A record whose partition
+    /// a rebalance moved is the new owner's to send: its outcome here would be ignored.
+    pub fn owns(&self, item: &InFlight) -> bool {
+        self.consumer(item.origin)
+            .owns(&item.ticket, item.revocations_then)
+    }
+
+    pub(crate) fn consumer(&self, origin: Origin) -> &SourceConsumer {
+        match origin {
+            Origin::Source => &self.source,
+            Origin::Retries => &self.retries,
+        }
     }
 
     /// A write to the retry or dead-letter topic failed: the service stops (exit 1) and

@@ -143,6 +143,7 @@ pub(super) fn in_flight(
         record,
         ticket,
         origin,
+        revocations_then: ctx.consumer(origin).revocations(),
         event_id: EventText::Unknown,
         action: EventText::Unknown,
         attempts,

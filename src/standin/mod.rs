@@ -154,7 +154,9 @@ impl RateLimit {
             self.accepted.pop_front();
             self.accepted_in_window -= batches;
         }
-        (100.0 * self.accepted_in_window as f64 / self.rate).round().min(100.0) as u32
+        (100.0 * self.accepted_in_window as f64 / self.rate)
+            .round()
+            .min(100.0) as u32
     }
 
     /// A new limit keeps the window; the bucket gains the room a raised limit adds, and
@@ -747,6 +749,9 @@ mod tests {
         assert!(!limit.take(10));
         assert_eq!(limit.usage_percent(), 100);
         limit.change(20.0);
-        assert!(!limit.take(1), "a lowered limit holds no more than its own second");
+        assert!(
+            !limit.take(1),
+            "a lowered limit holds no more than its own second"
+        );
     }
 }

@@ -7,6 +7,7 @@ mod client;
 mod consumer;
 mod forwarding;
 mod operations;
+mod pacing;
 mod resilience;
 mod retries;
 mod support;

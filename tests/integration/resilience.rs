@@ -69,30 +69,6 @@ fn forwarder_command(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) -> C
     command
 }
 
-async fn produce_events(t: &Topics, count: usize, prefix: &str) -> HashSet<String> {
-    let producer = producer();
-    let mut ids = HashSet::new();
-    let mut pending = Vec::new();
-    for i in 0..count {
-        let id = format!("{prefix}-{i}");
-        let customer = format!("cust-{}", i % 1013);
-        let (topic, value) = if i % 2 == 0 {
-            (&t.sources[0], point_add(&id, &customer, (i % 300) as u32))
-        } else {
-            (&t.sources[1], reward_claim(&id, &customer))
-        };
-        let record = rdkafka::producer::FutureRecord::to(topic)
-            .key(&customer)
-            .payload(&value);
-        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
-        ids.insert(id);
-    }
-    for p in pending {
-        p.await.unwrap().map_err(|(e, _)| e).unwrap();
-    }
-    ids
-}
-
 fn dead_letter_ids(topic: &str) -> HashSet<String> {
     read_all(topic)
         .into_iter()
@@ -149,7 +125,7 @@ async fn killed_mid_run_and_restarted_every_event_is_delivered_or_dead_lettered(
         ..Fault::delay(1_500)
     });
     let t = topics(3).await;
-    let ids = produce_events(&t, 20_000, "kill").await;
+    let ids = produce_events(&t.sources, 20_000, "kill").await;
 
     let mut first = spawn_forwarder(&standin, &t, &[]);
     let started = eventually(Duration::from_secs(60), || {
@@ -186,7 +162,7 @@ async fn when_one_of_two_replicas_dies_the_other_takes_its_partitions() {
     let t = topics(3).await;
     let mut a = spawn_forwarder(&standin, &t, &[("MPARTICLE_MAX_IN_FLIGHT_REQUESTS", "2")]);
     let mut b = spawn_forwarder(&standin, &t, &[("MPARTICLE_MAX_IN_FLIGHT_REQUESTS", "2")]);
-    let ids = produce_events(&t, 20_000, "replica").await;
+    let ids = produce_events(&t.sources, 20_000, "replica").await;
     let midway = eventually(Duration::from_secs(60), || {
         standin.accepted_count() >= 4_000
     })
@@ -281,7 +257,7 @@ async fn sigterm_drains_commits_and_exits_0_and_a_restart_finishes_the_rest() {
     let standin = standin().await;
     let t = topics(3).await;
     let grace = [("SHUTDOWN_GRACE", "10s")];
-    let first_ids = produce_events(&t, 500, "term-a").await;
+    let first_ids = produce_events(&t.sources, 500, "term-a").await;
     let mut forwarder = spawn_forwarder(&standin, &t, &grace);
     assert!(eventually(Duration::from_secs(60), || standin.accepted_count() >= 500).await);
 
@@ -311,7 +287,7 @@ async fn sigterm_drains_commits_and_exits_0_and_a_restart_finishes_the_rest() {
     }
 
     // Stopped in the middle of a run: nothing is lost across the restart.
-    let second_ids = produce_events(&t, 3_000, "term-b").await;
+    let second_ids = produce_events(&t.sources, 3_000, "term-b").await;
     let mut forwarder = spawn_forwarder(&standin, &t, &grace);
     eventually(Duration::from_secs(30), || {
         standin.accepted_count() >= 1_000

@@ -1,7 +1,7 @@
 //! Test support: the local Kafka broker, unique names per test, producing and reading
 //! records, and spawning the service in-process against the mParticle stand-in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -273,6 +273,33 @@ pub fn reward_claim(id: &str, customer: &str) -> String {
     format!(
         r#"{{"id":"{id}","action":"reward_claim","created_at":1795867500000,"customer":{{"id":"{customer}"}},"data":{{"reward_id":"rw-{id}","reward_name":"10% off","points_spent":500,"coupon":{{"code":"C-{id}"}}}}}}"#
     )
+}
+
+/// Produces the events `{prefix}-0` to `{prefix}-{count - 1}` of 1,013 customers (the record
+/// key), point adds and reward claims alternating over the first two of `topics` (or all
+/// on one), every send in flight at once; returns their ids once all are acknowledged.
+pub async fn produce_events(topics: &[String], count: usize, prefix: &str) -> HashSet<String> {
+    let producer = producer();
+    let mut ids = HashSet::new();
+    let mut pending = Vec::new();
+    for i in 0..count {
+        let id = format!("{prefix}-{i}");
+        let customer = format!("cust-{}", i % 1013);
+        let (topic, value) = if i % 2 == 0 {
+            (&topics[0], point_add(&id, &customer, (i % 300) as u32))
+        } else {
+            (topics.last().unwrap(), reward_claim(&id, &customer))
+        };
+        let record = rdkafka::producer::FutureRecord::to(topic)
+            .key(&customer)
+            .payload(&value);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        ids.insert(id);
+    }
+    for p in pending {
+        p.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    ids
 }
 
 /// A recording stand-in on a free local port, accepting the tests' credentials.
