@@ -5,30 +5,27 @@
 //! Reports, in order: the sink's own capacity; a consume-only floor over the preloaded
 //! topics (librdkafka alone: no decoding, no HTTP); the forwarder draining the same
 //! backlog (events per second, CPU seconds per million events, peak RSS); latency at a
-//! steady 5,000 events per second, after a warm-up through the same forwarder; pacing
-//! against a rate-limited sink.
+//! steady 5,000 events per second, after a warm-up through the same forwarder. Pacing
+//! against rate limits is `benches/pacing.rs`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mparticle_forwarder::standin::{StandIn, StandInConfig};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 #[path = "support/events.rs"]
 mod events;
+#[path = "support/harness.rs"]
+mod harness;
 use events::event;
-
-const KEY: &str = "bench-key";
-const SECRET: &str = "bench-secret";
+use harness::{Bench, KEY, SECRET, forwarder_env, unique};
 
 struct Args {
     events: usize,
-    bootstrap: String,
-    forwarder: String,
+    bench: Bench,
 }
 
 fn args() -> Args {
@@ -44,21 +41,10 @@ fn args() -> Args {
     }
     Args {
         events,
-        bootstrap: std::env::var("MPF_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-        forwarder: std::env::var("MPF_BENCH_FORWARDER")
-            .unwrap_or_else(|_| "target/release/mparticle-forwarder".into()),
+        bench: Bench::from_env(),
     }
 }
 
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("bench-{prefix}-{nanos:x}")
-}
-
-/// CPU seconds (user + system) and peak RSS (bytes) of a process, from /proc.
 fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
@@ -81,127 +67,12 @@ fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
     (ticks / 100.0, hwm_kb * 1024)
 }
 
-async fn create_topics(bootstrap: &str, names: &[String], partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    for result in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        result.unwrap();
-    }
-}
-
-fn producer(bootstrap: &str) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "20")
-        .set("batch.size", "1000000")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap()
-}
-
-/// Produces the events; returns the seconds it took and the values' average size.
-async fn preload(bootstrap: &str, topics: &[String], events: usize) -> (f64, usize) {
-    let producer = producer(bootstrap);
-    let started = Instant::now();
-    let mut pending = std::collections::VecDeque::new();
-    let mut value_bytes = 0;
-    for i in 0..events {
-        let value = event(i, true);
-        value_bytes += value.len();
-        let key = format!("cust-{:06}", i % 100_000);
-        let mut record = FutureRecord::to(&topics[i % 2]).key(&key).payload(&value);
-        loop {
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    pending.push_back(delivery);
-                    break;
-                }
-                // The local queue is full: wait for the oldest acknowledgement.
-                Err((_, back)) => {
-                    record = back;
-                    match pending.pop_front() {
-                        Some(d) => {
-                            let _ = d.await;
-                        }
-                        None => tokio::time::sleep(Duration::from_millis(10)).await,
-                    }
-                }
-            }
-        }
-        if pending.len() > 200_000 {
-            while pending.len() > 100_000 {
-                let _ = pending.pop_front().unwrap().await;
-            }
-        }
-    }
-    for d in pending {
-        d.await.unwrap().map_err(|(e, _)| e).unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-    (started.elapsed().as_secs_f64(), value_bytes / events.max(1))
-}
-
-fn spawn_forwarder(
-    a: &Args,
-    standin: &StandIn,
-    topics: &[String],
-    group: &str,
-    extra: &[(&str, String)],
-) -> Child {
-    let mut command = Command::new(&a.forwarder);
-    command
-        .env_clear()
-        .env("MPARTICLE_API_URL", standin.events_url())
-        .env("MPARTICLE_API_KEY", KEY)
-        .env("MPARTICLE_API_SECRET", SECRET)
-        .env("KAFKA_BOOTSTRAP_SERVERS", &a.bootstrap)
-        .env("KAFKA_GROUP_ID", group)
-        .env("KAFKA_TOPICS", topics.join(","))
-        .env("KAFKA_RETRY_TOPIC", format!("{group}.retry-topic"))
-        .env("KAFKA_DLQ_TOPIC", format!("{group}.dlq-topic"))
-        .env("FIELD_ASSIGNMENTS_FILE", "config/field-assignments.toml")
-        .env("ADMIN_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in extra {
-        command.env(k, v);
-    }
-    for (k, v) in forwarder_env() {
-        command.env(k, v);
-    }
-    command
-        .spawn()
-        .expect("the release forwarder (cargo build --release)")
-}
-
-/// Extra settings for experiments: MPF_BENCH_FORWARDER_ENV="NAME=value NAME=value".
-fn forwarder_env() -> Vec<(String, String)> {
-    std::env::var("MPF_BENCH_FORWARDER_ENV")
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-async fn standin(rate_limit: Option<f64>) -> StandIn {
+/// The fast sink: no limit, no contract checks.
+async fn standin() -> StandIn {
     StandIn::start_local(StandInConfig {
         api_key: KEY.into(),
         api_secret: SECRET.into(),
         fast: true,
-        rate_limit,
         ..StandInConfig::default()
     })
     .await
@@ -211,7 +82,7 @@ async fn standin(rate_limit: Option<f64>) -> StandIn {
 /// How many batches per second the fast sink takes, from 8 concurrent clients sending
 /// bulk requests of 100 batches for 3 s.
 async fn sink_capacity() -> f64 {
-    let sink = standin(None).await;
+    let sink = standin().await;
     let body: Vec<u8> = {
         let batches: Vec<String> = (0..100)
             .map(|i| {
@@ -255,18 +126,6 @@ async fn sink_capacity() -> f64 {
     rate
 }
 
-/// A fresh consumer group for a forwarder, with its retry and dead-letter topics made.
-async fn forwarder_group(a: &Args, name: &str) -> String {
-    let group = unique(name);
-    create_topics(
-        &a.bootstrap,
-        &[format!("{group}.retry-topic"), format!("{group}.dlq-topic")],
-        3,
-    )
-    .await;
-    group
-}
-
 /// One forwarder drain of the preloaded topics.
 struct Drain {
     total_secs: f64,
@@ -279,10 +138,10 @@ struct Drain {
 
 /// A fresh consumer group drains `topics` into a fresh fast sink.
 async fn drain(a: &Args, topics: &[String]) -> Drain {
-    let sink = standin(None).await;
-    let group = forwarder_group(a, "group").await;
+    let sink = standin().await;
+    let group = a.bench.forwarder_group("group").await;
     let started = Instant::now();
-    let mut child = spawn_forwarder(a, &sink, topics, &group, &[]);
+    let mut child = a.bench.spawn_forwarder(&sink, topics, &group, &[]);
     let mut first_at = None;
     while sink.unique_accepted() < a.events {
         if first_at.is_none() && sink.accepted_count() > 0 {
@@ -326,8 +185,8 @@ async fn compare(a: &Args, binaries: Vec<String>) {
         .unwrap_or(6)
         .max(1);
     let topics = vec![unique("point-add"), unique("reward-claim")];
-    create_topics(&a.bootstrap, &topics, 3).await;
-    preload(&a.bootstrap, &topics, a.events).await;
+    a.bench.create_topics(&topics, 3).await;
+    a.bench.preload(&topics, a.events).await;
     let per_million = |cpu: f64| cpu / a.events as f64 * 1e6;
     let (mut costs_a, mut costs_b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
@@ -337,8 +196,10 @@ async fn compare(a: &Args, binaries: Vec<String>) {
             let binary = [&first, &second][which];
             let run = drain(
                 &Args {
-                    forwarder: binary.clone(),
-                    bootstrap: a.bootstrap.clone(),
+                    bench: Bench {
+                        forwarder: binary.clone(),
+                        bootstrap: a.bench.bootstrap.clone(),
+                    },
                     events: a.events,
                 },
                 &topics,
@@ -393,7 +254,7 @@ fn floor(a: &Args, topics: &[String]) -> (f64, f64, f64) {
         .arg("--floor-child")
         .env("FLOOR_TOPICS", topics.join(","))
         .env("FLOOR_EVENTS", a.events.to_string())
-        .env("MPF_TEST_KAFKA", &a.bootstrap)
+        .env("MPF_TEST_KAFKA", &a.bench.bootstrap)
         .output()
         .unwrap();
     let elapsed = started.elapsed().as_secs_f64();
@@ -500,8 +361,8 @@ async fn main() {
     println!("sink capacity (fast stand-in, 8 clients, bulk of 100): {capacity:.0} batches/s");
 
     let topics = vec![unique("point-add"), unique("reward-claim")];
-    create_topics(&a.bootstrap, &topics, 3).await;
-    let (preload_secs, average_bytes) = preload(&a.bootstrap, &topics, a.events).await;
+    a.bench.create_topics(&topics, 3).await;
+    let (preload_secs, average_bytes) = a.bench.preload(&topics, a.events).await;
     println!(
         "preloaded {} events ({average_bytes} B on average, lz4) into 2 topics x 3 partitions in {preload_secs:.1} s",
         a.events
@@ -563,32 +424,27 @@ async fn main() {
 
     if std::env::var_os("MPF_BENCH_SKIP_LATENCY").is_none() {
         latency(&a).await;
-        pacing(&a, 270.0).await;
     }
 }
 
 async fn latency(a: &Args) {
-    let sink = standin(None).await;
+    let sink = standin().await;
     let warm_topic = unique("lat-warm-up");
     let topics = vec![unique("lat-a"), unique("lat-b")];
     let subscribed: Vec<String> = std::iter::once(warm_topic.clone())
         .chain(topics.iter().cloned())
         .collect();
-    create_topics(&a.bootstrap, &subscribed, 3).await;
-    let group = forwarder_group(a, "lat-group").await;
+    a.bench.create_topics(&subscribed, 3).await;
+    let group = a.bench.forwarder_group("lat-group").await;
     let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let admin = format!("127.0.0.1:{admin_port}");
-    let mut child = spawn_forwarder(
-        a,
-        &sink,
-        &subscribed,
-        &group,
-        &[("ADMIN_ADDR", admin.clone())],
-    );
+    let mut child =
+        a.bench
+            .spawn_forwarder(&sink, &subscribed, &group, &[("ADMIN_ADDR", admin.clone())]);
     // Produce only once the consumer has joined its group (readyz), so that the join is
     // not counted as latency.
     let ready_url = format!("http://{admin}/readyz");
@@ -602,7 +458,7 @@ async fn latency(a: &Args) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let producer = paced_producer(&a.bootstrap);
+    let producer = paced_producer(&a.bench.bootstrap);
     let rate = 5_000usize;
     let seconds = 20usize;
     if std::env::var_os("MPF_BENCH_SKIP_WARMUP").is_none() {
@@ -757,44 +613,6 @@ async fn warm_up(
             return (started.elapsed().as_secs_f64(), p99);
         }
     }
-}
-
-async fn pacing(a: &Args, limit: f64) {
-    let sink = standin(Some(limit)).await;
-    let topics = vec![unique("pace-a"), unique("pace-b")];
-    create_topics(&a.bootstrap, &topics, 3).await;
-    let events = (limit * 20.0) as usize;
-    preload(&a.bootstrap, &topics, events).await;
-    let group = forwarder_group(a, "pace-group").await;
-    let mut child = spawn_forwarder(
-        a,
-        &sink,
-        &topics,
-        &group,
-        &[("MPARTICLE_MAX_BATCHES_PER_SECOND", limit.to_string())],
-    );
-    let mut first_at = None;
-    while sink.unique_accepted() < events {
-        if first_at.is_none() && sink.accepted_count() > 0 {
-            first_at = Some(Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let elapsed = first_at.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
-    let _ = child.kill();
-    let _ = child.wait();
-    let statuses = sink.status_counts();
-    let requests: u64 = statuses.values().sum();
-    let limited = statuses.get(&429).copied().unwrap_or(0);
-    // The first request's batches arrive at once; the rate is over the rest.
-    let first_request = events.min(limit as usize / 5);
-    println!(
-        "pacing at a limit of {limit} batches/s (MPARTICLE_MAX_BATCHES_PER_SECOND={limit}): {:.1} batches/s ({:.1}% of the limit), {limited} of {requests} requests answered 429 ({:.2}%)",
-        (events - first_request) as f64 / elapsed,
-        (events - first_request) as f64 / elapsed / limit * 100.0,
-        limited as f64 / requests.max(1) as f64 * 100.0
-    );
-    sink.stop();
 }
 
 fn mem_gib() -> u64 {

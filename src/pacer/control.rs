@@ -17,9 +17,10 @@
 //!   rose) the estimate is dropped.
 //! - **429 `acceleration`**: traffic grew too fast: a small cut, and slower growth for a
 //!   while.
-//! - **No signal**: growth doubles the rate about every second, but only while the rate
-//!   binds (a request had to wait for it), so that a quiet period never builds up a rate
-//!   that a burst would then exceed.
+//! - **No signal** (no usage header, no 429 yet): fast growth, about sevenfold a second,
+//!   to find the limit (or, with a sink that has none, full speed) within seconds; but
+//!   only while the rate binds (a request had to wait for it), so that a quiet period
+//!   never builds up a rate that a burst would then exceed.
 //!
 //! A configured `MPARTICLE_MAX_BATCHES_PER_SECOND` is the upper bound. The rate starts at
 //! [`START_RATE`] (or the bound, if lower): replicas that each were told the whole limit
@@ -54,7 +55,7 @@ const USAGE_CUT_EVERY: Duration = Duration::from_millis(500);
 const BINDING_FOR: Duration = Duration::from_secs(1);
 /// Growth per second of the rate's logarithm: far from any known limit, below the
 /// estimate, near it; per point of usage left below the target.
-const GROWTH_UNKNOWN: f64 = 0.7;
+const GROWTH_UNKNOWN: f64 = 2.0;
 const GROWTH_BELOW_ESTIMATE: f64 = 0.4;
 const GROWTH_NEAR_ESTIMATE: f64 = 0.03;
 const GROWTH_PER_USAGE_POINT: f64 = 0.008;
@@ -262,7 +263,7 @@ mod tests {
         let end = run_binding(&mut control, later, 1_000);
         let grown = control.rate(end);
         assert!(
-            grown > START_RATE * 1.8 && grown < START_RATE * 2.2,
+            grown > START_RATE * 6.5 && grown < START_RATE * 8.5,
             "{grown}"
         );
     }

@@ -125,7 +125,7 @@ def promtool():
 def test_promtool_checks_the_alert_rules():
     result = subprocess.run([promtool(), "check", "rules", "alerts.yml"], cwd=PROM, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 9 rules found" in result.stdout
 
 
 def test_promtool_sees_each_alert_fire_on_its_series():

@@ -1,0 +1,308 @@
+//! The pacing benchmark (not a test): one to three release forwarders, as processes, drain
+//! a backlog into the stand-in, which enforces one account's limit over all of them (as
+//! mParticle does) and sends `X-mp-rate-limit-percentage-used` on its 2xx answers.
+//!
+//! `scripts/bench-pacing.sh [--events N] [--limit L]` builds and runs it; BENCHMARKS.md has
+//! the figures. Reports a table over 1, 2 and 3 replicas × `Retry-After` on the 429s or not
+//! × `MPARTICLE_MAX_BATCHES_PER_SECOND` set to the whole limit on each replica or not: the
+//! share of the limit achieved while draining and the share of requests answered 429
+//! (in all, and after the first 3 s); then how long one replica takes to settle when the
+//! limit drops from 300 to 100 and rises back.
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use mparticle_forwarder::standin::{RequestLog, StandIn, StandInConfig};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+#[path = "support/events.rs"]
+mod events;
+// The pipeline benchmark uses the rest of it.
+#[allow(dead_code)]
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{Bench, KEY, SECRET, unique};
+
+/// Learning is the first seconds of a drain; 429s after it are the steady state's.
+const LEARNING: Duration = Duration::from_secs(3);
+
+fn arg(name: &str, default: f64) -> f64 {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == name {
+            return args.next().and_then(|v| v.parse().ok()).expect(name);
+        }
+    }
+    default
+}
+
+async fn limited_standin(limit: f64, retry_after: Option<u32>) -> StandIn {
+    StandIn::start_local(StandInConfig {
+        api_key: KEY.into(),
+        api_secret: SECRET.into(),
+        rate_limit: Some(limit),
+        rate_limit_retry_after: retry_after,
+        ..StandInConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Records written to `topic` (its partitions' end offsets added up).
+fn records_in(bench: &Bench, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bench.bootstrap)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap();
+            high - low
+        })
+        .sum()
+}
+
+/// One forwarder group of `replicas` processes draining `topics` into `standin`.
+struct Replicas {
+    children: Vec<Child>,
+    group: String,
+}
+
+impl Replicas {
+    async fn start(
+        bench: &Bench,
+        standin: &StandIn,
+        topics: &[String],
+        replicas: usize,
+        extra: &[(&str, String)],
+    ) -> Replicas {
+        let group = bench.forwarder_group("pacing").await;
+        let children = (0..replicas)
+            .map(|_| bench.spawn_forwarder(standin, topics, &group, extra))
+            .collect();
+        Replicas { children, group }
+    }
+
+    /// Stops the processes; returns the records they wrote to the retry and dead-letter
+    /// topics.
+    fn stop(mut self, bench: &Bench) -> (i64, i64) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        (
+            records_in(bench, &format!("{}.retry-topic", self.group)),
+            records_in(bench, &format!("{}.dlq-topic", self.group)),
+        )
+    }
+}
+
+/// Waits until `count` distinct events were accepted, for at most `timeout`.
+async fn wait_for_unique(standin: &StandIn, count: usize, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let unique: std::collections::HashSet<String> =
+            standin.accepted_ids().into_iter().collect();
+        if unique.len() >= count {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One cell of the table.
+struct Drain {
+    achieved: f64,
+    refused_share: f64,
+    refused_after_learning: f64,
+    requests: usize,
+    secs: f64,
+    retried: i64,
+    dead_lettered: i64,
+    duplicates: usize,
+}
+
+/// The shares over a drain's request log, from its first acceptance to its last.
+fn shares(requests: &[RequestLog], limit: f64) -> (f64, f64, f64, f64) {
+    let accepted: Vec<&RequestLog> = requests.iter().filter(|r| r.status == 202).collect();
+    let (first, last) = (accepted[0].at_ms, accepted[accepted.len() - 1].at_ms);
+    // The last request's batches arrive at its end: the span is over the others.
+    let batches: usize = accepted[..accepted.len() - 1]
+        .iter()
+        .map(|r| r.ids.len())
+        .sum();
+    let secs = ((last - first) as f64 / 1000.0).max(0.001);
+    let refused = |rs: &[&RequestLog]| {
+        rs.iter().filter(|r| r.status == 429).count() as f64 / rs.len().max(1) as f64
+    };
+    let all: Vec<&RequestLog> = requests.iter().collect();
+    let learnt = first + LEARNING.as_millis() as i64;
+    let after: Vec<&RequestLog> = requests.iter().filter(|r| r.at_ms >= learnt).collect();
+    (
+        batches as f64 / secs / limit,
+        refused(&all),
+        refused(&after),
+        secs,
+    )
+}
+
+async fn drain(
+    bench: &Bench,
+    events: usize,
+    limit: f64,
+    replicas: usize,
+    retry_after: Option<u32>,
+    configured: bool,
+) -> Drain {
+    let topics = vec![unique("pacing-a"), unique("pacing-b")];
+    bench.create_topics(&topics, 6).await;
+    bench.preload(&topics, events).await;
+    let standin = limited_standin(limit, retry_after).await;
+    let extra: Vec<(&str, String)> = if configured {
+        vec![("MPARTICLE_MAX_BATCHES_PER_SECOND", limit.to_string())]
+    } else {
+        vec![]
+    };
+    let group = Replicas::start(bench, &standin, &topics, replicas, &extra).await;
+    let timeout = Duration::from_secs_f64(events as f64 / limit * 4.0 + 60.0);
+    let done = wait_for_unique(&standin, events, timeout).await;
+    let (retried, dead_lettered) = group.stop(bench);
+    assert!(done, "the backlog did not drain in {timeout:?}");
+    let requests = standin.requests();
+    let (achieved, refused_share, refused_after_learning, secs) = shares(&requests, limit);
+    let duplicates = standin.accepted_count() - events;
+    standin.stop();
+    Drain {
+        achieved,
+        refused_share,
+        refused_after_learning,
+        requests: requests.len(),
+        secs,
+        retried,
+        dead_lettered,
+        duplicates,
+    }
+}
+
+/// One replica drains while the limit goes `high` → `low` → `high`; returns the seconds it
+/// took to settle after the drop (429s over, and the accepted rate back at 90% of the
+/// lower limit) and after the rise (the accepted rate at 90% of the higher limit).
+async fn settle(bench: &Bench, high: f64, low: f64) -> (f64, f64) {
+    let phase = Duration::from_secs(15);
+    let events = (high * 2.0 * phase.as_secs_f64() + low * phase.as_secs_f64()) as usize;
+    let topics = vec![unique("settle-a"), unique("settle-b")];
+    bench.create_topics(&topics, 6).await;
+    bench.preload(&topics, events).await;
+    let standin = limited_standin(high, Some(1)).await;
+    let group = Replicas::start(bench, &standin, &topics, 1, &[]).await;
+    // The first phase begins once the forwarder delivers.
+    while standin.accepted_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(phase).await;
+    let dropped_at = mparticle_forwarder::clock::unix_ms();
+    standin.set_rate_limit(Some(low));
+    tokio::time::sleep(phase).await;
+    let raised_at = mparticle_forwarder::clock::unix_ms();
+    standin.set_rate_limit(Some(high));
+    tokio::time::sleep(phase).await;
+    group.stop(bench);
+    let requests = standin.requests();
+    standin.stop();
+    let last_refusal = requests
+        .iter()
+        .filter(|r| r.status == 429 && (dropped_at..raised_at).contains(&r.at_ms))
+        .map(|r| r.at_ms)
+        .max()
+        .unwrap_or(dropped_at);
+    let drop_settled = reaches(&requests, dropped_at, raised_at, 0.9 * low).max(last_refusal);
+    let rise_settled = reaches(&requests, raised_at, i64::MAX, 0.9 * high);
+    (
+        (drop_settled - dropped_at) as f64 / 1000.0,
+        (rise_settled - raised_at) as f64 / 1000.0,
+    )
+}
+
+/// The first moment in `from..until` after which the batches accepted in every trailing
+/// second are at least `rate`, for the rest of the span.
+fn reaches(requests: &[RequestLog], from: i64, until: i64, rate: f64) -> i64 {
+    let accepted: Vec<(i64, usize)> = requests
+        .iter()
+        .filter(|r| r.status == 202 && (from..until).contains(&r.at_ms))
+        .map(|r| (r.at_ms, r.ids.len()))
+        .collect();
+    let end = accepted.last().map_or(from, |(at, _)| *at);
+    let mut settled_at = end;
+    // Walk back in 100 ms steps while the trailing second holds the rate.
+    let mut t = end;
+    while t >= from + 1000 {
+        let in_second: usize = accepted
+            .iter()
+            .filter(|(at, _)| (t - 1000..t).contains(at))
+            .map(|(_, n)| n)
+            .sum();
+        if (in_second as f64) < rate {
+            break;
+        }
+        settled_at = t - 1000;
+        t -= 100;
+    }
+    settled_at
+}
+
+#[tokio::main]
+async fn main() {
+    let bench = Bench::from_env();
+    let events = arg("--events", 6_000.0) as usize;
+    let limit = arg("--limit", 300.0);
+    println!("## Pacing: a backlog of {events} events against a shared limit of {limit} batches/s");
+    println!();
+    println!(
+        "| replicas | Retry-After | rate configured | share of the limit | requests answered 429 | after the first 3 s | requests | drain (s) | retried | dead-lettered | duplicates |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for replicas in 1..=3 {
+        for retry_after in [Some(1), None] {
+            for configured in [false, true] {
+                let d = drain(&bench, events, limit, replicas, retry_after, configured).await;
+                println!(
+                    "| {replicas} | {} | {} | {:.1}% | {:.2}% | {:.2}% | {} | {:.1} | {} | {} | {} |",
+                    if retry_after.is_some() {
+                        "1 s"
+                    } else {
+                        "absent"
+                    },
+                    if configured {
+                        "each to the whole limit"
+                    } else {
+                        "no"
+                    },
+                    d.achieved * 100.0,
+                    d.refused_share * 100.0,
+                    d.refused_after_learning * 100.0,
+                    d.requests,
+                    d.secs,
+                    d.retried,
+                    d.dead_lettered,
+                    d.duplicates,
+                );
+            }
+        }
+    }
+    let (after_drop, after_rise) = settle(&bench, 300.0, 100.0).await;
+    println!();
+    println!(
+        "settling, one replica: the limit dropped from 300 to 100 batches/s: {after_drop:.1} s; rose back to 300: {after_rise:.1} s"
+    );
+}

@@ -1,0 +1,169 @@
+//! What both end-to-end benchmarks need around the forwarder: topics, a fast preload, the
+//! release forwarder as its own process, and a fresh consumer group for each run.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mparticle_forwarder::standin::StandIn;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::events::event;
+
+pub const KEY: &str = "bench-key";
+pub const SECRET: &str = "bench-secret";
+
+/// The broker and the forwarder binary under test.
+pub struct Bench {
+    pub bootstrap: String,
+    pub forwarder: String,
+}
+
+impl Bench {
+    /// `MPF_TEST_KAFKA` (else the local broker) and `MPF_BENCH_FORWARDER` (else the release
+    /// build).
+    pub fn from_env() -> Bench {
+        Bench {
+            bootstrap: std::env::var("MPF_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+            forwarder: std::env::var("MPF_BENCH_FORWARDER")
+                .unwrap_or_else(|_| "target/release/mparticle-forwarder".into()),
+        }
+    }
+
+    pub async fn create_topics(&self, names: &[String], partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .unwrap();
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        for result in admin
+            .create_topics(&topics, &AdminOptions::new())
+            .await
+            .unwrap()
+        {
+            result.unwrap();
+        }
+    }
+
+    /// Produces `events` events over `topics`; returns the seconds it took and the values'
+    /// average size.
+    pub async fn preload(&self, topics: &[String], events: usize) -> (f64, usize) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("linger.ms", "20")
+            .set("batch.size", "1000000")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .unwrap();
+        let started = Instant::now();
+        let mut pending = std::collections::VecDeque::new();
+        let mut value_bytes = 0;
+        for i in 0..events {
+            let value = event(i, true);
+            value_bytes += value.len();
+            let key = format!("cust-{:06}", i % 100_000);
+            let mut record = FutureRecord::to(&topics[i % topics.len()])
+                .key(&key)
+                .payload(&value);
+            loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push_back(delivery);
+                        break;
+                    }
+                    // The local queue is full: wait for the oldest acknowledgement.
+                    Err((_, back)) => {
+                        record = back;
+                        match pending.pop_front() {
+                            Some(d) => {
+                                let _ = d.await;
+                            }
+                            None => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                }
+            }
+            if pending.len() > 200_000 {
+                while pending.len() > 100_000 {
+                    let _ = pending.pop_front().unwrap().await;
+                }
+            }
+        }
+        for d in pending {
+            d.await.unwrap().map_err(|(e, _)| e).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        (started.elapsed().as_secs_f64(), value_bytes / events.max(1))
+    }
+
+    /// A fresh consumer group for a forwarder, with its retry and dead-letter topics made.
+    pub async fn forwarder_group(&self, name: &str) -> String {
+        let group = unique(name);
+        self.create_topics(
+            &[format!("{group}.retry-topic"), format!("{group}.dlq-topic")],
+            3,
+        )
+        .await;
+        group
+    }
+
+    /// Starts the forwarder on `topics` as consumer group `group`, sending to `standin`.
+    pub fn spawn_forwarder(
+        &self,
+        standin: &StandIn,
+        topics: &[String],
+        group: &str,
+        extra: &[(&str, String)],
+    ) -> Child {
+        let mut command = Command::new(&self.forwarder);
+        command
+            .env_clear()
+            .env("MPARTICLE_API_URL", standin.events_url())
+            .env("MPARTICLE_API_KEY", KEY)
+            .env("MPARTICLE_API_SECRET", SECRET)
+            .env("KAFKA_BOOTSTRAP_SERVERS", &self.bootstrap)
+            .env("KAFKA_GROUP_ID", group)
+            .env("KAFKA_TOPICS", topics.join(","))
+            .env("KAFKA_RETRY_TOPIC", format!("{group}.retry-topic"))
+            .env("KAFKA_DLQ_TOPIC", format!("{group}.dlq-topic"))
+            .env("FIELD_ASSIGNMENTS_FILE", "config/field-assignments.toml")
+            .env("ADMIN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        for (k, v) in forwarder_env() {
+            command.env(k, v);
+        }
+        command
+            .spawn()
+            .expect("the release forwarder (cargo build --release)")
+    }
+}
+
+/// A name no earlier run used.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("bench-{prefix}-{nanos:x}")
+}
+
+/// Extra settings for experiments: MPF_BENCH_FORWARDER_ENV="NAME=value NAME=value".
+pub fn forwarder_env() -> Vec<(String, String)> {
+    std::env::var("MPF_BENCH_FORWARDER_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
