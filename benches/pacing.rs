@@ -124,6 +124,7 @@ async fn wait_for_unique(standin: &StandIn, count: usize, timeout: Duration) -> 
 /// One cell of the table.
 struct Drain {
     achieved: f64,
+    achieved_after_learning: f64,
     refused_share: f64,
     refused_after_learning: f64,
     requests: usize,
@@ -133,28 +134,46 @@ struct Drain {
     duplicates: usize,
 }
 
-/// The shares over a drain's request log, from its first acceptance to its last.
-fn shares(requests: &[RequestLog], limit: f64) -> (f64, f64, f64, f64) {
-    let accepted: Vec<&RequestLog> = requests.iter().filter(|r| r.status == 202).collect();
-    let (first, last) = (accepted[0].at_ms, accepted[accepted.len() - 1].at_ms);
-    // The last request's batches arrive at its end: the span is over the others.
-    let batches: usize = accepted[..accepted.len() - 1]
-        .iter()
-        .map(|r| r.ids.len())
-        .sum();
-    let secs = ((last - first) as f64 / 1000.0).max(0.001);
-    let refused = |rs: &[&RequestLog]| {
+/// A drain's shares of the limit and of refused requests, from its first acceptance to
+/// its last, and from the end of learning on.
+struct Shares {
+    achieved: f64,
+    achieved_after_learning: f64,
+    refused: f64,
+    refused_after_learning: f64,
+    secs: f64,
+}
+
+fn shares(requests: &[RequestLog], limit: f64) -> Shares {
+    let first = requests.iter().find(|r| r.status == 202).unwrap().at_ms;
+    let learnt = first + LEARNING.as_millis() as i64;
+    // Batches accepted per second of the limit from `from` to the last acceptance; the
+    // last request's batches arrive at its end, so the span is over the others.
+    let achieved = |from: i64| {
+        let accepted: Vec<&RequestLog> = requests
+            .iter()
+            .filter(|r| r.status == 202 && r.at_ms >= from)
+            .collect();
+        let last = accepted[accepted.len() - 1].at_ms;
+        let batches: usize = accepted[..accepted.len() - 1]
+            .iter()
+            .map(|r| r.ids.len())
+            .sum();
+        let secs = ((last - from) as f64 / 1000.0).max(0.001);
+        (batches as f64 / secs / limit, secs)
+    };
+    let refused = |from: i64| {
+        let rs: Vec<&RequestLog> = requests.iter().filter(|r| r.at_ms >= from).collect();
         rs.iter().filter(|r| r.status == 429).count() as f64 / rs.len().max(1) as f64
     };
-    let all: Vec<&RequestLog> = requests.iter().collect();
-    let learnt = first + LEARNING.as_millis() as i64;
-    let after: Vec<&RequestLog> = requests.iter().filter(|r| r.at_ms >= learnt).collect();
-    (
-        batches as f64 / secs / limit,
-        refused(&all),
-        refused(&after),
+    let (all, secs) = achieved(first);
+    Shares {
+        achieved: all,
+        achieved_after_learning: achieved(learnt).0,
+        refused: refused(0),
+        refused_after_learning: refused(learnt),
         secs,
-    )
+    }
 }
 
 async fn drain(
@@ -180,15 +199,16 @@ async fn drain(
     let (retried, dead_lettered) = group.stop(bench);
     assert!(done, "the backlog did not drain in {timeout:?}");
     let requests = standin.requests();
-    let (achieved, refused_share, refused_after_learning, secs) = shares(&requests, limit);
+    let shares = shares(&requests, limit);
     let duplicates = standin.accepted_count() - events;
     standin.stop();
     Drain {
-        achieved,
-        refused_share,
-        refused_after_learning,
+        achieved: shares.achieved,
+        achieved_after_learning: shares.achieved_after_learning,
+        refused_share: shares.refused,
+        refused_after_learning: shares.refused_after_learning,
         requests: requests.len(),
-        secs,
+        secs: shares.secs,
         retried,
         dead_lettered,
         duplicates,
@@ -200,7 +220,8 @@ async fn drain(
 /// lower limit) and after the rise (the accepted rate at 90% of the higher limit).
 async fn settle(bench: &Bench, high: f64, low: f64) -> (f64, f64) {
     let phase = Duration::from_secs(15);
-    let events = (high * 2.0 * phase.as_secs_f64() + low * phase.as_secs_f64()) as usize;
+    // More than the three phases can take, so that the backlog never runs dry.
+    let events = (high * 3.0 * phase.as_secs_f64() + low * phase.as_secs_f64()) as usize;
     let topics = vec![unique("settle-a"), unique("settle-b")];
     bench.create_topics(&topics, 6).await;
     bench.preload(&topics, events).await;
@@ -234,8 +255,8 @@ async fn settle(bench: &Bench, high: f64, low: f64) -> (f64, f64) {
     )
 }
 
-/// The first moment in `from..until` after which the batches accepted in every trailing
-/// second are at least `rate`, for the rest of the span.
+/// The first moment in `from..until` at which the batches accepted in the trailing
+/// second are at least `rate`, and stay so for the next three seconds.
 fn reaches(requests: &[RequestLog], from: i64, until: i64, rate: f64) -> i64 {
     let accepted: Vec<(i64, usize)> = requests
         .iter()
@@ -243,22 +264,22 @@ fn reaches(requests: &[RequestLog], from: i64, until: i64, rate: f64) -> i64 {
         .map(|r| (r.at_ms, r.ids.len()))
         .collect();
     let end = accepted.last().map_or(from, |(at, _)| *at);
-    let mut settled_at = end;
-    // Walk back in 100 ms steps while the trailing second holds the rate.
-    let mut t = end;
-    while t >= from + 1000 {
+    let holds = |t: i64| {
         let in_second: usize = accepted
             .iter()
             .filter(|(at, _)| (t - 1000..t).contains(at))
             .map(|(_, n)| n)
             .sum();
-        if (in_second as f64) < rate {
-            break;
+        in_second as f64 >= rate
+    };
+    let mut t = from + 1000;
+    while t + 3000 <= end {
+        if (0..=30).all(|step| holds(t + step * 100)) {
+            return t;
         }
-        settled_at = t - 1000;
-        t -= 100;
+        t += 100;
     }
-    settled_at
+    end
 }
 
 #[tokio::main]
@@ -269,15 +290,23 @@ async fn main() {
     println!("## Pacing: a backlog of {events} events against a shared limit of {limit} batches/s");
     println!();
     println!(
-        "| replicas | Retry-After | rate configured | share of the limit | requests answered 429 | after the first 3 s | requests | drain (s) | retried | dead-lettered | duplicates |"
+        "| replicas | Retry-After | rate configured | share of the limit | after the first 3 s | requests answered 429 | after the first 3 s | requests | drain (s) | retried | dead-lettered | duplicates |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for replicas in 1..=3 {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    // MPF_BENCH_REPLICAS="1 3" runs only those rows.
+    let counts: Vec<usize> = std::env::var("MPF_BENCH_REPLICAS")
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|_| vec![1, 2, 3]);
+    for replicas in counts {
         for retry_after in [Some(1), None] {
             for configured in [false, true] {
                 let d = drain(&bench, events, limit, replicas, retry_after, configured).await;
                 println!(
-                    "| {replicas} | {} | {} | {:.1}% | {:.2}% | {:.2}% | {} | {:.1} | {} | {} | {} |",
+                    "| {replicas} | {} | {} | {:.1}% | {:.1}% | {:.2}% | {:.2}% | {} | {:.1} | {} | {} | {} |",
                     if retry_after.is_some() {
                         "1 s"
                     } else {
@@ -289,6 +318,7 @@ async fn main() {
                         "no"
                     },
                     d.achieved * 100.0,
+                    d.achieved_after_learning * 100.0,
                     d.refused_share * 100.0,
                     d.refused_after_learning * 100.0,
                     d.requests,

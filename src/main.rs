@@ -285,10 +285,12 @@ fn check_config() -> ExitCode {
         Environment::from_development_flag(c.mparticle.development).as_str()
     );
     println!(
-        "  rate limit:          {}",
+        "  rate:                {}",
         c.mparticle
             .max_batches_per_second
-            .map_or("none".to_string(), |r| format!("{r} batches/s"))
+            .map_or("learnt from mParticle's answers".to_string(), |r| format!(
+                "learnt from mParticle's answers, at most {r} batches/s"
+            ))
     );
     println!("  timeout:             {:?}", c.mparticle.timeout);
     println!(

@@ -7,9 +7,12 @@
 //!
 //! - **Usage on 2xx** (`X-mp-rate-limit-percentage-used`, the account's use of its limit),
 //!   smoothed over a few tenths of a second, since each reading moves by a request's
-//!   batches: below [`TARGET_USAGE`] the rate grows in proportion to the room left, so
-//!   every replica grows by the same factor and the account's total approaches the target;
-//!   at [`FULL_USAGE`] or more it is cut, before mParticle refuses anything.
+//!   batches. Usage describes about the last second, so it is scaled by how much this
+//!   replica's rate changed since (the rate now over its recent average): what the usage
+//!   will be once the window catches up. Below [`TARGET_USAGE`] the rate grows in
+//!   proportion to the room left, so every replica grows by the same factor and the
+//!   account's total approaches the target; at [`FULL_USAGE`] or more it is cut, before
+//!   mParticle refuses anything.
 //! - **429** (any limit but `acceleration`): a multiplicative cut (jittered, so replicas do
 //!   not move in lockstep), once per round of requests: 429s to requests sent before the
 //!   last cut were answers to the old rate. The rate refused is remembered as the limit's
@@ -48,6 +51,9 @@ pub const FULL_USAGE: f64 = 99.0;
 const USAGE_FRESH_FOR: Duration = Duration::from_secs(2);
 /// The time constant of the usage's smoothing.
 const USAGE_SMOOTHING: Duration = Duration::from_millis(300);
+/// How far behind the rate the smoothed usage is: half its one-second window, and the
+/// smoothing.
+const USAGE_LAG: Duration = Duration::from_millis(800);
 /// Usage describes about the last second; a cut on usage waits this long for the last
 /// cut to begin to show in it.
 const USAGE_CUT_EVERY: Duration = Duration::from_millis(500);
@@ -58,7 +64,7 @@ const BINDING_FOR: Duration = Duration::from_secs(1);
 const GROWTH_UNKNOWN: f64 = 2.0;
 const GROWTH_BELOW_ESTIMATE: f64 = 0.4;
 const GROWTH_NEAR_ESTIMATE: f64 = 0.03;
-const GROWTH_PER_USAGE_POINT: f64 = 0.008;
+const GROWTH_PER_USAGE_POINT: f64 = 0.015;
 /// After an `acceleration` 429, growth is slowed by this factor for this long.
 const SLOWED_GROWTH: f64 = 0.25;
 const SLOWED_FOR: Duration = Duration::from_secs(10);
@@ -88,6 +94,8 @@ pub struct RateControl {
     refused_rate: Option<f64>,
     /// Requests sent before this got answers to an older rate: they cut nothing more.
     cut_at: Instant,
+    /// The rate averaged over about [`USAGE_LAG`]: what the usage describes.
+    lagged_rate: f64,
     usage_cut_at: Option<Instant>,
     usage: Option<(Instant, f64)>,
     bound_at: Option<Instant>,
@@ -99,13 +107,15 @@ pub struct RateControl {
 impl RateControl {
     /// `ceiling`: the configured most batches per second.
     pub fn new(ceiling: Option<f64>, now: Instant) -> RateControl {
+        let rate = ceiling
+            .map_or(START_RATE, |c| c.min(START_RATE))
+            .clamp(MIN_RATE, MAX_RATE);
         RateControl {
             ceiling,
-            rate: ceiling
-                .map_or(START_RATE, |c| c.min(START_RATE))
-                .clamp(MIN_RATE, MAX_RATE),
+            rate,
             refused_rate: None,
             cut_at: now,
+            lagged_rate: rate,
             usage_cut_at: None,
             usage: None,
             bound_at: None,
@@ -120,6 +130,8 @@ impl RateControl {
     pub fn rate(&mut self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.grown_at);
         self.grown_at = now;
+        let weight = 1.0 - (-elapsed.as_secs_f64() / USAGE_LAG.as_secs_f64()).exp();
+        self.lagged_rate += (self.rate - self.lagged_rate) * weight;
         if self.binds(now) {
             let growth = self.growth(now) * elapsed.min(BINDING_FOR).as_secs_f64();
             self.set_rate(self.rate * growth.exp());
@@ -144,7 +156,8 @@ impl RateControl {
             Signal::Accepted {
                 usage_percent: Some(usage),
             } => {
-                let usage = self.smoothed_usage(now, usage);
+                self.smoothed_usage(now, usage);
+                let usage = self.predicted_usage(now).unwrap_or(usage);
                 let due = self
                     .usage_cut_at
                     .is_none_or(|at| now.saturating_duration_since(at) >= USAGE_CUT_EVERY);
@@ -184,6 +197,21 @@ impl RateControl {
         smoothed
     }
 
+    /// The fresh smoothed usage, scaled by how this replica's rate changed since it was
+    /// measured.
+    fn predicted_usage(&self, now: Instant) -> Option<f64> {
+        let (at, usage) = self.usage?;
+        if now.saturating_duration_since(at) >= USAGE_FRESH_FOR {
+            return None;
+        }
+        let change = if self.lagged_rate > 0.0 {
+            (self.rate / self.lagged_rate).clamp(0.5, 2.0)
+        } else {
+            1.0
+        };
+        Some(usage * change)
+    }
+
     fn cut(&mut self, now: Instant, factor: f64) {
         self.set_rate(self.rate * factor);
         self.cut_at = now;
@@ -201,11 +229,8 @@ impl RateControl {
 
     /// Growth per second of the rate's logarithm.
     fn growth(&self, now: Instant) -> f64 {
-        let fresh_usage = self
-            .usage
-            .filter(|(at, _)| now.saturating_duration_since(*at) < USAGE_FRESH_FOR);
-        let growth = match (fresh_usage, self.refused_rate) {
-            (Some((_, usage)), _) => GROWTH_PER_USAGE_POINT * (TARGET_USAGE - usage).max(0.0),
+        let growth = match (self.predicted_usage(now), self.refused_rate) {
+            (Some(usage), _) => GROWTH_PER_USAGE_POINT * (TARGET_USAGE - usage).max(0.0),
             (None, None) => GROWTH_UNKNOWN,
             (None, Some(estimate)) if self.rate < 0.9 * estimate => GROWTH_BELOW_ESTIMATE,
             (None, Some(_)) => GROWTH_NEAR_ESTIMATE,
@@ -324,13 +349,15 @@ mod tests {
         control.observe(start, start, accepted(47.0));
         let now = run_binding(&mut control, start, 1_000);
         let grown = control.rate(now);
-        // 50 points below the target: e^(0.008 × 50) ≈ 1.5 in a second.
+        // 50 points below the target: e^(0.015 × 50) ≈ 2.1 in a second at first, less as
+        // the rate outgrows what that usage described.
         assert!(
-            grown > START_RATE * 1.4 && grown < START_RATE * 1.6,
+            grown > START_RATE * 1.4 && grown < START_RATE * 2.1,
             "{grown}"
         );
-        // A reading after a stale one counts whole: at the target, the rate holds.
-        let later = now + USAGE_FRESH_FOR;
+        // Once the usage has caught up with the rate, a reading at the target holds it.
+        let later = now + Duration::from_secs(5);
+        assert_eq!(control.rate(later), grown, "idle: no growth");
         control.observe(later, later, accepted(TARGET_USAGE));
         let now = run_binding(&mut control, later, 1_000);
         assert_eq!(control.rate(now), grown, "at the target: hold");
@@ -344,7 +371,30 @@ mod tests {
             control.observe(at, at, accepted(100.0));
         }
         let cut = control.rate(now + ms(500));
-        assert!((cut - grown * CUT_ON_FULL_USAGE).abs() < 1e-6, "{cut}");
+        assert!(cut < grown * 0.9, "{grown} → {cut}");
+    }
+
+    #[test]
+    fn usage_is_read_as_what_it_will_be_at_the_rate_now() {
+        let start = Instant::now();
+        let mut control = RateControl::new(None, start);
+        // Usage measured at the starting rate; the rate has since doubled.
+        let settled = start + Duration::from_secs(10);
+        control.rate(settled);
+        control.rate = START_RATE * 2.0;
+        control.observe(
+            settled,
+            settled,
+            Signal::Accepted {
+                usage_percent: Some(60.0),
+            },
+        );
+        // Read as 120%: cut before mParticle refuses anything.
+        let cut = control.rate(settled);
+        assert!(
+            (cut - START_RATE * 2.0 * CUT_ON_FULL_USAGE).abs() < 1e-6,
+            "{cut}"
+        );
     }
 
     #[test]

@@ -137,12 +137,26 @@ async fn two_replicas_each_configured_to_the_whole_limit_share_it() {
 async fn a_minute_of_429s_to_everything_uses_no_attempt_and_delivery_resumes_by_itself() {
     let standin = standin().await;
     standin.add_fault(Fault::status(429).limit_exceeded("account"));
-    let services = replicas(&standin, 1, &[]).await;
+    let services = replicas(&standin, 1, &[("MAX_IN_FLIGHT_RECORDS", "100")]).await;
     let ids = produce_events(&services[0].topics, 300, "refused").await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(standin.accepted_count(), 0);
     let service = &services[0];
     let (_, metrics) = service.admin_get("/metrics").await;
+    let consumed: f64 = service
+        .topics
+        .iter()
+        .filter_map(|t| {
+            metric_value(
+                &metrics,
+                &format!(r#"mparticle_forwarder_events_consumed_total{{topic="{t}"}}"#),
+            )
+        })
+        .sum();
+    assert!(
+        consumed <= 100.0,
+        "the consumer stops pulling once the waiting records fill the bound: {consumed}"
+    );
     let refused = metric_value(
         &metrics,
         r#"mparticle_forwarder_rate_limited_total{limit="account"}"#,
