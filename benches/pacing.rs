@@ -241,6 +241,9 @@ async fn settle(bench: &Bench, high: f64, low: f64) -> (f64, f64) {
     group.stop(bench);
     let requests = standin.requests();
     standin.stop();
+    if std::env::var_os("MPF_BENCH_TRACE").is_some() {
+        trace(&requests, dropped_at - phase.as_millis() as i64);
+    }
     let last_refusal = requests
         .iter()
         .filter(|r| r.status == 429 && (dropped_at..raised_at).contains(&r.at_ms))
@@ -253,6 +256,26 @@ async fn settle(bench: &Bench, high: f64, low: f64) -> (f64, f64) {
         (drop_settled - dropped_at) as f64 / 1000.0,
         (rise_settled - raised_at) as f64 / 1000.0,
     )
+}
+
+/// Prints each second's accepted batches and 429s from `from` on (`MPF_BENCH_TRACE=1`).
+fn trace(requests: &[RequestLog], from: i64) {
+    let mut second = from;
+    let end = requests.last().map_or(from, |r| r.at_ms);
+    while second < end {
+        let in_second = requests
+            .iter()
+            .filter(|r| (second..second + 1000).contains(&r.at_ms));
+        let (accepted, refused) = in_second.fold((0, 0), |(a, f), r| match r.status {
+            202 => (a + r.ids.len(), f),
+            _ => (a, f + 1),
+        });
+        println!(
+            "  second {:>3}: {accepted} batches accepted, {refused} requests refused",
+            (second - from) / 1000
+        );
+        second += 1000;
+    }
 }
 
 /// The first moment in `from..until` at which the batches accepted in the trailing

@@ -18,7 +18,7 @@ pub use control::{RateControl, Signal};
 /// a request never holds more than a fraction of a second of the limit, so a small limit
 /// (a development workspace, an account shared with other senders) still drains, and the
 /// account's usage moves in small steps.
-pub const BURST: Duration = Duration::from_millis(50);
+pub const BURST: Duration = Duration::from_millis(25);
 
 /// Shared by every request task of one account.
 pub struct Pacer {
@@ -135,7 +135,7 @@ mod tests {
         for _ in 0..30 {
             pacer.acquire(10).await;
         }
-        // 300 batches at 100/s with a burst of 5: at least 2.95 s.
+        // 300 batches at 100/s with a burst of 2.5: at least 2.95 s.
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(2_950), "{took:?}");
         assert!(took <= Duration::from_millis(3_000), "{took:?}");
@@ -163,9 +163,9 @@ mod tests {
     }
 
     #[test]
-    fn a_request_carries_a_twentieth_of_a_seconds_worth() {
+    fn a_request_carries_a_fortieth_of_a_seconds_worth() {
         assert_eq!(batches_per_request(20.0), 1);
-        assert_eq!(batches_per_request(270.0), 13);
+        assert_eq!(batches_per_request(270.0), 6);
         assert_eq!(batches_per_request(2.0), 1);
         assert_eq!(batches_per_request(100_000.0), MAX_BATCHES_PER_BULK);
     }

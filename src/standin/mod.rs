@@ -56,8 +56,8 @@ pub struct StandInConfig {
     /// and each batch's latency (acceptance time minus `timestamp_unixtime_ms`). It reads
     /// the forwarder's compact JSON by scanning, not parsing.
     pub fast: bool,
-    /// Answer 429 above this many batches per second, over every connection together (a
-    /// token bucket holding one second's worth), as mParticle's per-account limit does.
+    /// Answer 429 above this many batches per second, over every connection together (in
+    /// any second, a sliding window), as mParticle's per-account limit does.
     /// [`StandIn::set_rate_limit`] changes it while running.
     pub rate_limit: Option<f64>,
     /// `Retry-After` seconds on those 429s; `None` sends none (mParticle *may* send it).
@@ -109,12 +109,11 @@ struct Recorded {
     latencies_ms: Vec<i64>,
 }
 
-/// The account's limit: a token bucket in batches, refilled at `rate` per second up to one
-/// second's worth, and the batches accepted in the last second, for the usage header.
+/// The account's limit: at most `rate` batches accepted in any second (a sliding window),
+/// the same count its usage header reports, so that the header tells a sender how close
+/// it is to a 429.
 struct RateLimit {
     rate: f64,
-    tokens: f64,
-    at: std::time::Instant,
     accepted: VecDeque<(std::time::Instant, usize)>,
     accepted_in_window: usize,
 }
@@ -123,8 +122,6 @@ impl RateLimit {
     fn new(rate: f64) -> RateLimit {
         RateLimit {
             rate,
-            tokens: rate,
-            at: std::time::Instant::now(),
             accepted: VecDeque::new(),
             accepted_in_window: 0,
         }
@@ -132,21 +129,16 @@ impl RateLimit {
 
     fn take(&mut self, batches: usize) -> bool {
         let now = std::time::Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
-        self.at = now;
-        if self.tokens < batches as f64 {
+        self.forget_before(now);
+        if (self.accepted_in_window + batches) as f64 > self.rate {
             return false;
         }
-        self.tokens -= batches as f64;
         self.accepted.push_back((now, batches));
         self.accepted_in_window += batches;
         true
     }
 
-    /// The batches accepted in the last second as a percentage of the limit, 0–100.
-    fn usage_percent(&mut self) -> u32 {
-        let now = std::time::Instant::now();
+    fn forget_before(&mut self, now: std::time::Instant) {
         while let Some(&(at, batches)) = self.accepted.front() {
             if now.duration_since(at) < Duration::from_secs(1) {
                 break;
@@ -154,15 +146,18 @@ impl RateLimit {
             self.accepted.pop_front();
             self.accepted_in_window -= batches;
         }
+    }
+
+    /// The batches accepted in the last second as a percentage of the limit, 0–100.
+    fn usage_percent(&mut self) -> u32 {
+        self.forget_before(std::time::Instant::now());
         (100.0 * self.accepted_in_window as f64 / self.rate)
             .round()
             .min(100.0) as u32
     }
 
-    /// A new limit keeps the window; the bucket gains the room a raised limit adds, and
-    /// holds no more than a lowered limit's second.
+    /// A new limit applies to the second already under way.
     fn change(&mut self, rate: f64) {
-        self.tokens = (self.tokens + (rate - self.rate).max(0.0)).min(rate);
         self.rate = rate;
     }
 }
@@ -741,7 +736,7 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_limit_allows_one_second_of_burst_and_reports_its_usage() {
+    fn the_rate_limit_counts_the_last_second_and_reports_its_usage() {
         let mut limit = RateLimit::new(100.0);
         assert!(limit.take(40));
         assert_eq!(limit.usage_percent(), 40);

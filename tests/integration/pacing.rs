@@ -192,7 +192,7 @@ async fn a_limit_of_20_per_second(env: &[(&str, &str)]) -> Vec<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_to_a_limit_of_20_per_second_it_drains_in_requests_that_fit_it() {
     let sizes = a_limit_of_20_per_second(&[("MPARTICLE_MAX_BATCHES_PER_SECOND", "20")]).await;
-    // A twentieth of a second's worth at 20/s.
+    // A fortieth of a second's worth at 20/s.
     assert!(sizes.iter().all(|&n| n == 1), "{sizes:?}");
 }
 
