@@ -85,6 +85,7 @@ impl Pacer {
         }
         drop(bucket);
         self.wait_for_hold().await;
+        lock(&self.control).sent(Instant::now(), batches);
         waited
     }
 

@@ -7,20 +7,23 @@
 //!
 //! - **Usage on 2xx** (`X-mp-rate-limit-percentage-used`, the account's use of its limit),
 //!   smoothed over a few tenths of a second, since each reading moves by a request's
-//!   batches. Usage describes about the last second, so it is scaled by how much this
-//!   replica's rate changed since (the rate now over its recent average): what the usage
-//!   will be once the window catches up. Below [`TARGET_USAGE`] the rate grows in
+//!   batches. Usage counts the last second, so it is scaled by this replica's own count
+//!   of that second against a full second at the rate now: what the usage will be once
+//!   the window catches up (after a start, a cut or a `Retry-After` hold the window holds
+//!   less than the rate sends, and read plainly it would grow the rate far too fast). Below [`TARGET_USAGE`] the rate grows in
 //!   proportion to the room left, so every replica grows by the same factor and the
 //!   account's total approaches the target; at [`FULL_USAGE`] or more it is cut, before
 //!   mParticle refuses anything.
 //! - **429** (any limit but `acceleration`): a multiplicative cut (jittered, so replicas do
-//!   not move in lockstep), once per round of requests: 429s to requests sent before the
-//!   last cut were answers to the old rate. The rate refused is remembered as the limit's
+//!   not move in lockstep). Every cut, on usage or on a 429, waits [`CUT_EVERY`] after the
+//!   last, and only a request sent after the last cut can cause one: the account counts a
+//!   second, so refusals go on for a while after the rate was cut, and answers to requests
+//!   sent before it are answers to the old rate. The rate refused is remembered as the limit's
 //!   estimate: growth near it is slow, and once well past it without a refusal (the limit
 //!   rose) the estimate is dropped.
 //! - **429 `acceleration`**: traffic grew too fast: a small cut, and slower growth for a
 //!   while.
-//! - **No signal** (no usage header, no 429 yet): fast growth, about sevenfold a second,
+//! - **No signal** (no usage header ever, no 429 yet): fast growth, about sevenfold a second,
 //!   to find the limit (or, with a sink that has none, full speed) within seconds; but
 //!   only while the rate binds (a request had to wait for it), so that a quiet period
 //!   never builds up a rate that a burst would then exceed.
@@ -29,6 +32,7 @@
 //! [`START_RATE`] (or the bound, if lower): replicas that each were told the whole limit
 //! would otherwise start at a multiple of it together.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -51,12 +55,11 @@ pub const FULL_USAGE: f64 = 99.0;
 const USAGE_FRESH_FOR: Duration = Duration::from_secs(2);
 /// The time constant of the usage's smoothing.
 const USAGE_SMOOTHING: Duration = Duration::from_millis(300);
-/// How far behind the rate the smoothed usage is: half its one-second window, and the
-/// smoothing.
-const USAGE_LAG: Duration = Duration::from_millis(800);
-/// Usage describes about the last second; a cut on usage waits this long for the last
-/// cut to begin to show in it.
-const USAGE_CUT_EVERY: Duration = Duration::from_millis(500);
+/// What the usage counts: the last second.
+const USAGE_WINDOW: Duration = Duration::from_secs(1);
+/// The account counts the last second: a cut waits this long for the last one to begin to
+/// show in its count.
+const CUT_EVERY: Duration = Duration::from_millis(500);
 /// A rate that made a request wait within this long binds.
 const BINDING_FOR: Duration = Duration::from_secs(1);
 /// Growth per second of the rate's logarithm: far from any known limit, below the
@@ -92,11 +95,11 @@ pub struct RateControl {
     rate: f64,
     /// The rate last refused with a 429: the estimate of the limit.
     refused_rate: Option<f64>,
-    /// Requests sent before this got answers to an older rate: they cut nothing more.
-    cut_at: Instant,
-    /// The rate averaged over about [`USAGE_LAG`]: what the usage describes.
-    lagged_rate: f64,
-    usage_cut_at: Option<Instant>,
+    /// The last cut: requests sent before it got answers to an older rate.
+    cut_at: Option<Instant>,
+    /// Batches this replica sent in the last [`USAGE_WINDOW`], as the usage counts them.
+    sent: VecDeque<(Instant, usize)>,
+    sent_in_window: usize,
     usage: Option<(Instant, f64)>,
     bound_at: Option<Instant>,
     grown_at: Instant,
@@ -114,9 +117,9 @@ impl RateControl {
             ceiling,
             rate,
             refused_rate: None,
-            cut_at: now,
-            lagged_rate: rate,
-            usage_cut_at: None,
+            cut_at: None,
+            sent: VecDeque::new(),
+            sent_in_window: 0,
             usage: None,
             bound_at: None,
             grown_at: now,
@@ -130,8 +133,7 @@ impl RateControl {
     pub fn rate(&mut self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.grown_at);
         self.grown_at = now;
-        let weight = 1.0 - (-elapsed.as_secs_f64() / USAGE_LAG.as_secs_f64()).exp();
-        self.lagged_rate += (self.rate - self.lagged_rate) * weight;
+        self.forget_sent_before(now);
         if self.binds(now) {
             let growth = self.growth(now) * elapsed.min(BINDING_FOR).as_secs_f64();
             self.set_rate(self.rate * growth.exp());
@@ -144,6 +146,23 @@ impl RateControl {
         self.rate
     }
 
+    /// A request of `batches` batches leaves now.
+    pub fn sent(&mut self, now: Instant, batches: usize) {
+        self.forget_sent_before(now);
+        self.sent.push_back((now, batches));
+        self.sent_in_window += batches;
+    }
+
+    fn forget_sent_before(&mut self, now: Instant) {
+        while let Some(&(at, batches)) = self.sent.front() {
+            if now.saturating_duration_since(at) < USAGE_WINDOW {
+                break;
+            }
+            self.sent.pop_front();
+            self.sent_in_window -= batches;
+        }
+    }
+
     /// A request had to wait for the rate: it binds, and growing it is worth something.
     pub fn bound(&mut self, now: Instant) {
         self.bound_at = Some(now);
@@ -152,24 +171,23 @@ impl RateControl {
     /// What the answer to a request sent at `sent_at` says.
     pub fn observe(&mut self, now: Instant, sent_at: Instant, signal: Signal) {
         self.rate(now);
+        let may_cut = self
+            .cut_at
+            .is_none_or(|at| sent_at >= at && now.saturating_duration_since(at) >= CUT_EVERY);
         match signal {
             Signal::Accepted {
-                usage_percent: Some(usage),
+                usage_percent: Some(reading),
             } => {
-                self.smoothed_usage(now, usage);
-                let usage = self.predicted_usage(now).unwrap_or(usage);
-                let due = self
-                    .usage_cut_at
-                    .is_none_or(|at| now.saturating_duration_since(at) >= USAGE_CUT_EVERY);
-                if usage >= FULL_USAGE && due {
-                    self.usage_cut_at = Some(now);
+                self.smoothed_usage(now, reading);
+                let usage = self.predicted_usage(now).unwrap_or(reading);
+                if usage >= FULL_USAGE && may_cut {
                     self.cut(now, CUT_ON_FULL_USAGE);
                 }
             }
             Signal::Accepted {
                 usage_percent: None,
             } => {}
-            Signal::Refused(_) if sent_at < self.cut_at => {}
+            Signal::Refused(_) if !may_cut => {}
             Signal::Refused(LimitHit::Acceleration) => {
                 self.slowed_until = Some(now + SLOWED_FOR);
                 self.cut(now, CUT_ON_ACCELERATION);
@@ -197,24 +215,20 @@ impl RateControl {
         smoothed
     }
 
-    /// The fresh smoothed usage, scaled by how this replica's rate changed since it was
-    /// measured.
+    /// The fresh smoothed usage as it will be at the rate now: scaled by a full window at
+    /// that rate over what this replica sent in the window.
     fn predicted_usage(&self, now: Instant) -> Option<f64> {
         let (at, usage) = self.usage?;
-        if now.saturating_duration_since(at) >= USAGE_FRESH_FOR {
+        if now.saturating_duration_since(at) >= USAGE_FRESH_FOR || self.sent_in_window == 0 {
             return None;
         }
-        let change = if self.lagged_rate > 0.0 {
-            (self.rate / self.lagged_rate).clamp(0.5, 2.0)
-        } else {
-            1.0
-        };
-        Some(usage * change)
+        let full_window = self.rate * USAGE_WINDOW.as_secs_f64();
+        Some(usage * (full_window / self.sent_in_window as f64).clamp(0.25, 4.0))
     }
 
     fn cut(&mut self, now: Instant, factor: f64) {
         self.set_rate(self.rate * factor);
-        self.cut_at = now;
+        self.cut_at = Some(now);
     }
 
     fn set_rate(&mut self, rate: f64) {
@@ -231,9 +245,12 @@ impl RateControl {
     fn growth(&self, now: Instant) -> f64 {
         let growth = match (self.predicted_usage(now), self.refused_rate) {
             (Some(usage), _) => GROWTH_PER_USAGE_POINT * (TARGET_USAGE - usage).max(0.0),
-            (None, None) => GROWTH_UNKNOWN,
             (None, Some(estimate)) if self.rate < 0.9 * estimate => GROWTH_BELOW_ESTIMATE,
             (None, Some(_)) => GROWTH_NEAR_ESTIMATE,
+            // An account that reports its usage and has gone quiet is refusing (a
+            // `Retry-After` hold): that is no time to probe fast.
+            (None, None) if self.usage.is_some() => GROWTH_NEAR_ESTIMATE,
+            (None, None) => GROWTH_UNKNOWN,
         };
         match self.slowed_until {
             Some(until) if now < until => growth * SLOWED_GROWTH,
@@ -260,13 +277,17 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// Asks for the rate every 10 ms for `for_ms`, the rate binding throughout.
+    /// Sends at the rate for `for_ms`, asking for it every 10 ms, the rate binding
+    /// throughout.
     fn run_binding(control: &mut RateControl, from: Instant, for_ms: u64) -> Instant {
         let mut now = from;
+        let mut owed = 0.0;
         for _ in 0..for_ms / 10 {
             now += ms(10);
             control.bound(now);
-            control.rate(now);
+            owed += control.rate(now) / 100.0;
+            control.sent(now, owed as usize);
+            owed -= owed.floor();
         }
         now
     }
@@ -302,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn a_429_cuts_once_per_round_of_requests() {
+    fn a_429_cuts_once_per_round_of_requests_and_at_most_every_half_second() {
         let start = Instant::now();
         let mut control = RateControl::new(None, start);
         let refused = Signal::Refused(LimitHit::Account);
@@ -312,9 +333,12 @@ mod tests {
         // Answers to requests sent before that cut were answers to the old rate.
         control.observe(start + ms(60), start + ms(20), refused);
         assert_eq!(control.rate(start + ms(60)), once);
-        // A request sent after the cut and refused again cuts again.
+        // Refusals go on while the account's second passes ...
         control.observe(start + ms(120), start + ms(70), refused);
-        assert!(control.rate(start + ms(120)) < once * 0.8);
+        assert_eq!(control.rate(start + ms(120)), once);
+        // ... a request sent after the cut and refused half a second later cuts again.
+        control.observe(start + ms(600), start + ms(560), refused);
+        assert!(control.rate(start + ms(600)) < once * 0.8);
     }
 
     #[test]
@@ -339,69 +363,62 @@ mod tests {
         assert!(cut < near);
     }
 
-    #[test]
-    fn usage_below_the_target_grows_the_rate_and_full_usage_cuts_it() {
-        let start = Instant::now();
-        let mut control = RateControl::new(None, start);
-        let accepted = |usage| Signal::Accepted {
-            usage_percent: Some(usage),
-        };
-        control.observe(start, start, accepted(47.0));
-        let now = run_binding(&mut control, start, 1_000);
-        let grown = control.rate(now);
-        // 50 points below the target: e^(0.015 × 50) ≈ 2.1 in a second at first, less as
-        // the rate outgrows what that usage described.
-        assert!(
-            grown > START_RATE * 1.4 && grown < START_RATE * 2.1,
-            "{grown}"
-        );
-        // Once the usage has caught up with the rate, a reading at the target holds it.
-        let later = now + Duration::from_secs(5);
-        assert_eq!(control.rate(later), grown, "idle: no growth");
-        control.observe(later, later, accepted(TARGET_USAGE));
-        let now = run_binding(&mut control, later, 1_000);
-        assert_eq!(control.rate(now), grown, "at the target: hold");
-        // One full reading soon after moves the smoothed usage only part of the way ...
-        control.observe(now, now, accepted(TARGET_USAGE));
-        control.observe(now + ms(10), now, accepted(100.0));
-        assert_eq!(control.rate(now + ms(10)), grown);
-        // ... full readings for a while cut the rate, once every half second.
-        for step in 1..=5 {
-            let at = now + ms(step * 100);
-            control.observe(at, at, accepted(100.0));
+    /// An account that counts the batches of the last second, as mParticle's limit and
+    /// the stand-in do, shared by `replicas` that each send at their rate and read the
+    /// account's usage on every answer; `limit(ms)` is the limit at a time. Runs `for_ms`
+    /// in 10 ms steps; returns the account's batches in the last second.
+    fn share_an_account(
+        replicas: &mut [RateControl],
+        limit: impl Fn(u64) -> f64,
+        from: Instant,
+        for_ms: u64,
+    ) -> usize {
+        let mut window: VecDeque<(Instant, usize)> = VecDeque::new();
+        let mut owed = vec![0.0; replicas.len()];
+        for step in 1..=for_ms / 10 {
+            let now = from + ms(step * 10);
+            while window
+                .front()
+                .is_some_and(|(at, _)| now - *at >= USAGE_WINDOW)
+            {
+                window.pop_front();
+            }
+            for (replica, owed) in replicas.iter_mut().zip(&mut owed) {
+                replica.bound(now);
+                *owed += replica.rate(now) / 100.0;
+                let batches = *owed as usize;
+                *owed -= batches as f64;
+                if batches == 0 {
+                    continue;
+                }
+                let counted: usize = window.iter().map(|(_, n)| n).sum();
+                let limit = limit(step * 10);
+                replica.sent(now, batches);
+                let signal = if (counted + batches) as f64 > limit {
+                    Signal::Refused(LimitHit::Account)
+                } else {
+                    window.push_back((now, batches));
+                    let usage = 100.0 * (counted + batches) as f64 / limit;
+                    Signal::Accepted {
+                        usage_percent: Some(usage.round().min(100.0)),
+                    }
+                };
+                replica.observe(now, now, signal);
+            }
         }
-        let cut = control.rate(now + ms(500));
-        assert!(cut < grown * 0.9, "{grown} → {cut}");
+        window.iter().map(|(_, n)| n).sum()
     }
 
     #[test]
-    fn usage_is_read_as_what_it_will_be_at_the_rate_now() {
+    fn one_replica_settles_under_the_limit_from_the_usage_alone() {
         let start = Instant::now();
-        let mut control = RateControl::new(None, start);
-        // Usage measured at the starting rate; the rate has since doubled.
-        let settled = start + Duration::from_secs(10);
-        control.rate(settled);
-        control.rate = START_RATE * 2.0;
-        control.observe(
-            settled,
-            settled,
-            Signal::Accepted {
-                usage_percent: Some(60.0),
-            },
-        );
-        // Read as 120%: cut before mParticle refuses anything.
-        let cut = control.rate(settled);
-        assert!(
-            (cut - START_RATE * 2.0 * CUT_ON_FULL_USAGE).abs() < 1e-6,
-            "{cut}"
-        );
+        let mut control = [RateControl::new(None, start)];
+        let last_second = share_an_account(&mut control, |_| 300.0, start, 10_000);
+        assert!((270..=300).contains(&last_second), "{last_second}");
     }
 
     #[test]
     fn replicas_sharing_a_limit_settle_on_it_from_the_usage_they_all_see() {
-        // Three replicas, one account of 300 batches/s; usage is the account's whole
-        // rate over the limit, seen by all alike (a little late).
-        let limit: f64 = 300.0;
         let start = Instant::now();
         let mut replicas: Vec<RateControl> = (0..3)
             .map(|i| {
@@ -410,26 +427,58 @@ mod tests {
                 c
             })
             .collect();
-        let mut now = start;
-        let mut total = 0.0;
-        for _ in 0..2_000 {
-            now += ms(10);
-            let usage = (100.0 * total / limit).min(100.0);
-            total = 0.0;
-            for replica in &mut replicas {
-                replica.bound(now);
-                replica.observe(
-                    now,
-                    now,
-                    Signal::Accepted {
-                        usage_percent: Some(usage),
-                    },
-                );
-                total += replica.rate(now);
-            }
-        }
-        let share = total / limit;
-        assert!((0.85..=1.0).contains(&share), "{share}");
+        let last_second = share_an_account(&mut replicas, |_| 300.0, start, 10_000);
+        assert!((255..=300).contains(&last_second), "{last_second}");
+    }
+
+    #[test]
+    fn a_lowered_limit_is_followed_within_seconds_and_a_raised_one_used_again() {
+        let start = Instant::now();
+        let mut control = [RateControl::new(None, start)];
+        share_an_account(&mut control, |_| 300.0, start, 10_000);
+        let lowered = share_an_account(&mut control, |_| 100.0, start + ms(10_000), 3_000);
+        assert!((80..=100).contains(&lowered), "{lowered}");
+        let raised = share_an_account(&mut control, |_| 300.0, start + ms(13_000), 5_000);
+        assert!((255..=300).contains(&raised), "{raised}");
+    }
+
+    #[test]
+    fn usage_is_read_as_what_it_will_be_at_the_rate_now() {
+        let start = Instant::now();
+        let mut control = RateControl::new(None, start);
+        // The window holds a second at the starting rate; the rate has since doubled.
+        let now = start + Duration::from_secs(10);
+        control.sent(now - ms(500), START_RATE as usize);
+        control.rate(now);
+        control.rate = START_RATE * 2.0;
+        let usage = Signal::Accepted {
+            usage_percent: Some(60.0),
+        };
+        control.observe(now, now, usage);
+        // Read as 120%: cut before mParticle refuses anything.
+        let cut = control.rate(now);
+        assert!(
+            (cut - START_RATE * 2.0 * CUT_ON_FULL_USAGE).abs() < 1e-6,
+            "{cut}"
+        );
+    }
+
+    #[test]
+    fn full_usage_cuts_at_most_every_half_second() {
+        let start = Instant::now();
+        let mut control = RateControl::new(None, start);
+        control.sent(start, START_RATE as usize);
+        let full = Signal::Accepted {
+            usage_percent: Some(100.0),
+        };
+        control.observe(start + ms(10), start, full);
+        let once = control.rate(start + ms(10));
+        assert!(
+            (once - START_RATE * CUT_ON_FULL_USAGE).abs() < 1e-6,
+            "{once}"
+        );
+        control.observe(start + ms(200), start, full);
+        assert_eq!(control.rate(start + ms(200)), once);
     }
 
     #[test]
@@ -446,12 +495,35 @@ mod tests {
     }
 
     #[test]
+    fn an_account_that_reported_its_usage_and_went_quiet_is_not_probed_fast() {
+        let start = Instant::now();
+        let mut control = RateControl::new(None, start);
+        control.observe(
+            start,
+            start,
+            Signal::Accepted {
+                usage_percent: Some(50.0),
+            },
+        );
+        // Past the usage's freshness, with no answer since (a Retry-After hold).
+        let later = start + USAGE_FRESH_FOR + Duration::from_secs(3);
+        control.rate(later);
+        let before = control.rate(later);
+        let now = run_binding(&mut control, later, 1_000);
+        assert!(
+            control.rate(now) < before * 1.05,
+            "{before} → {}",
+            control.rate(now)
+        );
+    }
+
+    #[test]
     fn the_rate_never_falls_below_the_floor() {
         let start = Instant::now();
         let mut control = RateControl::new(None, start);
         let mut now = start;
         for _ in 0..100 {
-            now += ms(10);
+            now += CUT_EVERY;
             control.observe(now, now, Signal::Refused(LimitHit::Account));
         }
         assert_eq!(control.rate(now), MIN_RATE);
