@@ -199,6 +199,9 @@ async fn drain(
     let (retried, dead_lettered) = group.stop(bench);
     assert!(done, "the backlog did not drain in {timeout:?}");
     let requests = standin.requests();
+    if std::env::var_os("MPF_BENCH_TRACE").is_some() {
+        trace(&requests, requests[0].at_ms);
+    }
     let shares = shares(&requests, limit);
     let duplicates = standin.accepted_count() - events;
     standin.stop();
@@ -352,6 +355,9 @@ async fn main() {
                 );
             }
         }
+    }
+    if std::env::var_os("MPF_BENCH_SKIP_SETTLE").is_some() {
+        return;
     }
     let (after_drop, after_rise) = settle(&bench, 300.0, 100.0).await;
     println!();

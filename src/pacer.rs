@@ -85,7 +85,6 @@ impl Pacer {
         }
         drop(bucket);
         self.wait_for_hold().await;
-        lock(&self.control).sent(Instant::now(), batches);
         waited
     }
 

@@ -5,15 +5,16 @@
 //! without knowing the others. Each replica runs this same control on what mParticle
 //! tells all of them alike, so together they settle on the limit:
 //!
-//! - **Usage on 2xx** (`X-mp-rate-limit-percentage-used`, the account's use of its limit),
-//!   smoothed over a few tenths of a second, since each reading moves by a request's
-//!   batches. Usage counts the last second, so it is scaled by this replica's own count
-//!   of that second against a full second at the rate now: what the usage will be once
-//!   the window catches up (after a start, a cut or a `Retry-After` hold the window holds
-//!   less than the rate sends, and read plainly it would grow the rate far too fast). Below [`TARGET_USAGE`] the rate grows in
-//!   proportion to the room left, so every replica grows by the same factor and the
-//!   account's total approaches the target; at [`FULL_USAGE`] or more it is cut, before
-//!   mParticle refuses anything.
+//! - **Usage on 2xx** (`X-mp-rate-limit-percentage-used`, the account's use of its limit).
+//!   The account counts the last second, so usage is read per batch of this replica's own
+//!   count of what was accepted in that second, and scaled to a full second at the rate
+//!   now: what the usage will be once the window catches up. (After a start, a cut or a
+//!   `Retry-After` hold the window holds less than the rate sends; read plainly, the
+//!   usage would grow the rate far too fast.) That per-batch usage is smoothed over a few
+//!   tenths of a second, as other replicas' requests move it. Below [`TARGET_USAGE`] the
+//!   rate grows in proportion to the room left, so every replica grows by the same factor
+//!   and the account's total approaches the target; at [`FULL_USAGE`] or more it is cut,
+//!   before mParticle refuses anything.
 //! - **429** (any limit but `acceleration`): a multiplicative cut (jittered, so replicas do
 //!   not move in lockstep). Every cut, on usage or on a 429, waits [`CUT_EVERY`] after the
 //!   last, and only a request sent after the last cut can cause one: the account counts a
@@ -48,9 +49,9 @@ pub const MIN_RATE: f64 = 1.0;
 /// Keeps the arithmetic finite when nothing ever limits (the benchmark's sink).
 pub const MAX_RATE: f64 = 1_000_000.0;
 /// The account's usage the growth aims at, in percent.
-pub const TARGET_USAGE: f64 = 97.0;
+pub const TARGET_USAGE: f64 = 95.0;
 /// Usage at which the rate is cut before any 429.
-pub const FULL_USAGE: f64 = 99.0;
+pub const FULL_USAGE: f64 = 98.0;
 /// Usage older than this is not acted on: it may describe a limit that has changed.
 const USAGE_FRESH_FOR: Duration = Duration::from_secs(2);
 /// The time constant of the usage's smoothing.
@@ -82,8 +83,12 @@ const ESTIMATE_FORGOTTEN_ABOVE: f64 = 1.1;
 /// What an answer says about the rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Signal {
-    /// 2xx, with the account's usage of its limit when mParticle said it.
-    Accepted { usage_percent: Option<f64> },
+    /// 2xx for `batches` batches, with the account's usage of its limit when mParticle
+    /// said it.
+    Accepted {
+        batches: usize,
+        usage_percent: Option<f64>,
+    },
     /// 429, and which limit.
     Refused(LimitHit),
 }
@@ -97,9 +102,11 @@ pub struct RateControl {
     refused_rate: Option<f64>,
     /// The last cut: requests sent before it got answers to an older rate.
     cut_at: Option<Instant>,
-    /// Batches this replica sent in the last [`USAGE_WINDOW`], as the usage counts them.
-    sent: VecDeque<(Instant, usize)>,
-    sent_in_window: usize,
+    /// Batches of this replica's accepted in the last [`USAGE_WINDOW`], as the account
+    /// counts them.
+    accepted: VecDeque<(Instant, usize)>,
+    accepted_in_window: usize,
+    /// When usage was last read, and the usage per batch of this replica's in the window.
     usage: Option<(Instant, f64)>,
     bound_at: Option<Instant>,
     grown_at: Instant,
@@ -118,8 +125,8 @@ impl RateControl {
             rate,
             refused_rate: None,
             cut_at: None,
-            sent: VecDeque::new(),
-            sent_in_window: 0,
+            accepted: VecDeque::new(),
+            accepted_in_window: 0,
             usage: None,
             bound_at: None,
             grown_at: now,
@@ -133,7 +140,7 @@ impl RateControl {
     pub fn rate(&mut self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.grown_at);
         self.grown_at = now;
-        self.forget_sent_before(now);
+        self.forget_accepted_before(now);
         if self.binds(now) {
             let growth = self.growth(now) * elapsed.min(BINDING_FOR).as_secs_f64();
             self.set_rate(self.rate * growth.exp());
@@ -146,20 +153,19 @@ impl RateControl {
         self.rate
     }
 
-    /// A request of `batches` batches leaves now.
-    pub fn sent(&mut self, now: Instant, batches: usize) {
-        self.forget_sent_before(now);
-        self.sent.push_back((now, batches));
-        self.sent_in_window += batches;
+    fn count_accepted(&mut self, now: Instant, batches: usize) {
+        self.forget_accepted_before(now);
+        self.accepted.push_back((now, batches));
+        self.accepted_in_window += batches;
     }
 
-    fn forget_sent_before(&mut self, now: Instant) {
-        while let Some(&(at, batches)) = self.sent.front() {
+    fn forget_accepted_before(&mut self, now: Instant) {
+        while let Some(&(at, batches)) = self.accepted.front() {
             if now.saturating_duration_since(at) < USAGE_WINDOW {
                 break;
             }
-            self.sent.pop_front();
-            self.sent_in_window -= batches;
+            self.accepted.pop_front();
+            self.accepted_in_window -= batches;
         }
     }
 
@@ -176,17 +182,20 @@ impl RateControl {
             .is_none_or(|at| sent_at >= at && now.saturating_duration_since(at) >= CUT_EVERY);
         match signal {
             Signal::Accepted {
+                batches,
                 usage_percent: Some(reading),
             } => {
-                self.smoothed_usage(now, reading);
+                self.count_accepted(now, batches);
+                self.read_usage(now, reading);
                 let usage = self.predicted_usage(now).unwrap_or(reading);
                 if usage >= FULL_USAGE && may_cut {
                     self.cut(now, CUT_ON_FULL_USAGE);
                 }
             }
             Signal::Accepted {
+                batches,
                 usage_percent: None,
-            } => {}
+            } => self.count_accepted(now, batches),
             Signal::Refused(_) if !may_cut => {}
             Signal::Refused(LimitHit::Acceleration) => {
                 self.slowed_until = Some(now + SLOWED_FOR);
@@ -200,30 +209,32 @@ impl RateControl {
         }
     }
 
-    /// Folds a reading into the smoothed usage; returns the smoothed value. A stale
-    /// smoothed value is replaced, not folded.
-    fn smoothed_usage(&mut self, now: Instant, reading: f64) -> f64 {
+    /// Folds a reading into the usage per batch of this replica's in the window, smoothed;
+    /// a stale value is replaced, not folded. (Smoothing the reading itself lagged behind
+    /// a window filling after a hold, while the replica's own count did not.)
+    fn read_usage(&mut self, now: Instant, reading: f64) {
+        if self.accepted_in_window == 0 {
+            return;
+        }
+        let per_batch = reading / self.accepted_in_window as f64;
         let smoothed = match self.usage {
             Some((at, before)) if now.saturating_duration_since(at) < USAGE_FRESH_FOR => {
                 let dt = now.saturating_duration_since(at).as_secs_f64();
                 let weight = 1.0 - (-dt / USAGE_SMOOTHING.as_secs_f64()).exp();
-                before + (reading - before) * weight
+                before + (per_batch - before) * weight
             }
-            _ => reading,
+            _ => per_batch,
         };
         self.usage = Some((now, smoothed));
-        smoothed
     }
 
-    /// The fresh smoothed usage as it will be at the rate now: scaled by a full window at
-    /// that rate over what this replica sent in the window.
+    /// The fresh usage as it will be with a full window at the rate now.
     fn predicted_usage(&self, now: Instant) -> Option<f64> {
-        let (at, usage) = self.usage?;
-        if now.saturating_duration_since(at) >= USAGE_FRESH_FOR || self.sent_in_window == 0 {
+        let (at, per_batch) = self.usage?;
+        if now.saturating_duration_since(at) >= USAGE_FRESH_FOR {
             return None;
         }
-        let full_window = self.rate * USAGE_WINDOW.as_secs_f64();
-        Some(usage * (full_window / self.sent_in_window as f64).clamp(0.25, 4.0))
+        Some(per_batch * self.rate * USAGE_WINDOW.as_secs_f64())
     }
 
     fn cut(&mut self, now: Instant, factor: f64) {
@@ -286,7 +297,7 @@ mod tests {
             now += ms(10);
             control.bound(now);
             owed += control.rate(now) / 100.0;
-            control.sent(now, owed as usize);
+            control.count_accepted(now, owed as usize);
             owed -= owed.floor();
         }
         now
@@ -393,13 +404,13 @@ mod tests {
                 }
                 let counted: usize = window.iter().map(|(_, n)| n).sum();
                 let limit = limit(step * 10);
-                replica.sent(now, batches);
                 let signal = if (counted + batches) as f64 > limit {
                     Signal::Refused(LimitHit::Account)
                 } else {
                     window.push_back((now, batches));
                     let usage = 100.0 * (counted + batches) as f64 / limit;
                     Signal::Accepted {
+                        batches,
                         usage_percent: Some(usage.round().min(100.0)),
                     }
                 };
@@ -448,10 +459,11 @@ mod tests {
         let mut control = RateControl::new(None, start);
         // The window holds a second at the starting rate; the rate has since doubled.
         let now = start + Duration::from_secs(10);
-        control.sent(now - ms(500), START_RATE as usize);
+        control.count_accepted(now - ms(500), START_RATE as usize);
         control.rate(now);
         control.rate = START_RATE * 2.0;
         let usage = Signal::Accepted {
+            batches: 0,
             usage_percent: Some(60.0),
         };
         control.observe(now, now, usage);
@@ -467,8 +479,9 @@ mod tests {
     fn full_usage_cuts_at_most_every_half_second() {
         let start = Instant::now();
         let mut control = RateControl::new(None, start);
-        control.sent(start, START_RATE as usize);
+        control.count_accepted(start, START_RATE as usize);
         let full = Signal::Accepted {
+            batches: 0,
             usage_percent: Some(100.0),
         };
         control.observe(start + ms(10), start, full);
@@ -502,6 +515,7 @@ mod tests {
             start,
             start,
             Signal::Accepted {
+                batches: 10,
                 usage_percent: Some(50.0),
             },
         );

@@ -149,7 +149,7 @@ async fn deliver_request(
         if let Some(change) = ctx.gate.record(&answer.verdict) {
             gate_changed(&ctx, change, &answer);
         }
-        pace(&ctx, sent_at, &answer);
+        pace(&ctx, sent_at, items.len(), &answer);
         match answer.verdict.clone() {
             Verdict::Delivered => {
                 delivered(&ctx, items);
@@ -208,9 +208,10 @@ async fn deliver_request(
 
 /// What an answer tells the pacer: the account's room, and a `Retry-After` that holds the
 /// whole sender, not only these records.
-fn pace(ctx: &Context, sent_at: Instant, answer: &Answer) {
+fn pace(ctx: &Context, sent_at: Instant, batches: usize, answer: &Answer) {
     let signal = match answer.verdict {
         Verdict::Delivered => Some(Signal::Accepted {
+            batches,
             usage_percent: answer.rate_limit_used_percent.map(f64::from),
         }),
         Verdict::RateLimited => {
