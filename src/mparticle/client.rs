@@ -1,6 +1,7 @@
 //! The Events API client: one pooled HTTP client, Basic auth, `/events` for one batch and
 //! `/bulkevents` for several, and every answer reduced to an [`Answer`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -14,6 +15,9 @@ use crate::outcome::ErrorKind;
 
 /// Bytes of a response body kept for the dead-letter record and the logs.
 pub const MAX_BODY_BYTES: usize = 1024;
+
+/// Credentials shorter than this are not searched for in answers.
+const MIN_REDACTED_LEN: usize = 4;
 
 /// mParticle's early warning before it starts answering 429.
 const RATE_LIMIT_USED_HEADER: &str = "x-mp-rate-limit-percentage-used";
@@ -46,6 +50,9 @@ pub struct Client {
     /// `Basic` and the key and secret, encoded once (reqwest's `basic_auth` formats and
     /// encodes them for every request) and marked sensitive, so that it never prints.
     authorization: HeaderValue,
+    /// The key, the secret and their Basic form: an answer that echoes them (a proxy's
+    /// error page, say) must not carry them into dead letters and logs.
+    redactions: Arc<[String]>,
 }
 
 impl Client {
@@ -57,12 +64,30 @@ impl Client {
             .pool_max_idle_per_host(config.max_in_flight_requests)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
+            // A redirected POST comes back as a GET without its body, and its 200 would
+            // count as delivered: a 3xx is the URL's problem, answered as such.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let authorization = basic_authorization(&config.api_key, &config.api_secret)?;
+        let basic = authorization.to_str().unwrap_or_default().to_string();
+        let encoded = basic.trim_start_matches("Basic ").to_string();
+        let redactions = [
+            basic,
+            encoded,
+            config.api_key.expose().to_string(),
+            config.api_secret.expose().to_string(),
+        ]
+        .into_iter()
+        // A secret of a few characters would blank out ordinary words of the body; the
+        // configuration refuses none, so they are left as they are.
+        .filter(|text| text.len() >= MIN_REDACTED_LEN)
+        .collect();
         Ok(Client {
             http,
             events_url: Url::parse(&config.events_url)?,
             bulk_url: Url::parse(&config.bulk_url)?,
-            authorization: basic_authorization(&config.api_key, &config.api_secret)?,
+            authorization,
+            redactions,
         })
     }
 
@@ -85,7 +110,11 @@ impl Client {
             .await;
         let response = match result {
             Ok(response) => response,
-            Err(error) => return transport_failure(&error, started.elapsed()),
+            Err(error) => {
+                let mut failure = transport_failure(&error, started.elapsed());
+                failure.detail = one_line(&self.redact(failure.detail), MAX_BODY_BYTES);
+                return failure;
+            }
         };
         let status = response.status().as_u16();
         let headers = response.headers();
@@ -107,7 +136,10 @@ impl Client {
             )
         });
         // The status is known; a body cut off by the timeout changes nothing about it.
-        let detail = read_body_prefix(response).await.unwrap_or_default();
+        // Read past the cut by the longest credential, so that none is cut in two by it.
+        let keep = MAX_BODY_BYTES + self.redactions.iter().map(String::len).max().unwrap_or(0);
+        let body = read_body_prefix(response, keep).await.unwrap_or_default();
+        let detail = one_line(&self.redact(body), MAX_BODY_BYTES);
         Answer {
             verdict,
             status: Some(status),
@@ -117,6 +149,18 @@ impl Client {
             limit_hit,
             elapsed: started.elapsed(),
         }
+    }
+}
+
+impl Client {
+    /// `text` with every credential in it replaced by `****`.
+    fn redact(&self, mut text: String) -> String {
+        for secret in self.redactions.iter() {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "****");
+            }
+        }
+        text
     }
 }
 
@@ -140,7 +184,7 @@ fn transport_failure(error: &reqwest::Error, elapsed: Duration) -> Answer {
     Answer {
         verdict: Verdict::Retryable(kind),
         status: None,
-        detail: one_line(&error_chain(error), MAX_BODY_BYTES),
+        detail: error_chain(error),
         retry_after: None,
         rate_limit_used_percent: None,
         limit_hit: None,
@@ -159,14 +203,17 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-async fn read_body_prefix(mut response: reqwest::Response) -> Result<String, reqwest::Error> {
+async fn read_body_prefix(
+    mut response: reqwest::Response,
+    keep: usize,
+) -> Result<String, reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
-        let room = MAX_BODY_BYTES.saturating_sub(body.len());
+        let room = keep.saturating_sub(body.len());
         body.extend_from_slice(&chunk[..chunk.len().min(room)]);
         // Keep reading past the cap so the connection can be reused, but keep nothing more.
     }
-    Ok(one_line(&String::from_utf8_lossy(&body), MAX_BODY_BYTES))
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Collapses text to one line of at most `max` bytes, cut on a character boundary.

@@ -16,7 +16,9 @@ pub enum Verdict {
     RateLimited,
     /// Will never succeed as sent: 400, 404, 413, 422, 501, other 4xx.
     Permanent(ErrorKind),
-    /// 401 or 403: the key or secret is wrong; no record is at fault.
+    /// 401, 403, or a redirect (3xx, never followed: a redirected POST would come back as
+    /// a GET without its body): the account's key, secret or URL is wrong; no record is
+    /// at fault.
     AuthFailed,
 }
 
@@ -25,13 +27,13 @@ impl Verdict {
     pub fn of_status(status: u16) -> Verdict {
         match status {
             200..=299 => Verdict::Delivered,
-            401 | 403 => Verdict::AuthFailed,
+            401 | 403 | 300..=399 => Verdict::AuthFailed,
             408 => Verdict::Retryable(ErrorKind::Timeout),
             429 => Verdict::RateLimited,
             501 => Verdict::Permanent(ErrorKind::Http4xx),
             500..=599 => Verdict::Retryable(ErrorKind::Http5xx),
-            // 1xx and 3xx are not answers the Events API gives; nothing was accepted, and
-            // sending the same request again cannot change that.
+            // 1xx is not an answer the Events API gives; nothing was accepted, and sending
+            // the same request again cannot change that.
             _ => Verdict::Permanent(ErrorKind::Http4xx),
         }
     }
@@ -51,6 +53,7 @@ pub fn status_label(status: u16) -> &'static str {
         429 => "429",
         501 => "501",
         s if (200..300).contains(&s) => "2xx",
+        s if (300..400).contains(&s) => "3xx",
         s if (400..500).contains(&s) => "4xx",
         s if (500..600).contains(&s) => "5xx",
         _ => "other",
@@ -130,6 +133,9 @@ mod tests {
             (400, Verdict::Permanent(ErrorKind::Http4xx)),
             (401, Verdict::AuthFailed),
             (403, Verdict::AuthFailed),
+            (301, Verdict::AuthFailed),
+            (302, Verdict::AuthFailed),
+            (307, Verdict::AuthFailed),
             (404, Verdict::Permanent(ErrorKind::Http4xx)),
             (408, Verdict::Retryable(ErrorKind::Timeout)),
             (413, Verdict::Permanent(ErrorKind::Http4xx)),

@@ -237,6 +237,13 @@ fn gate_changed(ctx: &Context, change: Change, answer: &Answer) {
     ctx.health.auth_failed.store(auth_failed, Ordering::SeqCst);
     ctx.metrics.set_auth_failed(auth_failed);
     match change {
+        Change::Opened(Reason::Auth) if answer.status.is_some_and(|s| (300..400).contains(&s)) => {
+            error!(
+                status = answer.status,
+                "mParticle's URL answered a redirect (never followed): check MPARTICLE_API_URL; \
+                 consumption stopped until it answers"
+            )
+        }
         Change::Opened(Reason::Auth) => error!(
             status = answer.status,
             "mParticle refused the API key or secret; consumption stopped until it accepts them"

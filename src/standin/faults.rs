@@ -32,6 +32,13 @@ pub struct Fault {
     /// `X-mp-rate-limit-exceeded` to send with the answer (`account`, `acceleration`, …).
     #[serde(default)]
     pub limit_exceeded: Option<String>,
+    /// A `Location` to send with the answer (a redirect).
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Answer with a body that echoes the request's headers, as some proxies' error pages
+    /// do (the `Authorization` header among them).
+    #[serde(default)]
+    pub echo_headers: bool,
 }
 
 impl Fault {
@@ -46,7 +53,19 @@ impl Fault {
             when_id: None,
             body: None,
             limit_exceeded: None,
+            location: None,
+            echo_headers: false,
         }
+    }
+
+    pub fn location(mut self, location: impl Into<String>) -> Fault {
+        self.location = Some(location.into());
+        self
+    }
+
+    pub fn echo_headers(mut self) -> Fault {
+        self.echo_headers = true;
+        self
     }
 
     pub fn times(mut self, times: u32) -> Fault {

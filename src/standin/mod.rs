@@ -580,6 +580,11 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
     let at_ms = crate::clock::unix_ms();
     let path = request.uri().path().to_string();
     let auth = check_auth(&state, request.headers().get(AUTHORIZATION));
+    let echoed: String = request
+        .headers()
+        .iter()
+        .map(|(name, value)| format!("{name}: {}; ", String::from_utf8_lossy(value.as_bytes())))
+        .collect();
     let content_length = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -613,6 +618,9 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
         (Ok(()), Some((status, fault))) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = match (&fault.body, status) {
+                _ if fault.echo_headers => {
+                    http_server::text(status, format!("the request's headers: {echoed}"))
+                }
                 (Some(body), _) => http_server::json(status, body.clone()),
                 (None, StatusCode::BAD_REQUEST) => bad_request("rejected by a stand-in fault rule"),
                 (None, _) => http_server::text(status, ""),
@@ -621,6 +629,15 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
                 response
                     .headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            if let Some(location) = fault
+                .location
+                .as_deref()
+                .and_then(|l| HeaderValue::from_str(l).ok())
+            {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::LOCATION, location);
             }
             if let Some(limit) = fault
                 .limit_exceeded

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod consumer;
 mod forwarding;
+mod hostile;
 mod operations;
 mod pacing;
 mod resilience;
