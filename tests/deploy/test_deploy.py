@@ -161,6 +161,17 @@ def test_compose_has_kafka_topics_service_standin_and_prometheus():
     assert duration_seconds(forwarder["stop_grace_period"]) > duration_seconds(forwarder["environment"]["SHUTDOWN_GRACE"])
     build = services["mparticle-standin"]["build"]
     assert (ROOT / build["context"] / build["dockerfile"]).exists()
+    assert build["target"] == "standin"
+    assert services["forwarder"]["build"]["target"] == "service"
+
+
+def test_the_service_image_does_not_ship_the_standin():
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    service = [s for s in stages if s.split("\n", 1)[0].endswith(" AS service")]
+    assert service, "a stage named service"
+    assert "mparticle-standin" not in service[0]
+    assert stages[-1] is service[0], "the service is what a plain docker build makes"
 
 
 def test_compose_agrees_with_the_service_configuration():
@@ -184,7 +195,7 @@ def test_compose_agrees_with_the_service_configuration():
 def test_the_dockerfile_runs_non_root_from_a_small_image_with_the_mapping_in_place():
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     stages = re.findall(r"^FROM (\S+)", text, re.M)
-    assert len(stages) == 2 and "distroless" in stages[-1]
+    assert len(stages) == 3 and all("distroless" in stage for stage in stages[1:])
     assert re.search(r"^USER 65532", text, re.M)
     assert "COPY config/field-assignments.toml /etc/mparticle-forwarder/field-assignments.toml" in text
     assert "FIELD_ASSIGNMENTS_FILE=/etc/mparticle-forwarder/field-assignments.toml" in text
