@@ -214,10 +214,22 @@ impl Metrics {
         };
         // Series of bounded label sets exist from the start, so that rate() and alerts see a
         // zero rather than nothing.
-        for action in &metrics.known_actions {
-            metrics
-                .events_delivered
-                .with_label_values(&[action.as_str()]);
+        let actions = metrics
+            .known_actions
+            .iter()
+            .map(String::as_str)
+            .chain([OTHER_ACTION]);
+        for action in actions {
+            metrics.events_delivered.with_label_values(&[action]);
+            // increase() in the dead-letter alert needs a series before its first event.
+            for kind in crate::outcome::ALL_KINDS {
+                metrics
+                    .events_retried
+                    .with_label_values(&[action, kind.as_str()]);
+                metrics
+                    .events_dead_lettered
+                    .with_label_values(&[action, kind.as_str()]);
+            }
         }
         for reason in [Reason::Auth, Reason::Outage] {
             metrics
@@ -387,5 +399,22 @@ mod tests {
         );
         assert!(text.contains(r#"mparticle_forwarder_events_dead_lettered_total{action="other",kind="unmapped_action"} 1"#));
         assert!(!text.contains("who-knows-what"));
+    }
+
+    #[test]
+    fn every_retry_and_dead_letter_series_exists_from_the_start() {
+        let metrics = Metrics::new(Registry::new(), ["point_add"]).unwrap();
+        let text = metrics.render();
+        for action in ["point_add", "other"] {
+            for kind in crate::outcome::ALL_KINDS {
+                let kind = kind.as_str();
+                for name in ["events_retried_total", "events_dead_lettered_total"] {
+                    let series = format!(
+                        r#"mparticle_forwarder_{name}{{action="{action}",kind="{kind}"}} 0"#
+                    );
+                    assert!(text.contains(&series), "{series}");
+                }
+            }
+        }
     }
 }
