@@ -127,6 +127,9 @@ impl App {
             shutdown.clone(),
         ) {
             Ok(pipeline) => {
+                if settings.config.mparticle.credentials_in_clear() {
+                    warn!("{}", crate::config::CLEAR_CREDENTIALS_WARNING);
+                }
                 info!(
                     topics = ?settings.config.kafka.topics,
                     group = %settings.config.kafka.group_id,

@@ -106,6 +106,28 @@ pub struct MparticleConfig {
     pub bulk_linger: Duration,
 }
 
+impl MparticleConfig {
+    /// True when the API URL is plain `http://` to a host other than this machine: the
+    /// Basic credentials then cross the network in clear.
+    pub fn credentials_in_clear(&self) -> bool {
+        let Ok(url) = reqwest::Url::parse(&self.events_url) else {
+            return false;
+        };
+        let host = url.host_str().unwrap_or_default();
+        let loopback = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        url.scheme() == "http" && !loopback
+    }
+}
+
+/// The warning for [`MparticleConfig::credentials_in_clear`].
+pub const CLEAR_CREDENTIALS_WARNING: &str =
+    "MPARTICLE_API_URL is http://: the API key and secret are sent in clear; use https://";
+
 /// Where and how to reach Kafka.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {

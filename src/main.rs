@@ -275,6 +275,12 @@ fn check_config() -> ExitCode {
     println!("configuration is valid\n");
     println!("mParticle");
     println!("  events URL:          {}", c.mparticle.events_url);
+    if c.mparticle.credentials_in_clear() {
+        println!(
+            "  warning:             {}",
+            mparticle_forwarder::config::CLEAR_CREDENTIALS_WARNING
+        );
+    }
     println!("  bulk URL:            {}", c.mparticle.bulk_url);
     println!(
         "  API key / secret:    {} / {}",

@@ -169,3 +169,27 @@ fn check_config_reports_field_assignment_problems_with_their_lines() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_config_warns_when_the_credentials_would_cross_the_network_in_clear() {
+    let check = |url: &str| {
+        let out = run(
+            &["check-config"],
+            &[
+                ("MPARTICLE_API_URL", url),
+                ("MPARTICLE_API_KEY", "key-abc"),
+                ("MPARTICLE_API_SECRET", "hunter2-very-secret"),
+                (
+                    "FIELD_ASSIGNMENTS_FILE",
+                    "tests/data/field-assignments.toml",
+                ),
+            ],
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stdout).contains("sent in clear")
+    };
+    assert!(check("http://inbound.example.com/s2s/v2/events"));
+    assert!(!check("https://inbound.mparticle.com/s2s/v2/events"));
+    assert!(!check("http://127.0.0.1:8080/s2s/v2/events"), "loopback");
+}
