@@ -20,6 +20,7 @@ pub mod names;
 pub mod outcome;
 pub mod pacer;
 pub mod pipeline;
+pub mod random;
 pub mod replay;
 pub mod retry;
 pub mod shutdown;

@@ -39,6 +39,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::mparticle::response::LimitHit;
+use crate::random::Xorshift;
 
 /// Where an account's rate starts without a configured one: half of mParticle's default
 /// limit, so that two replicas starting together fit in it; the usage header grows one
@@ -111,7 +112,7 @@ pub struct RateControl {
     bound_at: Option<Instant>,
     grown_at: Instant,
     slowed_until: Option<Instant>,
-    random: u64,
+    random: Xorshift,
 }
 
 impl RateControl {
@@ -132,7 +133,7 @@ impl RateControl {
             grown_at: now,
             slowed_until: None,
             // Seeded by the process, so that replicas draw different jitter.
-            random: u64::from(std::process::id()) << 32 | 0x9e37_79b9,
+            random: Xorshift::seeded(u64::from(std::process::id()) << 32 | 0x9e37_79b9),
         }
     }
 
@@ -203,7 +204,8 @@ impl RateControl {
             }
             Signal::Refused(_) => {
                 self.refused_rate = Some(self.rate);
-                let factor = CUT_ON_REFUSAL * (1.0 + JITTER * (2.0 * self.next_unit() - 1.0));
+                let factor =
+                    CUT_ON_REFUSAL * (1.0 + JITTER * (2.0 * self.random.next_unit() - 1.0));
                 self.cut(now, factor);
             }
         }
@@ -267,16 +269,6 @@ impl RateControl {
             Some(until) if now < until => growth * SLOWED_GROWTH,
             _ => growth,
         }
-    }
-
-    /// A uniform number in [0, 1) for jitter: xorshift.
-    fn next_unit(&mut self) -> f64 {
-        let mut x = self.random;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.random = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -434,7 +426,7 @@ mod tests {
         let mut replicas: Vec<RateControl> = (0..3)
             .map(|i| {
                 let mut c = RateControl::new(None, start);
-                c.random ^= i + 1;
+                c.random = Xorshift::seeded(i + 1);
                 c
             })
             .collect();

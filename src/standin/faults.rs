@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::random::Xorshift;
+
 /// One rule. JSON form: `{"status": 503, "times": 2}`, `{"status": 429, "retry_after": 3}`,
 /// `{"delay_ms": 15000}`, `{"status": 400, "when_id": "evt-7"}`, `{"status": 503, "probability": 0.1}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,7 +109,7 @@ impl Fault {
 #[derive(Debug, Default)]
 pub struct FaultScript {
     rules: Vec<Fault>,
-    random: u64,
+    random: Option<Xorshift>,
 }
 
 impl FaultScript {
@@ -145,18 +147,11 @@ impl FaultScript {
         None
     }
 
-    /// A uniform number in [0, 1): xorshift, seeded once from the clock. Faults need
-    /// spread, not cryptographic quality.
+    /// A uniform number in [0, 1), seeded once from the clock.
     fn next_unit(&mut self) -> f64 {
-        if self.random == 0 {
-            self.random = crate::clock::unix_ms() as u64 | 1;
-        }
-        let mut x = self.random;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.random = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
+        self.random
+            .get_or_insert_with(|| Xorshift::seeded(crate::clock::unix_ms() as u64))
+            .next_unit()
     }
 }
 
