@@ -266,6 +266,68 @@ pub const GUARANTEE_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
 ];
 
+/// Pass-through settings that would silently break a guarantee, refused with the reason:
+/// the property, the value refused (`None`: any value), and why.
+const REFUSED_PASS_THROUGH: &[(&str, Option<&str>, &str)] = &[
+    (
+        "metadata.broker.list",
+        None,
+        "an alias of bootstrap.servers; set KAFKA_BOOTSTRAP_SERVERS",
+    ),
+    (
+        "group.instance.id",
+        None,
+        "one static member id would be shared by both consumers and every replica",
+    ),
+    (
+        "auto.commit.interval.ms",
+        Some("0"),
+        "0 turns the automatic commit off, and no offset would ever be committed",
+    ),
+    (
+        "message.timeout.ms",
+        Some("0"),
+        "0 lets a retry or dead-letter write wait forever instead of failing",
+    ),
+    (
+        "delivery.timeout.ms",
+        Some("0"),
+        "0 lets a retry or dead-letter write wait forever instead of failing",
+    ),
+    (
+        "enable.ssl.certificate.verification",
+        Some("false"),
+        "the broker's certificate would go unchecked",
+    ),
+];
+
+/// Why a pass-through setting is refused, if it is.
+fn refused_pass_through(property: &str, value: &str) -> Option<&'static str> {
+    REFUSED_PASS_THROUGH
+        .iter()
+        .find(|(name, refused, _)| {
+            *name == property && refused.is_none_or(|v| v.eq_ignore_ascii_case(value.trim()))
+        })
+        .map(|(_, _, why)| *why)
+}
+
+/// True for a librdkafka property whose value is a credential (a password, a key, a
+/// token, a certificate's private part, a SASL configuration): it prints as `****`.
+fn is_secret_property(property: &str) -> bool {
+    [
+        "password",
+        "secret",
+        "key",
+        "token",
+        "pem",
+        "jaas",
+        "credential",
+        "sasl.oauthbearer.config",
+    ]
+    .iter()
+    .any(|word| property.contains(word))
+}
+
 const PASS_THROUGH_PREFIX: &str = "KAFKA_PROPERTY_";
 
 impl Config {
@@ -388,8 +450,10 @@ impl Config {
                     "{name} would set {property}, which the delivery guarantee depends on; \
                      the service sets it itself"
                 ));
+            } else if let Some(why) = refused_pass_through(&property, value) {
+                p.problems.push(format!("{name} is refused: {why}"));
             } else {
-                let value = if property.contains("password") || property.contains("secret") {
+                let value = if is_secret_property(&property) {
                     KafkaPropertyValue::Secret(Secret::new(value.clone()))
                 } else {
                     KafkaPropertyValue::Plain(value.clone())
@@ -818,6 +882,68 @@ mod tests {
         let problems = Config::from_vars(pairs).unwrap_err();
         assert_eq!(problems.0.len(), 1);
         assert!(problems.0[0].contains("enable.auto.commit"));
+    }
+
+    #[test]
+    fn pass_through_settings_that_break_a_guarantee_are_refused_with_why() {
+        for (name, value, why) in [
+            ("KAFKA_PROPERTY_AUTO_COMMIT_INTERVAL_MS", "0", "no offset"),
+            ("KAFKA_PROPERTY_MESSAGE_TIMEOUT_MS", "0", "forever"),
+            ("KAFKA_PROPERTY_DELIVERY_TIMEOUT_MS", "0", "forever"),
+            (
+                "KAFKA_PROPERTY_ENABLE_SSL_CERTIFICATE_VERIFICATION",
+                "False",
+                "unchecked",
+            ),
+            (
+                "KAFKA_PROPERTY_METADATA_BROKER_LIST",
+                "b:9092",
+                "KAFKA_BOOTSTRAP_SERVERS",
+            ),
+            ("KAFKA_PROPERTY_GROUP_INSTANCE_ID", "pod-1", "shared"),
+        ] {
+            let mut pairs = minimal();
+            pairs.extend(vars(&[(name, value)]));
+            let problems = Config::from_vars(pairs).unwrap_err();
+            assert!(
+                problems.0[0].contains(name) && problems.0[0].contains(why),
+                "{problems:?}"
+            );
+        }
+        let mut pairs = minimal();
+        pairs.extend(vars(&[("KAFKA_PROPERTY_AUTO_COMMIT_INTERVAL_MS", "500")]));
+        assert!(
+            Config::from_vars(pairs).is_ok(),
+            "other values are the operator's"
+        );
+    }
+
+    #[test]
+    fn credentials_among_pass_through_properties_are_secrets() {
+        let mut pairs = minimal();
+        pairs.extend(vars(&[
+            ("KAFKA_PROPERTY_SSL_KEY_PEM", "-----BEGIN PRIVATE KEY-----"),
+            (
+                "KAFKA_PROPERTY_SASL_OAUTHBEARER_CONFIG",
+                "principal=x secret=y",
+            ),
+            ("KAFKA_PROPERTY_SASL_OAUTHBEARER_CLIENT_SECRET", "s3"),
+            ("KAFKA_PROPERTY_FETCH_MAX_BYTES", "1048576"),
+        ]));
+        let config = Config::from_vars(pairs).unwrap();
+        let secret = |name: &str| {
+            let (_, value) = config
+                .kafka
+                .properties
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap();
+            matches!(value, KafkaPropertyValue::Secret(_))
+        };
+        assert!(secret("ssl.key.pem"));
+        assert!(secret("sasl.oauthbearer.config"));
+        assert!(secret("sasl.oauthbearer.client.secret"));
+        assert!(!secret("fetch.max.bytes"));
     }
 
     #[test]
