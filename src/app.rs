@@ -133,7 +133,7 @@ impl App {
                 info!(
                     topics = ?settings.config.kafka.topics,
                     group = %settings.config.kafka.group_id,
-                    mparticle = %settings.config.mparticle.events_url,
+                    mparticle = %crate::config::masked_url(&settings.config.mparticle.events_url),
                     "forwarding"
                 );
                 pipeline.run(grace).await;

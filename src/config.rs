@@ -124,6 +124,21 @@ impl MparticleConfig {
     }
 }
 
+/// `url` with the password of its userinfo, if any, as `****`: for logs, `check-config`
+/// and configuration errors. Text that is not a URL is shown as `****` whole when it holds
+/// an `@` (it may be a mistyped URL with a password in it).
+pub fn masked_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("****"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) if url.contains('@') => "****".to_string(),
+        Err(_) => url.to_string(),
+    }
+}
+
 /// The warning for [`MparticleConfig::credentials_in_clear`].
 pub const CLEAR_CREDENTIALS_WARNING: &str =
     "MPARTICLE_API_URL is http://: the API key and secret are sent in clear; use https://";
@@ -672,17 +687,19 @@ impl Parser<'_> {
 
     fn api_urls(&mut self, url: &str) -> (String, String) {
         let parsed = reqwest::Url::parse(url);
+        let shown = masked_url(url);
+        let url_for_problems = shown.as_str();
         let valid_scheme =
             matches!(&parsed, Ok(u) if u.scheme() == "https" || u.scheme() == "http");
         let path_ok = matches!(&parsed, Ok(u) if u.path().ends_with("/events"));
         if !valid_scheme {
             self.problems.push(format!(
-                "MPARTICLE_API_URL is {url:?}; it must be an http or https URL"
+                "MPARTICLE_API_URL is {url_for_problems:?}; it must be an http or https URL"
             ));
         } else if !path_ok {
             self.problems.push(format!(
-                "MPARTICLE_API_URL is {url:?}; its path must end in /events (the bulk URL is \
-                 derived by replacing it with /bulkevents)"
+                "MPARTICLE_API_URL is {url_for_problems:?}; its path must end in /events (the \
+                 bulk URL is derived by replacing it with /bulkevents)"
             ));
         }
         let events = url.trim_end_matches('/').to_string();
@@ -954,6 +971,26 @@ mod tests {
         let (name, value) = &config.kafka.properties[0];
         assert_eq!(name, "fetch.max.bytes");
         assert_eq!(value.expose(), "1048576");
+    }
+
+    #[test]
+    fn a_password_in_the_api_url_is_never_shown() {
+        assert_eq!(
+            masked_url("https://user:pa55word@proxy.example.com/s2s/v2/events"),
+            "https://user:****@proxy.example.com/s2s/v2/events"
+        );
+        assert_eq!(
+            masked_url("https://inbound.mparticle.com/s2s/v2/events"),
+            "https://inbound.mparticle.com/s2s/v2/events"
+        );
+        let mut pairs = minimal();
+        pairs.extend(vars(&[(
+            "MPARTICLE_API_URL",
+            "https://user:pa55word@proxy.example.com/v2",
+        )]));
+        let problems = Config::from_vars(pairs).unwrap_err();
+        assert!(!problems.0[0].contains("pa55word"), "{problems:?}");
+        assert!(problems.0[0].contains("****"), "{problems:?}");
     }
 
     #[test]

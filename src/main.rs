@@ -274,14 +274,20 @@ fn check_config() -> ExitCode {
     let c = &settings.config;
     println!("configuration is valid\n");
     println!("mParticle");
-    println!("  events URL:          {}", c.mparticle.events_url);
+    println!(
+        "  events URL:          {}",
+        mparticle_forwarder::config::masked_url(&c.mparticle.events_url)
+    );
     if c.mparticle.credentials_in_clear() {
         println!(
             "  warning:             {}",
             mparticle_forwarder::config::CLEAR_CREDENTIALS_WARNING
         );
     }
-    println!("  bulk URL:            {}", c.mparticle.bulk_url);
+    println!(
+        "  bulk URL:            {}",
+        mparticle_forwarder::config::masked_url(&c.mparticle.bulk_url)
+    );
     println!(
         "  API key / secret:    {} / {}",
         c.mparticle.api_key, c.mparticle.api_secret

@@ -50,8 +50,9 @@ pub struct Client {
     /// `Basic` and the key and secret, encoded once (reqwest's `basic_auth` formats and
     /// encodes them for every request) and marked sensitive, so that it never prints.
     authorization: HeaderValue,
-    /// The key, the secret and their Basic form: an answer that echoes them (a proxy's
-    /// error page, say) must not carry them into dead letters and logs.
+    /// The key, the secret, their Basic form and a password in the URL: an answer that
+    /// echoes them (a proxy's error page, say) must not carry them into dead letters and
+    /// logs.
     redactions: Arc<[String]>,
 }
 
@@ -71,11 +72,15 @@ impl Client {
         let authorization = basic_authorization(&config.api_key, &config.api_secret)?;
         let basic = authorization.to_str().unwrap_or_default().to_string();
         let encoded = basic.trim_start_matches("Basic ").to_string();
+        let events_url = Url::parse(&config.events_url)?;
+        // A transport error names the URL, with a proxy's password if it holds one.
+        let url_password = events_url.password().unwrap_or_default().to_string();
         let redactions = [
             basic,
             encoded,
             config.api_key.expose().to_string(),
             config.api_secret.expose().to_string(),
+            url_password,
         ]
         .into_iter()
         // A secret of a few characters would blank out ordinary words of the body; the
@@ -84,7 +89,7 @@ impl Client {
         .collect();
         Ok(Client {
             http,
-            events_url: Url::parse(&config.events_url)?,
+            events_url,
             bulk_url: Url::parse(&config.bulk_url)?,
             authorization,
             redactions,
