@@ -96,3 +96,22 @@ async fn an_error_body_echoing_the_credentials_reaches_no_retry_or_dead_letter_r
     }
     service.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let standin = standin().await;
+    let mut slow = tokio::net::TcpStream::connect(standin.addr())
+        .await
+        .unwrap();
+    slow.write_all(b"GET /_standin/stats HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the server still holds a connection that sent half its headers 30 s ago"
+    );
+    standin.stop();
+}
