@@ -580,11 +580,7 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
     let at_ms = crate::clock::unix_ms();
     let path = request.uri().path().to_string();
     let auth = check_auth(&state, request.headers().get(AUTHORIZATION));
-    let echoed: String = request
-        .headers()
-        .iter()
-        .map(|(name, value)| format!("{name}: {}; ", String::from_utf8_lossy(value.as_bytes())))
-        .collect();
+    let headers = request.headers().clone();
     let content_length = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -619,6 +615,12 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = match (&fault.body, status) {
                 _ if fault.echo_headers => {
+                    let echoed: String = headers
+                        .iter()
+                        .map(|(name, value)| {
+                            format!("{name}: {}; ", String::from_utf8_lossy(value.as_bytes()))
+                        })
+                        .collect();
                     http_server::text(status, format!("the request's headers: {echoed}"))
                 }
                 (Some(body), _) => http_server::json(status, body.clone()),
@@ -630,23 +632,14 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
                     .headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from(seconds));
             }
-            if let Some(location) = fault
-                .location
-                .as_deref()
-                .and_then(|l| HeaderValue::from_str(l).ok())
-            {
-                response
-                    .headers_mut()
-                    .insert(hyper::header::LOCATION, location);
-            }
-            if let Some(limit) = fault
-                .limit_exceeded
-                .as_deref()
-                .and_then(|l| HeaderValue::from_str(l).ok())
-            {
-                response
-                    .headers_mut()
-                    .insert("x-mp-rate-limit-exceeded", limit);
+            let texts = [
+                ("location", &fault.location),
+                ("x-mp-rate-limit-exceeded", &fault.limit_exceeded),
+            ];
+            for (name, text) in texts {
+                if let Some(value) = text.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
+                    response.headers_mut().insert(name, value);
+                }
             }
             response
         }
