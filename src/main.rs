@@ -189,7 +189,7 @@ fn replay_dlq(filter: ReplayFilter, dry_run: bool) -> ExitCode {
         Ok(report) => {
             let replayed: usize = report.replayed.values().sum();
             println!(
-                "{} {replayed} of {} dead letters{}; {} filtered out, {} left after {} replays, {} of unknown origin",
+                "{} {replayed} of {} dead letters{}; {} filtered out, {} left after {} replays, {} of unknown origin, {} shortened (not replayable)",
                 if dry_run { "would replay" } else { "replayed" },
                 report.examined,
                 report
@@ -201,8 +201,23 @@ fn replay_dlq(filter: ReplayFilter, dry_run: bool) -> ExitCode {
                 report.loop_guarded,
                 filter.max_replays,
                 report.no_origin,
+                report.shortened,
             );
-            ExitCode::SUCCESS
+            if report.failed > 0 {
+                eprintln!(
+                    "mparticle-forwarder: {} replays not acknowledged (they stay in the dead-letter topic; run again): {}",
+                    report.failed,
+                    report.first_failure.as_deref().unwrap_or("?")
+                );
+            }
+            if let Some(why) = &report.stopped {
+                eprintln!("mparticle-forwarder: replay stopped before the end: {why}");
+            }
+            if report.is_complete() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(app::EXIT_FATAL)
+            }
         }
         Err(error) => {
             eprintln!("mparticle-forwarder: replay failed: {error:#}");

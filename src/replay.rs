@@ -4,23 +4,26 @@
 //! `max_replays` times is left where it is, so nothing loops forever.
 //!
 //! It reads the dead-letter topic from the beginning up to its end at the start of the
-//! run and commits nothing: running it twice replays twice (mParticle drops duplicates by
+//! run, waits out a full local queue and transient consume errors, reports what was
+//! acknowledged and what was not, and commits nothing: running it twice replays twice (mParticle drops duplicates by
 //! `source_request_id`). Narrow it with `--since`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::kafka::topic::Topic;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::kafka::headers::{ERROR_KIND, ORIGINAL_TOPIC, REPLAY_COUNT};
 use crate::kafka::record::{HeaderList, SourceRecord};
 use crate::kafka::settings;
+use crate::kafka::shortened::is_shortened;
+use crate::kafka::topic::Topic;
 
 /// Which dead letters to replay.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +52,8 @@ pub enum Decision {
     LoopGuard,
     /// No `forwarder-original-topic` header: not a dead letter of this service.
     NoOrigin,
+    /// A shortened copy: what it holds is not the original record.
+    Shortened,
 }
 
 /// Decides one dead letter. Pure.
@@ -56,6 +61,9 @@ pub fn decide(record: &SourceRecord, filter: &ReplayFilter) -> Decision {
     let Some(topic) = record.header_text(ORIGINAL_TOPIC) else {
         return Decision::NoOrigin;
     };
+    if is_shortened(record.headers()) {
+        return Decision::Shortened;
+    }
     if !filter.kinds.is_empty() {
         let kind = record.header_text(ERROR_KIND).unwrap_or_default();
         if !filter.kinds.iter().any(|k| k == kind) {
@@ -110,14 +118,108 @@ pub fn replay_headers(record: &SourceRecord, replay_count: u32) -> HeaderList {
 #[derive(Debug, Default)]
 pub struct ReplayReport {
     pub examined: usize,
+    /// Acknowledged by the broker (with `--dry-run`: would be replayed), per topic.
     pub replayed: BTreeMap<String, usize>,
     pub filtered: usize,
     pub loop_guarded: usize,
     pub no_origin: usize,
+    /// Shortened copies of records too large to dead-letter whole: not replayable.
+    pub shortened: usize,
+    /// Queued but not acknowledged, with the first error.
+    pub failed: usize,
+    pub first_failure: Option<String>,
+    /// Why the run ended before the topic's end, if it did.
+    pub stopped: Option<String>,
+}
+
+impl ReplayReport {
+    /// Everything examined was decided and every replay acknowledged.
+    pub fn is_complete(&self) -> bool {
+        self.failed == 0 && self.stopped.is_none()
+    }
+}
+
+/// Replays queued and not yet acknowledged, oldest first. A full local queue waits for the
+/// oldest rather than failing the run.
+struct Replays {
+    producer: FutureProducer,
+    queued: VecDeque<(String, DeliveryFuture)>,
+}
+
+/// Most replays queued unacknowledged at once (the memory of their copies).
+const MAX_QUEUED: usize = 10_000;
+
+/// How long polling may go without a record before the run gives up.
+const POLL_PATIENCE: Duration = Duration::from_secs(30);
+
+impl Replays {
+    async fn send(
+        &mut self,
+        target: &str,
+        record: &SourceRecord,
+        headers: OwnedHeaders,
+        report: &mut ReplayReport,
+    ) {
+        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(target).headers(headers);
+        if let Some(key) = record.key() {
+            out = out.key(key);
+        }
+        if let Some(value) = record.value() {
+            out = out.payload(value);
+        }
+        loop {
+            if self.queued.len() >= MAX_QUEUED {
+                self.settle_oldest(report).await;
+            }
+            match self.producer.send_result(out) {
+                Ok(delivery) => {
+                    self.queued.push_back((target.to_string(), delivery));
+                    return;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    out = back;
+                    if self.queued.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    } else {
+                        self.settle_oldest(report).await;
+                    }
+                }
+                Err((error, _)) => {
+                    return fail(
+                        report,
+                        format!("cannot queue a replay to {target}: {error}"),
+                    );
+                }
+            }
+        }
+    }
+
+    async fn settle_oldest(&mut self, report: &mut ReplayReport) {
+        let Some((target, delivery)) = self.queued.pop_front() else {
+            return;
+        };
+        match delivery.await {
+            Ok(Ok(_)) => *report.replayed.entry(target).or_default() += 1,
+            Ok(Err((error, _))) => fail(report, format!("a replay to {target} failed: {error}")),
+            Err(_) => fail(report, "the producer went away".to_string()),
+        }
+    }
+
+    async fn settle_all(&mut self, report: &mut ReplayReport) {
+        while !self.queued.is_empty() {
+            self.settle_oldest(report).await;
+        }
+    }
+}
+
+fn fail(report: &mut ReplayReport, why: String) {
+    report.failed += 1;
+    report.first_failure.get_or_insert(why);
 }
 
 /// Replays the dead-letter topic's records as `filter` says; with `dry_run` only lists
-/// them on `out`.
+/// them on `out`. Waits for every replay's acknowledgement; what went wrong is in the
+/// report rather than an early error, so that it says what was replayed.
 pub async fn run(
     kafka: &KafkaConfig,
     filter: &ReplayFilter,
@@ -129,7 +231,10 @@ pub async fn run(
         config.set("enable.auto.commit", "false");
         config.create()?
     };
-    let producer: FutureProducer = settings::producer(kafka).create()?;
+    let mut replays = Replays {
+        producer: settings::producer(kafka).create()?,
+        queued: VecDeque::new(),
+    };
     let dlq = kafka.dlq_topic.as_str();
     let metadata = consumer.fetch_metadata(Some(dlq), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata
@@ -152,12 +257,31 @@ pub async fn run(
     }
     consumer.assign(&assignment)?;
     let topic = Topic::named(dlq);
-    let mut pending = Vec::new();
+    let mut last_record = Instant::now();
     while !ends.is_empty() {
-        let Some(result) = consumer.poll(Duration::from_secs(10)) else {
-            anyhow::bail!("no record from {dlq} for 10 s before its end; is the broker up?");
+        // The poll blocks this thread: the replays' acknowledgements arrive on librdkafka's
+        // own threads meanwhile.
+        let message = match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(message)) => message,
+            Some(Err(error)) if last_record.elapsed() < POLL_PATIENCE => {
+                writeln!(out, "consume error (carrying on): {error}")?;
+                continue;
+            }
+            None if last_record.elapsed() < POLL_PATIENCE => continue,
+            Some(Err(error)) => {
+                report.stopped = Some(format!(
+                    "no record from {dlq} for {POLL_PATIENCE:?} before its end; last error: {error}"
+                ));
+                break;
+            }
+            None => {
+                report.stopped = Some(format!(
+                    "no record from {dlq} for {POLL_PATIENCE:?} before its end; is the broker up?"
+                ));
+                break;
+            }
         };
-        let message = result?;
+        last_record = Instant::now();
         let record = SourceRecord::copy_from(&message, topic);
         if ends
             .get(&message.partition())
@@ -170,11 +294,18 @@ pub async fn run(
             Decision::Filtered => report.filtered += 1,
             Decision::LoopGuard => report.loop_guarded += 1,
             Decision::NoOrigin => report.no_origin += 1,
+            Decision::Shortened => {
+                report.shortened += 1;
+                writeln!(
+                    out,
+                    "not replayable {}/{}: a shortened copy of a record too large to dead-letter whole",
+                    record.partition, record.offset
+                )?;
+            }
             Decision::Replay {
                 topic: target,
                 replay_count,
             } => {
-                *report.replayed.entry(target.clone()).or_default() += 1;
                 writeln!(
                     out,
                     "{} {}/{} -> {} ({}, replay {replay_count})",
@@ -184,36 +315,22 @@ pub async fn run(
                     target,
                     record.header_text(ERROR_KIND).unwrap_or("?"),
                 )?;
-                if !dry_run {
-                    let mut headers = OwnedHeaders::new();
-                    for (key, value) in replay_headers(&record, replay_count) {
-                        headers = headers.insert(Header {
-                            key: &key,
-                            value: value.as_deref(),
-                        });
-                    }
-                    let mut out_record: FutureRecord<'_, [u8], [u8]> =
-                        FutureRecord::to(&target).headers(headers);
-                    if let Some(key) = record.key() {
-                        out_record = out_record.key(key);
-                    }
-                    if let Some(value) = record.value() {
-                        out_record = out_record.payload(value);
-                    }
-                    let delivery = producer.send_result(out_record).map_err(|(error, _)| {
-                        anyhow::anyhow!("cannot queue a replay to {target}: {error}")
-                    })?;
-                    pending.push(delivery);
+                if dry_run {
+                    *report.replayed.entry(target).or_default() += 1;
+                    continue;
                 }
+                let mut headers = OwnedHeaders::new();
+                for (key, value) in replay_headers(&record, replay_count) {
+                    headers = headers.insert(Header {
+                        key: &key,
+                        value: value.as_deref(),
+                    });
+                }
+                replays.send(&target, &record, headers, &mut report).await;
             }
         }
     }
-    for delivery in pending {
-        delivery
-            .await
-            .map_err(|_| anyhow::anyhow!("the producer went away"))?
-            .map_err(|(error, _)| anyhow::anyhow!("a replay was not acknowledged: {error}"))?;
-    }
+    replays.settle_all(&mut report).await;
     Ok(report)
 }
 
@@ -331,6 +448,19 @@ mod tests {
         let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["traceparent", REPLAY_COUNT]);
         assert_eq!(headers[1].1.as_deref(), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn a_shortened_copy_is_never_replayed() {
+        let record = dead_letter(
+            &[
+                (ORIGINAL_TOPIC, "t"),
+                (crate::kafka::shortened::TRUNCATED, "value"),
+            ],
+            "{\"id\":",
+            0,
+        );
+        assert_eq!(decide(&record, &filter()), Decision::Shortened);
     }
 
     #[test]

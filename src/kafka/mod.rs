@@ -7,4 +7,5 @@ pub mod offsets;
 pub mod producer;
 pub mod record;
 pub mod settings;
+pub mod shortened;
 pub mod topic;

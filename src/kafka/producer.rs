@@ -1,10 +1,11 @@
 //! Writes retry and dead-letter records: the original key and value bytes, the original
 //! headers and the `forwarder-*` headers. A write counts only once the broker has
 //! acknowledged it (acks=all, idempotent producer); only then may the source offset move.
+//! A dead letter too large for its topic is written [shortened](super::shortened) instead.
 
 use std::time::Duration;
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use thiserror::Error;
@@ -13,6 +14,7 @@ use crate::config::KafkaConfig;
 use crate::kafka::headers::{Failure, failure_headers};
 use crate::kafka::record::{HeaderList, SourceRecord};
 use crate::kafka::settings;
+use crate::kafka::shortened::{Cut, shorten};
 
 /// How long a write may wait for room in librdkafka's local queue before it fails.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,6 +27,16 @@ pub struct PublishError {
     pub topic: String,
     #[source]
     pub source: KafkaError,
+}
+
+impl PublishError {
+    /// The record (with its headers) is over the producer's or the topic's size limit.
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self.source.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
+        )
+    }
 }
 
 /// The producer for the retry and dead-letter topics.
@@ -44,59 +56,68 @@ impl FailurePublisher {
         })
     }
 
-    /// Writes `record` to the dead-letter topic and waits for the acknowledgement.
+    /// Writes `record` to the dead-letter topic and waits for the acknowledgement. When
+    /// the topic refuses it as too large, a shortened copy goes instead, and a bare one if
+    /// that is still too large.
     pub async fn dead_letter(
         &self,
         record: &SourceRecord,
         failure: &Failure,
     ) -> Result<(), PublishError> {
-        self.publish(&self.dlq_topic, record, failure).await
+        let headers = failure_headers(record, failure);
+        let whole = self
+            .write(&self.dlq_topic, record.key(), record.value(), &headers)
+            .await;
+        let mut outcome = whole;
+        for cut in [Cut::Prefix, Cut::Bare] {
+            match &outcome {
+                Err(error) if error.is_too_large() => {}
+                _ => break,
+            }
+            let short = shorten(record, &headers, cut);
+            outcome = self
+                .write(
+                    &self.dlq_topic,
+                    short.key.as_deref(),
+                    short.value.as_deref(),
+                    &short.headers,
+                )
+                .await;
+        }
+        outcome
     }
 
-    /// Writes `record` to the retry topic and waits for the acknowledgement.
+    /// Writes `record` to the retry topic and waits for the acknowledgement. A record too
+    /// large for it fails with [`PublishError::is_too_large`].
     pub async fn retry(
         &self,
         record: &SourceRecord,
         failure: &Failure,
     ) -> Result<(), PublishError> {
-        self.publish(&self.retry_topic, record, failure).await
-    }
-
-    /// Writes a retry record back to the end of the retry topic unchanged (its headers
-    /// already say when it is due), and waits for the acknowledgement.
-    pub async fn requeue(&self, record: &SourceRecord) -> Result<(), PublishError> {
-        self.write(&self.retry_topic, record, record.headers().to_vec())
-            .await
-    }
-
-    async fn publish(
-        &self,
-        topic: &str,
-        record: &SourceRecord,
-        failure: &Failure,
-    ) -> Result<(), PublishError> {
-        self.write(topic, record, failure_headers(record, failure))
+        let headers = failure_headers(record, failure);
+        self.write(&self.retry_topic, record.key(), record.value(), &headers)
             .await
     }
 
     async fn write(
         &self,
         topic: &str,
-        record: &SourceRecord,
-        headers_out: HeaderList,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers_out: &HeaderList,
     ) -> Result<(), PublishError> {
-        let mut headers = OwnedHeaders::new();
+        let mut headers = OwnedHeaders::new_with_capacity(headers_out.len());
         for (key, value) in headers_out {
             headers = headers.insert(Header {
-                key: &key,
+                key,
                 value: value.as_deref(),
             });
         }
         let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-        if let Some(key) = record.key() {
+        if let Some(key) = key {
             out = out.key(key);
         }
-        if let Some(value) = record.value() {
+        if let Some(value) = value {
             out = out.payload(value);
         }
         match self.producer.send(out, QUEUE_TIMEOUT).await {

@@ -212,11 +212,20 @@ impl Context {
         self.write_on(item, failure, Destination::Retry).await;
     }
 
-    async fn write_on(&self, item: InFlight, failure: Failure, to: Destination) {
-        let written = match to {
+    async fn write_on(&self, item: InFlight, mut failure: Failure, mut to: Destination) {
+        let mut written = match to {
             Destination::DeadLetter => self.publisher.dead_letter(&item.record, &failure).await,
             Destination::Retry => self.publisher.retry(&item.record, &failure).await,
         };
+        if let (Destination::Retry, Err(error)) = (to, &written) {
+            if error.is_too_large() {
+                // With the retry headers the record is over the retry topic's limit, and
+                // will be at every attempt: its fate has to be readable now.
+                failure = too_large_to_retry(failure);
+                to = Destination::DeadLetter;
+                written = self.publisher.dead_letter(&item.record, &failure).await;
+            }
+        }
         if let Err(publish_error) = written {
             return self.fatal(item, publish_error);
         }
@@ -244,6 +253,22 @@ impl Context {
             }
         }
         self.finish(vec![item]);
+    }
+}
+
+/// The failure of a record that should have been retried but is too large for the retry
+/// topic.
+fn too_large_to_retry(failure: Failure) -> Failure {
+    Failure {
+        kind: crate::outcome::ErrorKind::TooLarge,
+        error: format!(
+            "too large for the retry topic with its retry headers; dead-lettered instead of \
+             retried after {}: {}",
+            failure.kind.as_str(),
+            failure.error
+        ),
+        not_before_ms: None,
+        ..failure
     }
 }
 

@@ -87,7 +87,9 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
             _ = &mut stop => return,
             _ = gate_changes.changed() => continue,
             _ = sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => continue,
-            next = arrivals.recv() => match next {
+            // Full: the rest stay in the topic (its reader pauses, in its group) until one
+            // of these is due.
+            next = arrivals.recv(), if !schedule.is_full() => match next {
                 Some(next) => next,
                 None => return,
             },
@@ -100,33 +102,15 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
             }
         };
         let state = RetryState::of(&record);
-        if let Some(evicted) = schedule.insert(
+        schedule.insert(
             state.not_before_ms,
             Waiting {
                 record,
                 ticket,
                 state,
             },
-        ) {
-            requeue(&ctx, evicted);
-        }
+        );
     }
-}
-
-/// More retries wait than memory allows: the one due latest goes back to the end of the
-/// retry topic, unchanged, and its offset moves once that write is acknowledged.
-fn requeue(ctx: &Arc<Context>, waiting: Waiting) {
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        match ctx.publisher.requeue(&waiting.record).await {
-            Ok(()) => ctx.retries.complete([&waiting.ticket]),
-            Err(error) => {
-                warn!(%error, "cannot write a retry back to the retry topic; stopping");
-                ctx.shutdown
-                    .trigger(crate::shutdown::StopReason::Fatal(error.to_string()));
-            }
-        }
-    });
 }
 
 pub(super) fn in_flight(

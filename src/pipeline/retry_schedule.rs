@@ -1,8 +1,9 @@
 //! Retries waiting for their time, in memory, ordered by when they are due. Pure.
 //!
-//! Bounded: past `capacity` the retry due latest is handed back to be written to the end
-//! of the retry topic again, so memory stays bounded without a retry due later ever
-//! holding back one due earlier.
+//! Bounded: once `capacity` retries wait, the reader takes no more from the retry topic
+//! until one is due and leaves. (Writing the latest-due one back to the end of the topic
+//! instead kept the order by due time, but with more retries waiting than memory holds it
+//! read and wrote the same records in a loop for as long as their backoff lasted.)
 
 use std::collections::BTreeMap;
 
@@ -22,15 +23,15 @@ impl<T> RetrySchedule<T> {
         }
     }
 
-    /// Adds a retry due at `due_ms`. Returns the retry to write back when over capacity
-    /// (the one due latest, which may be this one).
-    pub fn insert(&mut self, due_ms: i64, item: T) -> Option<T> {
+    /// Adds a retry due at `due_ms` (the caller takes none while [full](Self::is_full)).
+    pub fn insert(&mut self, due_ms: i64, item: T) {
         self.arrivals += 1;
         self.waiting.insert((due_ms, self.arrivals), item);
-        if self.waiting.len() > self.capacity {
-            return self.waiting.pop_last().map(|(_, item)| item);
-        }
-        None
+    }
+
+    /// As many retries wait as memory is given for.
+    pub fn is_full(&self) -> bool {
+        self.waiting.len() >= self.capacity
     }
 
     /// When the earliest retry is due.
@@ -82,14 +83,13 @@ mod tests {
     }
 
     #[test]
-    fn over_capacity_the_latest_due_is_handed_back() {
+    fn full_at_capacity_until_one_leaves() {
         let mut schedule = RetrySchedule::new(2);
-        assert_eq!(schedule.insert(100, "late"), None);
-        assert_eq!(schedule.insert(10, "early"), None);
-        assert_eq!(schedule.insert(50, "middle"), Some("late"));
-        assert_eq!(schedule.insert(500, "latest"), Some("latest"));
-        assert_eq!(schedule.len(), 2);
-        assert_eq!(schedule.pop_due(1_000), Some("early"));
-        assert_eq!(schedule.pop_due(1_000), Some("middle"));
+        schedule.insert(100, "late");
+        assert!(!schedule.is_full());
+        schedule.insert(10, "early");
+        assert!(schedule.is_full());
+        assert_eq!(schedule.pop_due(50), Some("early"));
+        assert!(!schedule.is_full());
     }
 }

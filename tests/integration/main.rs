@@ -7,6 +7,7 @@ mod client;
 mod consumer;
 mod forwarding;
 mod hostile;
+mod hostile_records;
 mod operations;
 mod pacing;
 mod resilience;

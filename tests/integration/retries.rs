@@ -505,3 +505,68 @@ async fn waiting_for_room_longer_than_the_max_poll_interval_keeps_the_consumer_i
     assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_dlq_waits_for_room_in_a_full_local_queue_and_replays_everything() {
+    let (origin, dlq) = (unique("origin"), unique("dlq"));
+    create_topics(&[&origin, &dlq], 2).await;
+    let producer = producer();
+    let mut pending = Vec::new();
+    for i in 0..2_000 {
+        let value = point_add(&format!("replayed-{i}"), "c1", 1);
+        let record = rdkafka::producer::FutureRecord::to(&dlq)
+            .key("c1")
+            .payload(&value)
+            .headers(
+                rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: "forwarder-original-topic",
+                    value: Some(origin.as_bytes()),
+                }),
+            );
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for p in pending {
+        p.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    let shortened = [
+        ("forwarder-original-topic".to_string(), origin.clone()),
+        (
+            "forwarder-original-truncated".to_string(),
+            "value".to_string(),
+        ),
+    ];
+    produce_with_headers(&producer, &dlq, 0, "c1", b"{\"id\":", &shortened).await;
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mparticle-forwarder"))
+        .arg("replay-dlq")
+        .env_clear()
+        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
+        .env("KAFKA_GROUP_ID", unique("group"))
+        .env("KAFKA_TOPICS", &origin)
+        .env("KAFKA_RETRY_TOPIC", unique("retry"))
+        .env("KAFKA_DLQ_TOPIC", &dlq)
+        // Room for five records in librdkafka's local queue.
+        .env("KAFKA_PROPERTY_QUEUE_BUFFERING_MAX_MESSAGES", "5")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("replayed 2000 of 2001 dead letters"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 shortened (not replayable)"), "{stdout}");
+    let replayed = read_all(&origin);
+    assert_eq!(replayed.len(), 2_000);
+    assert!(
+        replayed
+            .iter()
+            .all(|r| r.header("forwarder-replay-count") == Some("1"))
+    );
+}

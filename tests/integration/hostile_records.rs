@@ -1,0 +1,167 @@
+//! Hostile records: too large to dead-letter whole, more retries than memory holds. Every
+//! record's fate stays readable and the partitions move on.
+
+use std::time::Duration;
+
+use mparticle_forwarder::standin::Fault;
+
+use crate::support::*;
+
+/// The producers' default `message.max.bytes`: the original records fit just under it, and
+/// the `forwarder-*` headers take their dead letters over it.
+const NEAR_THE_LIMIT: usize = 999_800;
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    openssl::sha::sha256(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_to_dead_letter_whole_is_dead_lettered_shortened_and_its_partition_moves_on()
+ {
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    let topic = &service.topics[0];
+    let producer = producer();
+    // A value over EVENT_MAX_BYTES, near the broker's limit: dead-lettered as too large.
+    let huge_value = vec![b'x'; NEAR_THE_LIMIT];
+    produce(&producer, topic, Some("c1"), &huge_value).await;
+    // A record that is not JSON, with a header near the broker's limit.
+    let huge_header = "h".repeat(NEAR_THE_LIMIT - 100);
+    produce_with_headers(
+        &producer,
+        topic,
+        0,
+        "c2",
+        b"not json",
+        &[("trace".into(), "t-1".into()), ("huge".into(), huge_header)],
+    )
+    .await;
+    let after = point_add("after-the-huge-ones", "c3", 1);
+    produce(&producer, topic, Some("c3"), after.as_bytes()).await;
+
+    assert!(
+        eventually(Duration::from_secs(30), || service.standin.accepted_ids()
+            == ["after-the-huge-ones"])
+        .await,
+        "the record after them is delivered"
+    );
+    assert!(
+        service.wait_fully_committed(Duration::from_secs(20)).await,
+        "the partition moved on"
+    );
+    let dead = read_all(&service.dlq_topic);
+    assert_eq!(dead.len(), 2);
+    let value = &dead[0];
+    assert_eq!(value.header("forwarder-error-kind"), Some("too_large"));
+    assert_eq!(value.header("forwarder-original-truncated"), Some("value"));
+    let size = NEAR_THE_LIMIT.to_string();
+    assert_eq!(value.header("forwarder-original-value-bytes"), Some(&*size));
+    let sha = sha256_hex(&huge_value);
+    assert_eq!(value.header("forwarder-original-value-sha256"), Some(&*sha));
+    assert_eq!(value.value.as_ref().map(Vec::len), Some(16 * 1024));
+    assert_eq!(value.key.as_deref(), Some(&b"c1"[..]));
+
+    let header = &dead[1];
+    assert_eq!(header.header("forwarder-error-kind"), Some("invalid_json"));
+    assert_eq!(
+        header.header("forwarder-original-truncated"),
+        Some("headers")
+    );
+    assert_eq!(
+        header.header("forwarder-original-headers-dropped"),
+        Some("1")
+    );
+    assert_eq!(header.header("trace"), Some("t-1"));
+    assert_eq!(header.header("huge"), None);
+    assert_eq!(header.value.as_deref(), Some(&b"not json"[..]));
+    assert_eq!(
+        service.stop().await,
+        mparticle_forwarder::shutdown::StopReason::Requested
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retryable_failure_of_a_record_too_large_for_the_retry_topic_is_dead_lettered_at_once() {
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    service
+        .standin
+        .add_fault(Fault::status(503).when_id("big-headers"));
+    let topic = &service.topics[0];
+    let value = point_add("big-headers", "c1", 1);
+    let padding = "p".repeat(NEAR_THE_LIMIT - value.len() - 100);
+    produce_with_headers(
+        &producer(),
+        topic,
+        0,
+        "c1",
+        value.as_bytes(),
+        &[("padding".into(), padding)],
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(30), || read_all(&service.dlq_topic)
+            .len()
+            == 1)
+        .await
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    let dead = &read_all(&service.dlq_topic)[0];
+    assert_eq!(dead.header("forwarder-error-kind"), Some("too_large"));
+    let error = dead.header("forwarder-error").unwrap_or_default();
+    assert!(
+        error.contains("retry topic") && error.contains("http_5xx"),
+        "{error}"
+    );
+    assert_eq!(dead.header("forwarder-original-truncated"), Some("headers"));
+    assert_eq!(dead.value.as_deref(), Some(value.as_bytes()));
+    assert!(read_all(&service.retry_topic).is_empty());
+    assert_eq!(
+        service.stop().await,
+        mparticle_forwarder::shutdown::StopReason::Requested
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_retries_waiting_than_memory_holds_are_each_written_once_and_all_delivered() {
+    // Room for 20 records in flight and 20 retries waiting; 100 retries due in 5 s.
+    let service = ServiceSpec::default()
+        .partitions(1)
+        .topics(1)
+        .env("MAX_IN_FLIGHT_RECORDS", "20")
+        .env("RETRY_BACKOFF", "5s")
+        .spawn()
+        .await;
+    // Nine failed requests in a row, then one answered, stay below the gate's outage
+    // threshold (ten in a row).
+    for _ in 0..4 {
+        service.standin.add_fault(Fault::status(503).times(9));
+        service.standin.add_fault(Fault::delay(0).times(1));
+    }
+    let ids = produce_events(&service.topics, 200, "crowd").await;
+    assert!(
+        eventually(Duration::from_secs(60), || service
+            .standin
+            .accepted_ids()
+            .len()
+            == ids.len())
+        .await,
+        "every event delivered"
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    let failed: usize = service
+        .standin
+        .requests()
+        .iter()
+        .filter(|r| r.status == 503)
+        .map(|r| r.ids.len())
+        .sum();
+    assert!(failed > 20, "more retries than room for them ({failed})");
+    assert_eq!(
+        read_all(&service.retry_topic).len(),
+        failed,
+        "each failed record written to the retry topic once"
+    );
+    service.stop().await;
+}
