@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::runtime::Handle;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, mpsc};
 use tracing::warn;
 
@@ -73,7 +74,14 @@ impl Piece {
     }
 
     /// Hands the batches on and counts what was consumed. False once assembly is gone.
-    fn send(&mut self, ctx: &Context, outbound: &mpsc::Sender<Vec<Outbound>>) -> bool {
+    /// While assembly has no room (every request waits at the pacer or the gate), the
+    /// consumer keeps polling, so that it stays in its group.
+    fn send(
+        &mut self,
+        ctx: &Arc<Context>,
+        outbound: &ToAssembly,
+        early: &mut VecDeque<Polled>,
+    ) -> bool {
         for (topic, count) in self.consumed.drain(..) {
             ctx.metrics.events_consumed(&topic, count);
         }
@@ -94,13 +102,36 @@ impl Piece {
                 batch: Batch::new(json.clone(), range),
             })
             .collect();
-        outbound.blocking_send(batches).is_ok()
+        let batches = match outbound.tx.try_send(batches) {
+            Ok(()) => return true,
+            Err(TrySendError::Closed(_)) => return false,
+            Err(TrySendError::Full(batches)) => batches,
+        };
+        match ctx
+            .source
+            .wait_for_room(&outbound.runtime, early, outbound.tx.reserve())
+        {
+            Ok(room) => {
+                room.send(batches);
+                true
+            }
+            Err(_closed) => false,
+        }
     }
+}
+
+/// Where pieces go: bulk assembly, on the runtime this thread blocks on while it waits.
+struct ToAssembly {
+    tx: mpsc::Sender<Vec<Outbound>>,
+    runtime: Handle,
 }
 
 /// Runs on a blocking thread (`spawn_blocking`) until shutdown.
 pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound>>) {
-    let runtime = Handle::current();
+    let outbound = ToAssembly {
+        tx: outbound,
+        runtime: Handle::current(),
+    };
     let mut piece = Piece::new();
     let mut slot: Option<OwnedSemaphorePermit> = None;
     // Records polled while waiting for room, to take in first.
@@ -112,7 +143,7 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
         // lock or an atomic that other threads write. Assembly gone means the runtime is
         // going away: nothing could leave any more.
         if piece.is_empty() {
-            if ctx.shutdown.is_triggered() || outbound.is_closed() {
+            if ctx.shutdown.is_triggered() || outbound.tx.is_closed() {
                 break;
             }
             let hold = ctx.gate.holds_consumers();
@@ -129,10 +160,10 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
                 Err(TryAcquireError::Closed) => break,
                 Err(TryAcquireError::NoPermits) => {
                     // What this thread holds must go on before it waits for room.
-                    if !piece.send(&ctx, &outbound) {
+                    if !piece.send(&ctx, &outbound, &mut early) {
                         return;
                     }
-                    match wait_for_slot(&ctx, &runtime, &outbound, &mut early) {
+                    match wait_for_slot(&ctx, &outbound, &mut early) {
                         Some(permit) => permit,
                         None => break,
                     }
@@ -147,7 +178,7 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
         };
         let Some(next) = early.pop_front().or_else(|| ctx.source.poll(timeout)) else {
             slot = Some(permit);
-            if !piece.send(&ctx, &outbound) {
+            if !piece.send(&ctx, &outbound, &mut early) {
                 return;
             }
             continue;
@@ -162,11 +193,11 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
         };
         piece.count_consumed(record.topic);
         let item = in_flight(&ctx, Origin::Source, record, ticket, permit, 0, None);
-        if piece.take(&ctx, item) && !piece.send(&ctx, &outbound) {
+        if piece.take(&ctx, item) && !piece.send(&ctx, &outbound, &mut early) {
             return;
         }
     }
-    let _ = piece.send(&ctx, &outbound);
+    let _ = piece.send(&ctx, &outbound, &mut early);
 }
 
 /// Waits for a record slot, or `None` at shutdown or once assembly is gone; keeps the
@@ -174,16 +205,15 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
 /// ([`SourceConsumer::wait_for_room`](crate::kafka::consumer::SourceConsumer::wait_for_room)).
 fn wait_for_slot(
     ctx: &Context,
-    runtime: &Handle,
-    outbound: &mpsc::Sender<Vec<Outbound>>,
+    outbound: &ToAssembly,
     early: &mut VecDeque<Polled>,
 ) -> Option<OwnedSemaphorePermit> {
     let slot = async {
         tokio::select! {
             _ = ctx.shutdown.wait() => None,
-            _ = outbound.closed() => None,
+            _ = outbound.tx.closed() => None,
             permit = ctx.record_slots.clone().acquire_owned() => permit.ok(),
         }
     };
-    ctx.source.wait_for_room(runtime, early, slot)
+    ctx.source.wait_for_room(&outbound.runtime, early, slot)
 }

@@ -200,3 +200,52 @@ async fn configured_to_a_limit_of_20_per_second_it_drains_in_requests_that_fit_i
 async fn not_told_of_a_limit_of_20_per_second_it_finds_it_and_drains() {
     a_limit_of_20_per_second(&[]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_retry_after_keeps_the_consumer_in_its_group() {
+    // The group drops a member that has not polled for 7 s; mParticle asks for 20 s.
+    let service = ServiceSpec::default()
+        .partitions(1)
+        .topics(1)
+        .env("MPARTICLE_MAX_IN_FLIGHT_REQUESTS", "1")
+        .env("KAFKA_PROPERTY_SESSION_TIMEOUT_MS", "6000")
+        .env("KAFKA_PROPERTY_MAX_POLL_INTERVAL_MS", "7000")
+        .spawn()
+        .await;
+    let joined = || scrape(service.admin).contains(r#"rebalances_total{kind="assign"} 2"#);
+    assert!(
+        eventually(Duration::from_secs(30), joined).await,
+        "both consumers joined"
+    );
+    service
+        .standin
+        .add_fault(Fault::status(429).retry_after(20).times(1));
+    // One record at a time, so that each is a piece of its own and assembly, which waits
+    // for the held request, has no room left for them.
+    let producer = producer();
+    for i in 0..150 {
+        let value = point_add(&format!("held-{i}"), "c1", 1);
+        produce(&producer, &service.topics[0], Some("c1"), value.as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || service
+            .standin
+            .accepted_ids()
+            .len()
+            >= 150)
+        .await
+    );
+    let accepted = service.standin.accepted_ids();
+    assert_eq!(accepted.len(), 150, "each event once");
+    let metrics = scrape(service.admin);
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"mparticle_forwarder_rebalances_total{kind="revoke"}"#
+        ),
+        None,
+        "the consumer was never dropped from its group"
+    );
+    service.stop().await;
+}
