@@ -1,9 +1,10 @@
-//! The admin endpoints: `/metrics` (Prometheus text), `/healthz` (the loops run) and
-//! `/readyz` (joined the group and not stopped by an auth failure).
+//! The admin endpoints: `/metrics` (Prometheus text), `/healthz` (the reader loops keep
+//! polling Kafka) and `/readyz` (joined the group and not stopped by an auth failure).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use tokio::net::TcpListener;
@@ -11,6 +12,32 @@ use tokio::net::TcpListener;
 use crate::http_server::{self, HttpResponse};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+
+/// A reader loop polling Kafka leaves no longer than this between polls (it polls at
+/// least every second, also while paused); past it `/healthz` fails and the orchestrator
+/// restarts the process.
+pub const LIVENESS_STALL: Duration = Duration::from_secs(60);
+
+/// Counts a loop's rounds (a consumer's polls); one relaxed add each.
+#[derive(Debug, Default)]
+pub struct Heartbeat(AtomicU64);
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A watched loop: its heartbeat, and the count last seen with when it last changed.
+struct Watched {
+    name: &'static str,
+    heartbeat: Arc<Heartbeat>,
+    seen: (u64, Instant),
+}
 
 /// What `/healthz` and `/readyz` report, set by the pipeline.
 #[derive(Default)]
@@ -21,9 +48,42 @@ pub struct Health {
     pub auth_failed: AtomicBool,
     /// Shutting down: no longer taking records.
     pub draining: AtomicBool,
+    watched: Mutex<Vec<Watched>>,
 }
 
 impl Health {
+    /// Makes `/healthz` fail once `heartbeat` has not moved for [`LIVENESS_STALL`].
+    pub fn watch(&self, name: &'static str, heartbeat: Arc<Heartbeat>) {
+        let seen = (heartbeat.count(), Instant::now());
+        self.lock_watched().push(Watched {
+            name,
+            heartbeat,
+            seen,
+        });
+    }
+
+    /// The first watched loop whose heartbeat has not moved for `stall` by `now`, and for
+    /// how long. Judged when asked (a probe every few seconds), so nothing runs meanwhile.
+    pub fn stuck(&self, now: Instant, stall: Duration) -> Option<(&'static str, Duration)> {
+        let mut watched = self.lock_watched();
+        let mut stuck = None;
+        for loop_ in watched.iter_mut() {
+            let count = loop_.heartbeat.count();
+            if count != loop_.seen.0 {
+                loop_.seen = (count, now);
+            }
+            let silent = now.saturating_duration_since(loop_.seen.1);
+            if silent >= stall && stuck.is_none() {
+                stuck = Some((loop_.name, silent));
+            }
+        }
+        stuck
+    }
+
+    fn lock_watched(&self) -> std::sync::MutexGuard<'_, Vec<Watched>> {
+        self.watched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn ready(&self) -> bool {
         self.joined.load(Ordering::SeqCst)
             && !self.auth_failed.load(Ordering::SeqCst)
@@ -60,7 +120,16 @@ fn route(method: &Method, path: &str, metrics: &Metrics, health: &Health) -> Htt
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render(),
         ),
-        "/healthz" => http_server::text(StatusCode::OK, "ok\n"),
+        "/healthz" => match health.stuck(Instant::now(), LIVENESS_STALL) {
+            None => http_server::text(StatusCode::OK, "ok\n"),
+            Some((name, silent)) => http_server::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "stuck: the {name} has not polled Kafka for {} s\n",
+                    silent.as_secs()
+                ),
+            ),
+        },
         "/readyz" if health.ready() => http_server::text(StatusCode::OK, "ready\n"),
         "/readyz" => {
             let why = if health.draining.load(Ordering::SeqCst) {
@@ -79,5 +148,34 @@ fn route(method: &Method, path: &str, metrics: &Metrics, health: &Health) -> Htt
             StatusCode::NOT_FOUND,
             "not found: try /metrics, /healthz, /readyz\n",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loop_that_stops_beating_is_reported_stuck_after_the_stall() {
+        let health = Health::default();
+        let source = Arc::new(Heartbeat::default());
+        health.watch("source reader", source.clone());
+        let start = Instant::now();
+        source.beat();
+        assert_eq!(
+            health.stuck(start + Duration::from_secs(30), LIVENESS_STALL),
+            None
+        );
+        // Beating meanwhile: alive however long it runs.
+        source.beat();
+        assert_eq!(
+            health.stuck(start + Duration::from_secs(80), LIVENESS_STALL),
+            None
+        );
+        // Silent since the last look at 80 s.
+        assert_eq!(
+            health.stuck(start + Duration::from_secs(150), LIVENESS_STALL),
+            Some(("source reader", Duration::from_secs(70)))
+        );
     }
 }

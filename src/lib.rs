@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod crash;
 pub mod event;
 pub mod http_server;
 pub mod json;

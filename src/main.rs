@@ -257,6 +257,7 @@ fn run() -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
+    mparticle_forwarder::crash::exit_on_panic();
     let code = runtime.block_on(async {
         let app = match App::build(settings).await {
             Ok(app) => app,

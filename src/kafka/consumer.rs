@@ -23,7 +23,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::admin::Health;
+use crate::admin::{Health, Heartbeat};
 use crate::config::KafkaConfig;
 use crate::kafka::offsets::{OffsetLedger, Ticket};
 use crate::kafka::record::SourceRecord;
@@ -42,6 +42,8 @@ pub struct GroupState {
     pause: Mutex<Pause>,
     health: Arc<Health>,
     metrics: Metrics,
+    /// Counts polls, for liveness.
+    polls: Arc<Heartbeat>,
 }
 
 impl GroupState {
@@ -265,6 +267,7 @@ impl SourceConsumer {
             pause: Mutex::new(Pause::default()),
             health,
             metrics,
+            polls: Arc::default(),
         });
         let context = GroupContext {
             state: state.clone(),
@@ -356,6 +359,7 @@ impl SourceConsumer {
     /// rebalance, statistics and log callbacks too, so it must be called regularly, also
     /// while paused. `None` when nothing arrived in time.
     pub fn poll(self: &Arc<Self>, timeout: Duration) -> Option<Polled> {
+        self.state.polls.beat();
         let message = match self.consumer.poll(timeout)? {
             Ok(message) => message,
             Err(error) => return Some(Err(error)),
@@ -377,6 +381,11 @@ impl SourceConsumer {
             .ledger()
             .track(topic, record.partition, record.offset);
         Some(Ok((record, ticket)))
+    }
+
+    /// Counts this consumer's polls: it stops moving when its reader is stuck.
+    pub fn polls(&self) -> Arc<Heartbeat> {
+        self.state.polls.clone()
     }
 
     /// Polls on a blocking thread and hands every record to the returned channel, holding

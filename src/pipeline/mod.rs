@@ -332,6 +332,8 @@ impl Pipeline {
             metrics.clone(),
             Arc::new(Health::default()),
         )?;
+        health.watch("source reader", source.polls());
+        health.watch("retry reader", retries.polls());
         let ctx = Context {
             source: Arc::new(source),
             retries: Arc::new(retries),
