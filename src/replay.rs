@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::kafka::headers::{ERROR_KIND, ORIGINAL_TOPIC, REPLAY_COUNT};
+use crate::kafka::raw_headers;
 use crate::kafka::record::{HeaderList, SourceRecord};
 use crate::kafka::settings;
 use crate::kafka::shortened::is_shortened;
@@ -108,7 +109,7 @@ pub fn replay_headers(record: &SourceRecord, replay_count: u32) -> HeaderList {
         .cloned()
         .collect();
     headers.push((
-        REPLAY_COUNT.to_string(),
+        REPLAY_COUNT.into(),
         Some(replay_count.to_string().into_bytes()),
     ));
     headers
@@ -319,13 +320,7 @@ pub async fn run(
                     *report.replayed.entry(target).or_default() += 1;
                     continue;
                 }
-                let mut headers = OwnedHeaders::new();
-                for (key, value) in replay_headers(&record, replay_count) {
-                    headers = headers.insert(Header {
-                        key: &key,
-                        value: value.as_deref(),
-                    });
-                }
+                let headers = raw_headers::write(&replay_headers(&record, replay_count));
                 replays.send(&target, &record, headers, &mut report).await;
             }
         }
@@ -348,7 +343,7 @@ mod tests {
             Some(value.as_bytes().to_vec()),
             headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), Some(v.as_bytes().to_vec())))
+                .map(|(k, v)| ((*k).into(), Some(v.as_bytes().to_vec())))
                 .collect(),
         )
     }
@@ -445,8 +440,8 @@ mod tests {
             0,
         );
         let headers = replay_headers(&record, 2);
-        let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["traceparent", REPLAY_COUNT]);
+        let names: Vec<&[u8]> = headers.iter().map(|(n, _)| n.as_bytes()).collect();
+        assert_eq!(names, [&b"traceparent"[..], REPLAY_COUNT.as_bytes()]);
         assert_eq!(headers[1].1.as_deref(), Some(&b"2"[..]));
     }
 

@@ -63,12 +63,11 @@ pub fn failure_headers(record: &SourceRecord, failure: &Failure) -> HeaderList {
     let mut headers: HeaderList = record
         .headers()
         .iter()
-        .filter(|(name, _)| !PER_FAILURE.contains(&name.as_str()))
+        .filter(|(name, _)| !PER_FAILURE.iter().any(|p| name.is(p)))
         .cloned()
         .collect();
     let has = |headers: &[Header], name: &str| headers.iter().any(|(n, _)| n == name);
-    let mut add =
-        |name: &str, value: String| headers.push((name.to_string(), Some(value.into_bytes())));
+    let mut add = |name: &str, value: String| headers.push((name.into(), Some(value.into_bytes())));
     let first_failure = !SET_ONCE
         .iter()
         .any(|name| record.headers().iter().any(|(n, _)| n == name));
@@ -94,10 +93,7 @@ pub fn failure_headers(record: &SourceRecord, failure: &Failure) -> HeaderList {
     }
     if let Some(ms) = failure.first_attempt_ms {
         if !has(record.headers(), FIRST_ATTEMPT_MS) {
-            headers.push((
-                FIRST_ATTEMPT_MS.to_string(),
-                Some(ms.to_string().into_bytes()),
-            ));
+            headers.push((FIRST_ATTEMPT_MS.into(), Some(ms.to_string().into_bytes())));
         }
     }
     headers
@@ -122,7 +118,7 @@ mod tests {
             Some(b"{}".to_vec()),
             headers
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), Some(v.as_bytes().to_vec())))
+                .map(|(k, v)| (k.into(), Some(v.as_bytes().to_vec())))
                 .collect(),
         )
     }

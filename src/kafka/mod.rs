@@ -5,6 +5,7 @@ pub mod consumer;
 pub mod headers;
 pub mod offsets;
 pub mod producer;
+pub mod raw_headers;
 pub mod record;
 pub mod settings;
 pub mod shortened;

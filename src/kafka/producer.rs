@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use thiserror::Error;
 
 use crate::config::KafkaConfig;
 use crate::kafka::headers::{Failure, failure_headers};
+use crate::kafka::raw_headers;
 use crate::kafka::record::{HeaderList, SourceRecord};
 use crate::kafka::settings;
 use crate::kafka::shortened::{Cut, shorten};
@@ -106,14 +106,8 @@ impl FailurePublisher {
         value: Option<&[u8]>,
         headers_out: &HeaderList,
     ) -> Result<(), PublishError> {
-        let mut headers = OwnedHeaders::new_with_capacity(headers_out.len());
-        for (key, value) in headers_out {
-            headers = headers.insert(Header {
-                key,
-                value: value.as_deref(),
-            });
-        }
-        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        let mut out: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).headers(raw_headers::write(headers_out));
         if let Some(key) = key {
             out = out.key(key);
         }

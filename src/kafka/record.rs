@@ -12,12 +12,63 @@ use std::any::Any;
 use std::sync::{Arc, OnceLock};
 
 use rdkafka::Message;
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 
 use super::topic::Topic;
 
 /// One header: its name and its value (`None` for a header without one).
-pub type Header = (String, Option<Vec<u8>>);
+pub type Header = (HeaderName, Option<Vec<u8>>);
+
+/// A header's name as it arrived: bytes, nearly always text (Kafka does not require it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderName(Vec<u8>);
+
+impl HeaderName {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// True when the name is exactly `name`.
+    pub fn is(&self, name: &str) -> bool {
+        self.0 == name.as_bytes()
+    }
+
+    pub fn starts_with(&self, prefix: &str) -> bool {
+        self.0.starts_with(prefix.as_bytes())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl PartialEq<str> for HeaderName {
+    fn eq(&self, name: &str) -> bool {
+        self.is(name)
+    }
+}
+
+impl PartialEq<&str> for HeaderName {
+    fn eq(&self, name: &&str) -> bool {
+        self.is(name)
+    }
+}
+
+impl From<&str> for HeaderName {
+    fn from(name: &str) -> Self {
+        HeaderName(name.as_bytes().to_vec())
+    }
+}
+
+impl From<Vec<u8>> for HeaderName {
+    fn from(name: Vec<u8>) -> Self {
+        HeaderName(name)
+    }
+}
 
 /// Header names and values, in order, as they arrived.
 pub type HeaderList = Vec<Header>;
@@ -149,7 +200,7 @@ impl SourceRecord {
     pub fn header_text(&self, name: &str) -> Option<&str> {
         self.headers()
             .iter()
-            .find(|(key, _)| key == name)
+            .find(|(key, _)| key.is(name))
             .and_then(|(_, value)| value.as_deref())
             .and_then(|v| std::str::from_utf8(v).ok())
     }
@@ -158,10 +209,6 @@ impl SourceRecord {
 fn copy_headers(message: &BorrowedMessage<'_>) -> HeaderList {
     message
         .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                .collect()
-        })
+        .map(super::raw_headers::read)
         .unwrap_or_default()
 }

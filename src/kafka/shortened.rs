@@ -7,7 +7,7 @@
 //! bytes of the value, the value's size and SHA-256. `forwarder-original-truncated` says
 //! what was cut; `replay-dlq` never republishes such a record.
 
-use crate::kafka::record::{Header, HeaderList, SourceRecord};
+use crate::kafka::record::{Header, HeaderList, HeaderName, SourceRecord};
 
 /// What was cut, comma-separated: `value`, `headers`, `key`.
 pub const TRUNCATED: &str = "forwarder-original-truncated";
@@ -89,7 +89,7 @@ pub fn shorten(record: &SourceRecord, headers: &HeaderList, cut: Cut) -> Shorten
     if key.as_ref().map(Vec::len) != record.key().map(<[u8]>::len) {
         what.push("key");
     }
-    let mut add = |name: &str, text: String| kept.push((name.to_string(), Some(text.into())));
+    let mut add = |name: &str, text: String| kept.push((name.into(), Some(text.into())));
     add(TRUNCATED, what.join(","));
     add(VALUE_BYTES, value.len().to_string());
     add(VALUE_SHA256, hex(&openssl::sha::sha256(value)));
@@ -106,7 +106,7 @@ pub fn is_shortened(headers: &[Header]) -> bool {
     headers.iter().any(|(name, _)| name == TRUNCATED)
 }
 
-fn is_forwarders(name: &str) -> bool {
+fn is_forwarders(name: &HeaderName) -> bool {
     name.starts_with("forwarder-")
 }
 
@@ -131,8 +131,8 @@ mod tests {
         )
     }
 
-    fn header(name: &str, size: usize) -> (String, Option<Vec<u8>>) {
-        (name.to_string(), Some(vec![b'h'; size]))
+    fn header(name: &str, size: usize) -> Header {
+        (name.into(), Some(vec![b'h'; size]))
     }
 
     fn text<'a>(s: &'a Shortened, name: &str) -> Option<&'a str> {
@@ -170,8 +170,11 @@ mod tests {
             header("forwarder-error-kind", 9),
         ];
         let s = shorten(&original, &headers, Cut::Prefix);
-        let names: Vec<&str> = s.headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names[..3], ["small", "after", "forwarder-error-kind"]);
+        let names: Vec<&[u8]> = s.headers.iter().map(|(n, _)| n.as_bytes()).collect();
+        assert_eq!(
+            names[..3],
+            [&b"small"[..], b"after", b"forwarder-error-kind"]
+        );
         assert_eq!(text(&s, TRUNCATED), Some("headers"));
         assert_eq!(text(&s, HEADERS_DROPPED), Some("1"));
         assert_eq!(s.value.as_deref(), Some(&[b'v'; 10][..]));

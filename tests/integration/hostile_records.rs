@@ -165,3 +165,48 @@ async fn more_retries_waiting_than_memory_holds_are_each_written_once_and_all_de
     );
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_name_that_is_not_utf8_is_dead_lettered_byte_for_byte() {
+    use mparticle_forwarder::kafka::raw_headers;
+    use mparticle_forwarder::kafka::record::{HeaderList, HeaderName};
+    let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
+    let topic = &service.topics[0];
+    let odd: HeaderList = vec![
+        (
+            HeaderName::from(vec![0xff, 0xfe, b'n']),
+            Some(b"v".to_vec()),
+        ),
+        (HeaderName::from("trace"), Some(b"t-1".to_vec())),
+    ];
+    let record = rdkafka::producer::FutureRecord::<str, [u8]>::to(topic)
+        .key("c1")
+        .payload(b"not json")
+        .headers(raw_headers::write(&odd));
+    producer()
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let after = point_add("after-the-odd-one", "c2", 1);
+    produce(&producer(), topic, Some("c2"), after.as_bytes()).await;
+
+    assert!(
+        eventually(Duration::from_secs(30), || service.standin.accepted_ids()
+            == ["after-the-odd-one"])
+        .await
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    let dead = read_all(&service.dlq_topic);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header("forwarder-error-kind"), Some("invalid_json"));
+    assert_eq!(
+        dead[0].raw_headers[..2],
+        odd[..],
+        "the original headers, as they were"
+    );
+    assert_eq!(
+        service.stop().await,
+        mparticle_forwarder::shutdown::StopReason::Requested
+    );
+}

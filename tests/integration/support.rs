@@ -12,7 +12,7 @@ use mparticle_forwarder::standin::{StandIn, StandInConfig};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
@@ -130,6 +130,8 @@ pub struct ReadRecord {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: HashMap<String, String>,
+    /// Names and values as they are, in order.
+    pub raw_headers: mparticle_forwarder::kafka::record::HeaderList,
 }
 
 impl ReadRecord {
@@ -180,24 +182,26 @@ pub fn read_all(topic: &str) -> Vec<ReadRecord> {
     while (records.len() as i64) < wanted && Instant::now() < deadline {
         if let Some(result) = consumer.poll(Duration::from_millis(200)) {
             let m = result.expect("read");
-            let headers = m
+            // As bytes: a name need not be UTF-8, and rdkafka's accessors panic on one that
+            // is not.
+            let raw = m
                 .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| {
-                            let value = h
-                                .value
-                                .map(|v| String::from_utf8_lossy(v).into_owned())
-                                .unwrap_or_default();
-                            (h.key.to_string(), value)
-                        })
-                        .collect()
-                })
+                .map(mparticle_forwarder::kafka::raw_headers::read)
                 .unwrap_or_default();
+            let headers = raw
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        String::from_utf8_lossy(name.as_bytes()).into_owned(),
+                        String::from_utf8_lossy(value.as_deref().unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect();
             records.push(ReadRecord {
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec),
                 headers,
+                raw_headers: raw,
             });
         }
     }
