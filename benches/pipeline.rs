@@ -21,7 +21,7 @@ mod events;
 #[path = "support/harness.rs"]
 mod harness;
 use events::event;
-use harness::{Bench, KEY, SECRET, forwarder_env, unique};
+use harness::{Bench, KEY, SECRET, cpu_and_peak_rss, forwarder_env, unique};
 
 struct Args {
     events: usize,
@@ -43,28 +43,6 @@ fn args() -> Args {
         events,
         bench: Bench::from_env(),
     }
-}
-
-fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the name.
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    (ticks / 100.0, hwm_kb * 1024)
 }
 
 /// The fast sink: no limit, no contract checks.

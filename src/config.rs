@@ -39,6 +39,12 @@ pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 16;
 /// case is about 400 MiB; at a typical 0.4 KiB record with its ~0.7 KiB batch, about
 /// 3.5 MiB.
 pub const DEFAULT_MAX_IN_FLIGHT_RECORDS: usize = 3_000;
+/// Bytes of record values and keys held between consume and outcome, once for source
+/// records and once for retries. A record in flight also holds its batch (about as large),
+/// so records take up to about four times this: 128 MiB at the default, within the
+/// Deployment's 256 MiB with the ~50 MiB the rest of the process needs. At a typical
+/// 0.4 KiB record, `MAX_IN_FLIGHT_RECORDS` binds long before this does.
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 32 * 1024 * 1024;
 /// How long a partly filled bulk request waits for more batches before it is sent.
 pub const DEFAULT_BULK_LINGER: Duration = Duration::from_millis(5);
 /// Tokio worker threads (requests, retries, the admin server). The per-record work runs
@@ -204,6 +210,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub event_max_bytes: usize,
     pub max_in_flight_records: usize,
+    pub max_in_flight_bytes: usize,
     pub worker_threads: usize,
     pub shutdown_grace: Duration,
 }
@@ -239,6 +246,7 @@ struct RawEnv {
     log_format: Option<String>,
     event_max_bytes: Option<String>,
     max_in_flight_records: Option<String>,
+    max_in_flight_bytes: Option<String>,
     worker_threads: Option<String>,
     shutdown_grace: Option<String>,
 }
@@ -519,6 +527,14 @@ impl Config {
             DEFAULT_MAX_IN_FLIGHT_RECORDS,
             1..=1_000_000,
         );
+        let max_in_flight_bytes = p.count(
+            "MAX_IN_FLIGHT_BYTES",
+            raw.max_in_flight_bytes,
+            DEFAULT_MAX_IN_FLIGHT_BYTES,
+            // Within a semaphore's u32 acquire; at least one record at the largest
+            // EVENT_MAX_BYTES.
+            64 * 1024..=u32::MAX as usize,
+        );
         let worker_threads = p.count(
             "WORKER_THREADS",
             raw.worker_threads,
@@ -562,6 +578,7 @@ impl Config {
             log_format,
             event_max_bytes,
             max_in_flight_records,
+            max_in_flight_bytes,
             worker_threads,
             shutdown_grace,
         })

@@ -344,7 +344,10 @@ fn check_config() -> ExitCode {
     println!("Records");
     println!("  unmapped actions:    {:?}", c.unmapped_action);
     println!("  largest record:      {} bytes", c.event_max_bytes);
-    println!("  in flight at most:   {}", c.max_in_flight_records);
+    println!(
+        "  in flight at most:   {} records, {} bytes",
+        c.max_in_flight_records, c.max_in_flight_bytes
+    );
     println!("Admin: {}   log format: {:?}", c.admin_addr, c.log_format);
     println!("Worker threads: {}", c.worker_threads);
     println!(

@@ -48,6 +48,7 @@ pub struct Metrics {
     outage: IntGauge,
     gate_openings: IntCounterVec,
     records_in_flight: IntGauge,
+    bytes_in_flight: IntGauge,
     requests_in_flight: IntGauge,
     rebalances: IntCounterVec,
     pacing_rate: prometheus::Gauge,
@@ -182,6 +183,10 @@ impl Metrics {
             records_in_flight: gauge(
                 "records_in_flight",
                 "Records consumed and without a final outcome yet.",
+            )?,
+            bytes_in_flight: gauge(
+                "bytes_in_flight",
+                "Bytes of record values and keys held in memory (source records in flight, retries waiting or sent), within MAX_IN_FLIGHT_BYTES each.",
             )?,
             requests_in_flight: gauge("requests_in_flight", "Events API requests under way.")?,
             rebalances: counter(
@@ -344,6 +349,10 @@ impl Metrics {
             }
             Change::Closed(_) => self.outage.set(0),
         }
+    }
+
+    pub fn set_bytes_in_flight(&self, bytes: u64) {
+        self.bytes_in_flight.set(bytes as i64);
     }
 
     pub fn records_in_flight_add(&self, delta: i64) {

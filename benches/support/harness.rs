@@ -53,6 +53,16 @@ impl Bench {
     /// Produces `events` events over `topics`; returns the seconds it took and the values'
     /// average size.
     pub async fn preload(&self, topics: &[String], events: usize) -> (f64, usize) {
+        self.preload_with(topics, events, |i| event(i, true)).await
+    }
+
+    /// As [`preload`](Self::preload), the `i`th value made by `value`.
+    pub async fn preload_with(
+        &self,
+        topics: &[String],
+        events: usize,
+        value: impl Fn(usize) -> String,
+    ) -> (f64, usize) {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .set("linger.ms", "20")
@@ -65,7 +75,7 @@ impl Bench {
         let mut pending = std::collections::VecDeque::new();
         let mut value_bytes = 0;
         for i in 0..events {
-            let value = event(i, true);
+            let value = value(i);
             value_bytes += value.len();
             let key = format!("cust-{:06}", i % 100_000);
             let mut record = FutureRecord::to(&topics[i % topics.len()])
@@ -147,6 +157,29 @@ impl Bench {
             .spawn()
             .expect("the release forwarder (cargo build --release)")
     }
+}
+
+/// The CPU seconds a process has used and its peak resident set in bytes, from /proc.
+pub fn cpu_and_peak_rss(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the name.
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    (ticks / 100.0, hwm_kb * 1024)
 }
 
 /// A name no earlier run used.

@@ -62,6 +62,8 @@ pub(crate) struct InFlight {
     /// Taken when the record finishes, so that a request's records release their slots
     /// together ([`Context::finish`]).
     slot: Option<OwnedSemaphorePermit>,
+    /// The record's bytes within `MAX_IN_FLIGHT_BYTES`; released with `slot`.
+    bytes: Option<OwnedSemaphorePermit>,
 }
 
 /// Retries that are due and not yet sent (waiting for a request slot, the pacer or the
@@ -150,10 +152,22 @@ pub(crate) struct Context {
     /// Due retries between leaving the schedule and their outcome.
     pub retry_slots: Arc<Semaphore>,
     pub max_in_flight_records: usize,
+    /// Bytes of source records between consume and outcome.
+    pub record_bytes: Arc<Semaphore>,
+    /// Bytes of retries waiting in the schedule or being sent.
+    pub retry_bytes: Arc<Semaphore>,
+    pub max_in_flight_bytes: u32,
     pub due_retries: Arc<DueRetries>,
 }
 
 impl Context {
+    /// What a record counts against `MAX_IN_FLIGHT_BYTES`: its value and key (one larger
+    /// than the whole bound counts as the bound, so that it can still go alone).
+    pub fn bytes_of(&self, record: &SourceRecord) -> u32 {
+        let size = record.value().map_or(0, <[u8]>::len) + record.key().map_or(0, <[u8]>::len);
+        (size.max(1) as u64).min(u64::from(self.max_in_flight_bytes)) as u32
+    }
+
     /// Records whose outcome is durable: their offsets may move. Taken as they are held
     /// (a request's records stay in its list rather than being moved out one by one).
     pub fn finish<R: BorrowMut<InFlight>>(&self, mut records: Vec<R>) {
@@ -277,10 +291,10 @@ fn too_large_to_retry(failure: Failure) -> Failure {
 /// finishes up to 100 records at once).
 fn merged_slots<R: BorrowMut<InFlight>>(records: &mut [R]) -> Vec<OwnedSemaphorePermit> {
     let mut slots: Vec<OwnedSemaphorePermit> = Vec::with_capacity(2);
-    for slot in records
-        .iter_mut()
-        .filter_map(|r| r.borrow_mut().slot.take())
-    {
+    for slot in records.iter_mut().flat_map(|r| {
+        let r = r.borrow_mut();
+        [r.slot.take(), r.bytes.take()].into_iter().flatten()
+    }) {
         match slots
             .iter_mut()
             .find(|s| Arc::ptr_eq(s.semaphore(), slot.semaphore()))
@@ -354,6 +368,9 @@ impl Pipeline {
             record_slots: Arc::new(Semaphore::new(config.max_in_flight_records)),
             retry_slots: Arc::new(Semaphore::new(config.max_in_flight_records)),
             max_in_flight_records: config.max_in_flight_records,
+            record_bytes: Arc::new(Semaphore::new(config.max_in_flight_bytes)),
+            retry_bytes: Arc::new(Semaphore::new(config.max_in_flight_bytes)),
+            max_in_flight_bytes: config.max_in_flight_bytes as u32,
             due_retries: Arc::new(DueRetries::default()),
         };
         Ok(Pipeline { ctx: Arc::new(ctx) })
@@ -431,6 +448,11 @@ async fn update_gauges(ctx: Arc<Context>) {
         ctx.metrics
             .set_oldest_due_retry_age(Duration::from_millis(age_ms as u64));
         ctx.metrics.set_pacing_rate(ctx.pacer.rate());
+        let held = |bytes: &Semaphore| {
+            u64::from(ctx.max_in_flight_bytes).saturating_sub(bytes.available_permits() as u64)
+        };
+        ctx.metrics
+            .set_bytes_in_flight(held(&ctx.record_bytes) + held(&ctx.retry_bytes));
     }
 }
 

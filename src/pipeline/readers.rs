@@ -22,11 +22,12 @@ use crate::kafka::record::SourceRecord;
 use crate::mparticle::body::Batch;
 use crate::retry::RetryState;
 
-/// A retry record waiting in the schedule.
+/// A retry record waiting in the schedule, with its bytes within `MAX_IN_FLIGHT_BYTES`.
 struct Waiting {
     record: SourceRecord,
     ticket: Ticket,
     state: RetryState,
+    bytes: OwnedSemaphorePermit,
 }
 
 /// Reads the retry topic into the schedule and hands each retry on once it is due.
@@ -38,6 +39,8 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
     let mut schedule: RetrySchedule<Waiting> = RetrySchedule::new(ctx.max_in_flight_records);
     let mut gate_changes = ctx.gate.subscribe();
     let mut paused = false;
+    // An arrival waiting for bytes: nothing more is read until it has them.
+    let mut parked: Option<(SourceRecord, Ticket)> = None;
     loop {
         ctx.metrics.set_retry_scheduled(schedule.len());
         let hold = ctx.gate.holds_consumers();
@@ -58,6 +61,7 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
                 record,
                 ticket,
                 state,
+                bytes,
             } = waiting;
             let mut item = in_flight(
                 &ctx,
@@ -69,6 +73,7 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
                 state.first_attempt_ms,
             );
             item.due = Some(ctx.due_retries.register(state.not_before_ms));
+            item.bytes = Some(bytes);
             let mut json = Vec::new();
             if let Some((item, range)) = take_in(&ctx, item, &mut json) {
                 let batch = Batch::new(Bytes::from(json), range);
@@ -83,13 +88,25 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
         // Wake for the next due retry, and when the gate's wait ends: paused with nothing
         // due, this reader may be the only one to see it end.
         let wake_at = next_due.into_iter().chain(ctx.gate.wait_ends_at()).min();
+        let parked_bytes = ctx.retry_bytes.clone().acquire_many_owned(
+            parked
+                .as_ref()
+                .map_or(1, |(record, _)| ctx.bytes_of(record)),
+        );
         let next = tokio::select! {
             _ = &mut stop => return,
             _ = gate_changes.changed() => continue,
             _ = sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => continue,
+            bytes = parked_bytes, if parked.is_some() => {
+                let (Ok(bytes), Some((record, ticket))) = (bytes, parked.take()) else {
+                    return;
+                };
+                schedule_retry(&mut schedule, record, ticket, bytes);
+                continue;
+            }
             // Full: the rest stay in the topic (its reader pauses, in its group) until one
             // of these is due.
-            next = arrivals.recv(), if !schedule.is_full() => match next {
+            next = arrivals.recv(), if !schedule.is_full() && parked.is_none() => match next {
                 Some(next) => next,
                 None => return,
             },
@@ -101,16 +118,33 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
                 continue;
             }
         };
-        let state = RetryState::of(&record);
-        schedule.insert(
-            state.not_before_ms,
-            Waiting {
-                record,
-                ticket,
-                state,
-            },
-        );
+        match ctx
+            .retry_bytes
+            .clone()
+            .try_acquire_many_owned(ctx.bytes_of(&record))
+        {
+            Ok(bytes) => schedule_retry(&mut schedule, record, ticket, bytes),
+            Err(_) => parked = Some((record, ticket)),
+        }
     }
+}
+
+fn schedule_retry(
+    schedule: &mut RetrySchedule<Waiting>,
+    record: SourceRecord,
+    ticket: Ticket,
+    bytes: OwnedSemaphorePermit,
+) {
+    let state = RetryState::of(&record);
+    schedule.insert(
+        state.not_before_ms,
+        Waiting {
+            record,
+            ticket,
+            state,
+            bytes,
+        },
+    );
 }
 
 pub(super) fn in_flight(
@@ -134,6 +168,7 @@ pub(super) fn in_flight(
         first_attempt_ms,
         due: None,
         slot: Some(slot),
+        bytes: None,
     }
 }
 

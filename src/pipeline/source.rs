@@ -191,8 +191,26 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
                 continue;
             }
         };
+        // Room for its bytes too, so that large records cannot fill memory within the
+        // record count.
+        let cost = ctx.bytes_of(&record);
+        let bytes = match ctx.record_bytes.clone().try_acquire_many_owned(cost) {
+            Ok(bytes) => bytes,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                if !piece.send(&ctx, &outbound, &mut early) {
+                    return;
+                }
+                let bytes = ctx.record_bytes.clone().acquire_many_owned(cost);
+                match wait_for(&ctx, &outbound, &mut early, bytes) {
+                    Some(bytes) => bytes,
+                    None => break,
+                }
+            }
+        };
         piece.count_consumed(record.topic);
-        let item = in_flight(&ctx, Origin::Source, record, ticket, permit, 0, None);
+        let mut item = in_flight(&ctx, Origin::Source, record, ticket, permit, 0, None);
+        item.bytes = Some(bytes);
         if piece.take(&ctx, item) && !piece.send(&ctx, &outbound, &mut early) {
             return;
         }
@@ -200,20 +218,35 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
     let _ = piece.send(&ctx, &outbound, &mut early);
 }
 
-/// Waits for a record slot, or `None` at shutdown or once assembly is gone; keeps the
-/// consumer in its group meanwhile
-/// ([`SourceConsumer::wait_for_room`](crate::kafka::consumer::SourceConsumer::wait_for_room)).
+/// Waits for a record slot, or `None` at shutdown or once assembly is gone.
 fn wait_for_slot(
     ctx: &Context,
     outbound: &ToAssembly,
     early: &mut VecDeque<Polled>,
 ) -> Option<OwnedSemaphorePermit> {
-    let slot = async {
+    wait_for(
+        ctx,
+        outbound,
+        early,
+        ctx.record_slots.clone().acquire_owned(),
+    )
+}
+
+/// Waits for `room` (a record slot, or bytes), or `None` at shutdown or once assembly is
+/// gone; keeps the consumer in its group meanwhile
+/// ([`SourceConsumer::wait_for_room`](crate::kafka::consumer::SourceConsumer::wait_for_room)).
+fn wait_for<E>(
+    ctx: &Context,
+    outbound: &ToAssembly,
+    early: &mut VecDeque<Polled>,
+    room: impl Future<Output = Result<OwnedSemaphorePermit, E>>,
+) -> Option<OwnedSemaphorePermit> {
+    let room = async {
         tokio::select! {
             _ = ctx.shutdown.wait() => None,
             _ = outbound.tx.closed() => None,
-            permit = ctx.record_slots.clone().acquire_owned() => permit.ok(),
+            permit = room => permit.ok(),
         }
     };
-    ctx.source.wait_for_room(&outbound.runtime, early, slot)
+    ctx.source.wait_for_room(&outbound.runtime, early, room)
 }

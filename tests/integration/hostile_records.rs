@@ -210,3 +210,48 @@ async fn a_header_name_that_is_not_utf8_is_dead_lettered_byte_for_byte() {
         mparticle_forwarder::shutdown::StopReason::Requested
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_records_are_bounded_in_memory_by_bytes_not_only_by_count() {
+    // Room for 1 MiB of records: ten of about 100 KB, well within the 3,000 records.
+    let service = ServiceSpec::default()
+        .partitions(1)
+        .topics(1)
+        .env("MAX_IN_FLIGHT_BYTES", "1048576")
+        .spawn()
+        .await;
+    service.standin.add_fault(Fault::delay(200));
+    let padding = "p".repeat(100_000);
+    let producer = producer();
+    let mut ids = Vec::new();
+    for i in 0..120 {
+        let id = format!("large-{i}");
+        let value = point_add(&id, &format!("c{i}"), 1).replacen(
+            '{',
+            &format!(r#"{{"padding":"{padding}","#),
+            1,
+        );
+        produce(&producer, &service.topics[0], Some("c"), value.as_bytes()).await;
+        ids.push(id);
+    }
+    let (mut most_records, mut most_bytes) = (0.0f64, 0.0f64);
+    let drained = eventually(Duration::from_secs(90), || {
+        let metrics = scrape(service.admin);
+        let gauge = |name: &str| metric_value(&metrics, name).unwrap_or(0.0);
+        most_records = most_records.max(gauge("mparticle_forwarder_records_in_flight"));
+        most_bytes = most_bytes.max(gauge("mparticle_forwarder_bytes_in_flight"));
+        service.standin.accepted_ids().len() == ids.len()
+    })
+    .await;
+    assert!(drained, "every large event delivered");
+    assert!(
+        most_records <= 10.0,
+        "at most ten 100 KB records in flight, saw {most_records}"
+    );
+    assert!(
+        most_bytes <= 1_048_576.0 && most_bytes > 0.0,
+        "bytes in flight within the bound, saw {most_bytes}"
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    service.stop().await;
+}
