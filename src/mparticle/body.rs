@@ -62,6 +62,7 @@ impl Batch {
 #[derive(Debug)]
 pub struct RequestBody {
     bulk: bool,
+    batches: usize,
     chunks: VecDeque<Bytes>,
     remaining: usize,
 }
@@ -95,6 +96,7 @@ impl RequestBody {
         }
         RequestBody {
             bulk: batches.len() != 1,
+            batches: batches.len(),
             remaining: chunks.iter().map(Bytes::len).sum(),
             chunks,
         }
@@ -109,6 +111,11 @@ impl RequestBody {
     /// True for `/bulkevents`, false for one batch to `/events`.
     pub fn is_bulk(&self) -> bool {
         self.bulk
+    }
+
+    /// How many batches it holds.
+    pub fn batches(&self) -> usize {
+        self.batches
     }
 
     pub fn len(&self) -> usize {

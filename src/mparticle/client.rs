@@ -9,12 +9,16 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
 use super::body::RequestBody;
+use super::refusals::{Refusals, refusals_in};
 use super::response::{LimitHit, Verdict, parse_retry_after};
 use crate::config::{MparticleConfig, Secret};
 use crate::outcome::ErrorKind;
 
 /// Bytes of a response body kept for the dead-letter record and the logs.
 pub const MAX_BODY_BYTES: usize = 1024;
+/// Bytes of a 2xx body read for the batches it says were refused (a bulk of 100 failing
+/// batches, each named with a message).
+const MAX_REFUSALS_BYTES: usize = 64 * 1024;
 
 /// Credentials shorter than this are not searched for in answers.
 const MIN_REDACTED_LEN: usize = 4;
@@ -37,6 +41,8 @@ pub struct Answer {
     pub rate_limit_used_percent: Option<u8>,
     /// On a 429, `X-mp-rate-limit-exceeded`.
     pub limit_hit: Option<LimitHit>,
+    /// On a 2xx, the batches its body says were refused (credentials redacted).
+    pub refusals: Option<Refusals>,
     pub elapsed: Duration,
 }
 
@@ -104,6 +110,7 @@ impl Client {
         } else {
             &self.events_url
         };
+        let batches = body.batches();
         let started = Instant::now();
         let result = self
             .http
@@ -142,16 +149,24 @@ impl Client {
         });
         // The status is known; a body cut off by the timeout changes nothing about it.
         // Read past the cut by the longest credential, so that none is cut in two by it.
-        let keep = MAX_BODY_BYTES + self.redactions.iter().map(String::len).max().unwrap_or(0);
-        let body = read_body_prefix(response, keep).await.unwrap_or_default();
-        let detail = one_line(&self.redact(body), MAX_BODY_BYTES);
+        let wanted = match verdict {
+            Verdict::Delivered => MAX_REFUSALS_BYTES,
+            _ => MAX_BODY_BYTES,
+        };
+        let keep = wanted + self.redactions.iter().map(String::len).max().unwrap_or(0);
+        let body = self.redact(read_body_prefix(response, keep).await.unwrap_or_default());
+        let refusals = match verdict {
+            Verdict::Delivered => refusals_in(&body, batches),
+            _ => None,
+        };
         Answer {
             verdict,
             status: Some(status),
-            detail,
+            detail: one_line(&body, MAX_BODY_BYTES),
             retry_after,
             rate_limit_used_percent,
             limit_hit,
+            refusals,
             elapsed: started.elapsed(),
         }
     }
@@ -193,6 +208,7 @@ fn transport_failure(error: &reqwest::Error, elapsed: Duration) -> Answer {
         retry_after: None,
         rate_limit_used_percent: None,
         limit_hit: None,
+        refusals: None,
         elapsed,
     }
 }

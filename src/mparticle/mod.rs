@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod client;
+pub mod refusals;
 pub mod response;
 
 /// Batches in one `/bulkevents` request.

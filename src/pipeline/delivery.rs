@@ -24,6 +24,7 @@ use crate::clock::unix_ms;
 use crate::kafka::headers::Failure;
 use crate::mparticle::body::{Batch, RequestBody};
 use crate::mparticle::client::Answer;
+use crate::mparticle::refusals::Refusals;
 use crate::mparticle::response::{LimitHit, Verdict, status_label};
 use crate::outcome::ErrorKind;
 use crate::pacer::Signal;
@@ -152,7 +153,10 @@ async fn deliver_request(
         pace(&ctx, sent_at, items.len(), &answer);
         match answer.verdict.clone() {
             Verdict::Delivered => {
-                delivered(&ctx, items);
+                match answer.refusals.clone() {
+                    None => delivered(&ctx, items),
+                    Some(refusals) => partly_delivered(&ctx, items, refusals, &answer, attempt_ms),
+                }
                 return;
             }
             Verdict::AuthFailed | Verdict::RateLimited => {
@@ -256,6 +260,54 @@ fn gate_changed(ctx: &Context, change: Change, answer: &Answer) {
         Change::Closed(reason) => info!(?reason, "mParticle answers again; consumption resumed"),
     }
     ctx.metrics.gate_changed(change);
+}
+
+/// A 2xx whose body names refused batches: the others are delivered, and each refused one
+/// goes again alone, once (a refused bulk is no record's attempt); a refused batch that was
+/// alone already is dead-lettered with mParticle's message. Errors that name no batch send
+/// every batch of the bulk again alone.
+fn partly_delivered(
+    ctx: &Arc<Context>,
+    mut items: Vec<Outbound>,
+    refusals: Refusals,
+    answer: &Answer,
+    attempt_ms: i64,
+) {
+    if items.len() == 1 {
+        let message = match refusals {
+            Refusals::Named(named) => named.into_iter().next().map(|(_, m)| m),
+            Refusals::Unreadable(message) => Some(message),
+        };
+        let o = items.remove(0);
+        let mut f = failure(&o.item, ErrorKind::Http4xx, answer, attempt_ms);
+        f.error = format!(
+            "mParticle accepted the request but refused its batch: {}",
+            message.unwrap_or_default()
+        );
+        let ctx = ctx.clone();
+        tokio::spawn(async move { ctx.dead_letter(o.item, f).await });
+        return;
+    }
+    let refused: Vec<usize> = match &refusals {
+        Refusals::Named(named) => named.iter().map(|(position, _)| *position).collect(),
+        Refusals::Unreadable(_) => (0..items.len()).collect(),
+    };
+    warn!(
+        refused = refused.len(),
+        batches = items.len(),
+        detail = %answer.detail,
+        "mParticle accepted a bulk request but refused some of its batches; sending those again alone"
+    );
+    let mut accepted = Vec::with_capacity(items.len() - refused.len());
+    for (position, mut o) in items.into_iter().enumerate() {
+        if refused.binary_search(&position).is_ok() {
+            o.item.attempts -= 1;
+            tokio::spawn(deliver(ctx.clone(), vec![o], None));
+        } else {
+            accepted.push(o);
+        }
+    }
+    delivered(ctx, accepted);
 }
 
 /// Splits a list in two halves, the first at least as long as the second.

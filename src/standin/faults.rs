@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::random::Xorshift;
 
 /// One rule. JSON form: `{"status": 503, "times": 2}`, `{"status": 429, "retry_after": 3}`,
-/// `{"delay_ms": 15000}`, `{"status": 400, "when_id": "evt-7"}`, `{"status": 503, "probability": 0.1}`.
+/// `{"delay_ms": 15000}`, `{"status": 400, "when_id": "evt-7"}`, `{"status": 503, "probability": 0.1}`,
+/// `{"partial": true, "when_id": "evt-7"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fault {
     /// The status to answer; absent: answer as usual, after `delay_ms`.
@@ -41,6 +42,12 @@ pub struct Fault {
     /// do (the `Authorization` header among them).
     #[serde(default)]
     pub echo_headers: bool,
+    /// With `when_id`: refuse only that batch, as mParticle answers a bulk request in which
+    /// some batches fail: 202, the others accepted, and an `errors` body naming the refused
+    /// one by its position (`[2].user_identities: ...`). A request of that batch alone is
+    /// answered 400.
+    #[serde(default)]
+    pub partial: bool,
 }
 
 impl Fault {
@@ -57,7 +64,23 @@ impl Fault {
             limit_exceeded: None,
             location: None,
             echo_headers: false,
+            partial: false,
         }
+    }
+
+    /// Refuses the batch `id` inside a bulk request and accepts the rest ([`Fault::partial`]).
+    pub fn refuse_in_bulk(id: impl Into<String>) -> Fault {
+        Fault {
+            status: None,
+            partial: true,
+            ..Fault::status(0)
+        }
+        .when_id(id)
+    }
+
+    pub fn body(mut self, body: impl Into<String>) -> Fault {
+        self.body = Some(body.into());
+        self
     }
 
     pub fn location(mut self, location: impl Into<String>) -> Fault {

@@ -643,6 +643,10 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
             }
             response
         }
+        (Ok(()), None) if fault.as_ref().is_some_and(|f| f.partial) => {
+            let refused = fault.as_ref().and_then(|f| f.when_id.as_deref());
+            partly_accepted(&state, &body, bulk, refused.unwrap_or_default())
+        }
         (Ok(()), None) => match contract::check_request(&body, bulk) {
             Err(message) => bad_request(&message),
             Ok(batches) => match check_rate(&state, batches.len()) {
@@ -667,6 +671,36 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
         body_bytes: body.len(),
     });
     response
+}
+
+/// A bulk request with the batch `refused` in it: the others accepted, 202 with an
+/// `errors` body naming the refused batch by position; the batch alone: 400.
+fn partly_accepted(state: &State, body: &[u8], bulk: bool, refused: &str) -> HttpResponse {
+    let batches = match contract::check_request(body, bulk) {
+        Ok(batches) => batches,
+        Err(message) => return bad_request(&message),
+    };
+    let is_refused =
+        |b: &Value| b.get("source_request_id").and_then(Value::as_str) == Some(refused);
+    if !bulk {
+        return bad_request("user_identities: the batch was refused (stand-in fault)");
+    }
+    let position = batches.iter().position(is_refused);
+    let kept: Vec<Value> = batches.into_iter().filter(|b| !is_refused(b)).collect();
+    record_accepted(state, kept);
+    let errors: Vec<Value> = position
+        .map(|i| {
+            serde_json::json!({
+                "code": "BAD_REQUEST",
+                "message": format!("[{i}].user_identities: the batch was refused (stand-in fault)"),
+            })
+        })
+        .into_iter()
+        .collect();
+    http_server::json(
+        StatusCode::ACCEPTED,
+        serde_json::json!({ "errors": errors }).to_string(),
+    )
 }
 
 fn record_accepted(state: &State, batches: Vec<Value>) {
