@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use mparticle_forwarder::random::Xorshift;
 use mparticle_forwarder::standin::{StandIn, StandInConfig};
 
 #[path = "support/events.rs"]
@@ -31,9 +32,15 @@ fn events_arg() -> usize {
         .map_or(4_000, |v| v.parse().expect("--events N"))
 }
 
-/// A loyalty event of about 100 KB: the usual one with a field no assignment reads.
+/// A loyalty event of about 100 KB: the usual one with a field no assignment reads, of
+/// random letters (repeated ones compress a hundredfold, and librdkafka's prefetch limits
+/// count compressed bytes, which would measure the prefetch instead).
 fn large_event(i: usize) -> String {
-    let padding = "n".repeat(PADDING_BYTES);
+    const LETTERS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut random = Xorshift::seeded(i as u64 + 1);
+    let padding: String = (0..PADDING_BYTES)
+        .map(|_| LETTERS[(random.next_unit() * 64.0) as usize] as char)
+        .collect();
     events::event(i, true).replacen('{', &format!(r#"{{"notes":"{padding}","#), 1)
 }
 
