@@ -255,6 +255,7 @@ fn floor_child() {
     let kafka = mparticle_forwarder::config::KafkaConfig {
         bootstrap_servers: std::env::var("MPF_TEST_KAFKA").unwrap(),
         group_id: unique("floor"),
+        group_instance_id: None,
         topics: topics.clone(),
         retry_topic: "unused".into(),
         dlq_topic: "unused".into(),

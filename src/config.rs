@@ -154,6 +154,9 @@ pub const CLEAR_CREDENTIALS_WARNING: &str =
 pub struct KafkaConfig {
     pub bootstrap_servers: String,
     pub group_id: String,
+    /// Static membership (`KAFKA_GROUP_INSTANCE_ID`, the pod's name): a restarted
+    /// container takes its partitions back at once instead of after a rebalance.
+    pub group_instance_id: Option<String>,
     pub topics: Vec<String>,
     pub retry_topic: String,
     pub dlq_topic: String,
@@ -166,6 +169,19 @@ pub struct KafkaConfig {
 pub enum KafkaPropertyValue {
     Plain(String),
     Secret(Secret),
+}
+
+impl KafkaConfig {
+    /// The static member id of this process in `group`: the instance id in the source
+    /// group, with the suffix the group adds to `KAFKA_GROUP_ID` (`.retry`) in the other,
+    /// so that the two consumers never share one.
+    pub fn static_member_id(&self, group: &str) -> Option<String> {
+        let instance = self.group_instance_id.as_deref()?;
+        Some(match group.strip_prefix(self.group_id.as_str()) {
+            Some(suffix) => format!("{instance}{suffix}"),
+            None => format!("{instance}.{group}"),
+        })
+    }
 }
 
 impl KafkaPropertyValue {
@@ -230,6 +246,7 @@ struct RawEnv {
     mparticle_bulk_linger: Option<String>,
     kafka_bootstrap_servers: Option<String>,
     kafka_group_id: Option<String>,
+    kafka_group_instance_id: Option<String>,
     kafka_topics: Option<String>,
     kafka_retry_topic: Option<String>,
     kafka_dlq_topic: Option<String>,
@@ -300,7 +317,8 @@ const REFUSED_PASS_THROUGH: &[(&str, Option<&str>, &str)] = &[
     (
         "group.instance.id",
         None,
-        "one static member id would be shared by both consumers and every replica",
+        "one static member id would be shared by both consumers and every replica; set \
+         KAFKA_GROUP_INSTANCE_ID (the pod's name) instead",
     ),
     (
         "auto.commit.interval.ms",
@@ -406,6 +424,20 @@ impl Config {
 
         let bootstrap_servers = p.text(raw.kafka_bootstrap_servers, DEFAULT_BOOTSTRAP_SERVERS);
         let group_id = p.text(raw.kafka_group_id, DEFAULT_GROUP_ID);
+        let group_instance_id = raw
+            .kafka_group_instance_id
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty());
+        if let Some(id) = &group_instance_id {
+            // Kafka takes any string; these are what a pod name is made of, and they keep
+            // the id readable in the broker's tools.
+            if id.len() > 200 || !valid_topic_name(id) {
+                p.problems.push(format!(
+                    "KAFKA_GROUP_INSTANCE_ID is {id:?}; it must be 1 to 200 of the characters \
+                     a-z A-Z 0-9 . _ - (the pod's name)"
+                ));
+            }
+        }
         let topics = p.topic_list("KAFKA_TOPICS", raw.kafka_topics);
         let retry_topic = p.topic(
             "KAFKA_RETRY_TOPIC",
@@ -563,6 +595,7 @@ impl Config {
             kafka: KafkaConfig {
                 bootstrap_servers,
                 group_id,
+                group_instance_id,
                 topics,
                 retry_topic,
                 dlq_topic,
@@ -852,6 +885,30 @@ mod tests {
         );
         assert_eq!(config.unmapped_action, UnmappedAction::Skip);
         assert_eq!(config.admin_addr.to_string(), "0.0.0.0:9090");
+    }
+
+    #[test]
+    fn a_static_member_id_differs_between_the_two_consumers() {
+        let mut pairs = minimal();
+        pairs.extend(vars(&[
+            ("KAFKA_GROUP_ID", "fwd"),
+            ("KAFKA_GROUP_INSTANCE_ID", "mparticle-forwarder-7d9f-x2k"),
+        ]));
+        let kafka = Config::from_vars(pairs).unwrap().kafka;
+        assert_eq!(
+            kafka.static_member_id("fwd").as_deref(),
+            Some("mparticle-forwarder-7d9f-x2k")
+        );
+        assert_eq!(
+            kafka.static_member_id("fwd.retry").as_deref(),
+            Some("mparticle-forwarder-7d9f-x2k.retry")
+        );
+        let unset = Config::from_vars(minimal()).unwrap().kafka;
+        assert_eq!(unset.static_member_id("mparticle-forwarder"), None);
+        let mut bad = minimal();
+        bad.extend(vars(&[("KAFKA_GROUP_INSTANCE_ID", "pod one")]));
+        let problems = Config::from_vars(bad).unwrap_err().to_string();
+        assert!(problems.contains("KAFKA_GROUP_INSTANCE_ID"), "{problems}");
     }
 
     #[test]

@@ -328,6 +328,9 @@ fn check_config() -> ExitCode {
     println!("Kafka");
     println!("  bootstrap servers:   {}", c.kafka.bootstrap_servers);
     println!("  group:               {}", c.kafka.group_id);
+    if let Some(instance) = &c.kafka.group_instance_id {
+        println!("  static member:       {instance} (retry group: {instance}.retry)");
+    }
     println!("  source topics:       {}", c.kafka.topics.join(", "));
     println!("  retry topic:         {}", c.kafka.retry_topic);
     println!("  dead-letter topic:   {}", c.kafka.dlq_topic);

@@ -272,8 +272,11 @@ impl SourceConsumer {
         let context = GroupContext {
             state: state.clone(),
         };
-        let consumer: BaseConsumer<GroupContext> =
-            settings::consumer(kafka, group).create_with_context(context)?;
+        let mut config = settings::consumer(kafka, group);
+        if let Some(member) = kafka.static_member_id(group) {
+            config.set("group.instance.id", member);
+        }
+        let consumer: BaseConsumer<GroupContext> = config.create_with_context(context)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
         Ok(SourceConsumer {

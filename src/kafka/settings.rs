@@ -78,6 +78,7 @@ mod tests {
         KafkaConfig {
             bootstrap_servers: "localhost:9092".into(),
             group_id: "g".into(),
+            group_instance_id: None,
             topics: vec!["t".into()],
             retry_topic: "r".into(),
             dlq_topic: "d".into(),

@@ -78,14 +78,29 @@ def test_the_deployment_is_locked_down_and_drains_within_its_grace_period():
     assert refs == {by_kind("ConfigMap")["metadata"]["name"], by_kind("Secret")["metadata"]["name"]}
     mount = container["volumeMounts"][0]["mountPath"]
     assert by_kind("ConfigMap")["data"]["FIELD_ASSIGNMENTS_FILE"].startswith(mount + "/")
+    static = {e["name"]: e for e in container["env"]}["KAFKA_GROUP_INSTANCE_ID"]
+    assert static["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_the_memory_limit_holds_what_the_byte_bound_lets_in():
+    container = by_kind("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi")
+    bound = int(by_kind("ConfigMap")["data"]["MAX_IN_FLIGHT_BYTES"])
+    # Records take up to four times the bound (source and retries, each with its batch);
+    # the rest of the process about 50 MiB (README, Memory bound).
+    assert 4 * bound + 50 * 2**20 <= int(limit[:-2]) * 2**20
 
 
 def test_the_kubernetes_environment_is_accepted_by_the_service():
     env = dict(by_kind("ConfigMap")["data"])
     env.update(by_kind("Secret")["stringData"])
+    # What the downward API gives a pod of the Deployment.
+    env["KAFKA_GROUP_INSTANCE_ID"] = "mparticle-forwarder-5c7d9f8b6d-x2k8q"
     result = check_config(env, "/etc/mparticle-forwarder/field-assignments.toml")
     assert result.returncode == 0, result.stderr
     assert "replace-me" not in result.stdout, "secrets are masked"
+    assert "static member:       mparticle-forwarder-5c7d9f8b6d-x2k8q" in result.stdout
 
 
 def test_service_monitor_scaler_and_budget_point_at_the_right_things():

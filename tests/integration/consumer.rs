@@ -41,6 +41,7 @@ async fn records_finished_on_many_threads_at_once_commit_to_the_end() {
     let kafka = KafkaConfig {
         bootstrap_servers: bootstrap(),
         group_id: group.clone(),
+        group_instance_id: None,
         topics: vec![topic.clone()],
         retry_topic: "unused".into(),
         dlq_topic: "unused".into(),

@@ -154,6 +154,57 @@ async fn killed_mid_run_and_restarted_every_event_is_delivered_or_dead_lettered(
     standin.stop();
 }
 
+/// The member ids of `group`, as the broker reports them.
+fn members(group: &str) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    let list = consumer
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .unwrap();
+    list.groups()
+        .iter()
+        .flat_map(|g| g.members().iter().map(|m| m.id().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_killed_and_restarted_takes_its_place_back_and_loses_nothing() {
+    let standin = standin().await;
+    standin.add_fault(Fault::status(503).probability(0.05));
+    let t = topics(3).await;
+    let ids = produce_events(&t.sources, 20_000, "static").await;
+    let pod = [("KAFKA_GROUP_INSTANCE_ID", "forwarder-pod-0")];
+    let mut first = spawn_forwarder(&standin, &t, &pod);
+    let started = eventually(Duration::from_secs(60), || {
+        standin.accepted_count() >= 5_000
+    })
+    .await;
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    assert!(
+        started,
+        "the first run delivered {}",
+        standin.accepted_count()
+    );
+
+    let mut second = spawn_forwarder(&standin, &t, &pod);
+    wait_all_accounted_for(&standin, &t, &ids, Duration::from_secs(240)).await;
+    // The restarted process took the killed one's place: one member in each group, named
+    // by the instance id, not a second member waiting for the first one's session to end.
+    let source = members(&t.group);
+    assert_eq!(source.len(), 1, "{source:?}");
+    assert!(source[0].starts_with("forwarder-pod-0-"), "{source:?}");
+    let retry = members(&format!("{}.retry", t.group));
+    assert_eq!(retry.len(), 1, "{retry:?}");
+    assert!(retry[0].starts_with("forwarder-pod-0.retry-"), "{retry:?}");
+    second.kill().unwrap();
+    second.wait().unwrap();
+    standin.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_one_of_two_replicas_dies_the_other_takes_its_partitions() {
     let standin = standin().await;
