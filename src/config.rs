@@ -202,18 +202,6 @@ pub struct RetryConfig {
     pub backoff: Vec<Duration>,
 }
 
-impl RetryConfig {
-    /// The delay before attempt `next_attempt` (2 for the first retry).
-    pub fn backoff_before(&self, next_attempt: u32) -> Duration {
-        let index = next_attempt.saturating_sub(2) as usize;
-        self.backoff
-            .get(index)
-            .or(self.backoff.last())
-            .copied()
-            .unwrap_or_default()
-    }
-}
-
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

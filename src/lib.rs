@@ -5,12 +5,15 @@
 //! [`kafka`], driven by [`pipeline`]; [`app`] wires them and [`admin`] shows them to
 //! operators. [`standin`] is a local stand-in for mParticle used in development and tests.
 
+#![deny(unsafe_code)]
+
 pub mod admin;
 pub mod app;
 pub mod clock;
 pub mod config;
 pub mod crash;
 pub mod event;
+pub mod gate;
 pub mod http_server;
 pub mod json;
 pub mod kafka;

@@ -1,6 +1,8 @@
 //! The `mparticle-forwarder` command: `run` (the default), `check-config`, `map`,
 //! `replay-dlq`.
 
+#![deny(unsafe_code)]
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,38 +18,11 @@ use mparticle_forwarder::replay::{self, ReplayFilter};
 use mparticle_forwarder::telemetry;
 
 /// mimalloc instead of glibc's malloc: the pipeline allocates many small, short-lived
-/// buffers across threads (librdkafka's and tokio's); measured in BENCHMARKS.md.
+/// buffers across threads (librdkafka's and tokio's); measured in BENCHMARKS.md. The
+/// image sets `MIMALLOC_ARENA_EAGER_COMMIT=0` (deploy/Dockerfile): committing the arena as
+/// it is used keeps the peak RSS lower where the kernel overcommits.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Where the kernel overcommits, mimalloc commits its arena up front by default, and pages
-/// it frees then stay in the resident set. Committing as it goes gave a peak RSS of 49-53
-/// MiB instead of 58-65 MiB in the 1M-event drain, at the same CPU (BENCHMARKS.md). The
-/// arena is reserved by the first allocation, before `main`, so the default is set from a
-/// constructor that the loader runs before mimalloc's own (numbered `.init_array` entries
-/// run before unnumbered ones). `MIMALLOC_ARENA_EAGER_COMMIT` in the environment still
-/// wins: mimalloc reads it afterwards and only a default is set here.
-#[cfg(target_os = "linux")]
-mod allocator_defaults {
-    use std::ffi::{c_int, c_long};
-
-    /// `mi_option_arena_eager_commit` in mimalloc.h (v3, as libmimalloc-sys 0.1.49 builds
-    /// it); libmimalloc-sys's own constants predate this option.
-    const MI_OPTION_ARENA_EAGER_COMMIT: c_int = 4;
-
-    unsafe extern "C" {
-        fn mi_option_set_default(option: c_int, value: c_long);
-    }
-
-    extern "C" fn commit_arena_lazily() {
-        // SAFETY: sets the default of one of mimalloc's options; allocates nothing.
-        unsafe { mi_option_set_default(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
-    }
-
-    #[used]
-    #[unsafe(link_section = ".init_array.00101")]
-    static COMMIT_ARENA_LAZILY: extern "C" fn() = commit_arena_lazily;
-}
 
 /// Exit code for input that is not a mappable loyalty event (EX_DATAERR).
 const EXIT_BAD_INPUT: u8 = 65;

@@ -10,9 +10,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::gate::{Change, Reason};
 use crate::mparticle::response::LimitHit;
 use crate::outcome::ErrorKind;
-use crate::pipeline::gate::{Change, Reason};
 
 fn reason_label(reason: Reason) -> &'static str {
     match reason {

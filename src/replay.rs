@@ -19,8 +19,8 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
+use crate::kafka::ffi;
 use crate::kafka::headers::{ERROR_KIND, ORIGINAL_TOPIC, REPLAY_COUNT};
-use crate::kafka::raw_headers;
 use crate::kafka::record::{HeaderList, SourceRecord};
 use crate::kafka::settings;
 use crate::kafka::shortened::is_shortened;
@@ -320,7 +320,7 @@ pub async fn run(
                     *report.replayed.entry(target).or_default() += 1;
                     continue;
                 }
-                let headers = raw_headers::write(&replay_headers(&record, replay_count));
+                let headers = ffi::write_headers(&replay_headers(&record, replay_count));
                 replays.send(&target, &record, headers, &mut report).await;
             }
         }

@@ -1,11 +1,23 @@
-//! The resend policy, pure: after a failed attempt, whether a record is tried again and
-//! when, and what a consumed retry record says about its earlier attempts.
+//! The resend policy, pure, on plain values: the backoff before each attempt, and after a
+//! failed attempt whether a record is tried again and when. (What a retry record's headers
+//! say about its earlier attempts is read in [`crate::kafka::headers::retry_state`].)
 
 use std::time::Duration;
 
 use crate::config::RetryConfig;
-use crate::kafka::headers::{ATTEMPT, FIRST_ATTEMPT_MS, NOT_BEFORE_MS};
-use crate::kafka::record::SourceRecord;
+
+impl RetryConfig {
+    /// The delay before attempt `next_attempt` (2 for the first retry); the last value
+    /// repeats.
+    pub fn backoff_before(&self, next_attempt: u32) -> Duration {
+        let index = next_attempt.saturating_sub(2) as usize;
+        self.backoff
+            .get(index)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or_default()
+    }
+}
 
 /// What becomes of a record whose latest attempt failed retryably.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,27 +55,9 @@ pub struct RetryState {
     pub first_attempt_ms: Option<i64>,
 }
 
-impl RetryState {
-    /// Reads the `forwarder-*` headers. A record without them (written by hand, say) is
-    /// due at once, counted as one attempt made.
-    pub fn of(record: &SourceRecord) -> RetryState {
-        let number = |name: &str| {
-            record
-                .header_text(name)
-                .and_then(|v| v.trim().parse::<i64>().ok())
-        };
-        RetryState {
-            attempts_made: number(ATTEMPT).map_or(1, |n| n.clamp(0, i64::from(u32::MAX)) as u32),
-            not_before_ms: number(NOT_BEFORE_MS).unwrap_or(0),
-            first_attempt_ms: number(FIRST_ATTEMPT_MS),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::topic::Topic;
 
     fn policy() -> RetryConfig {
         RetryConfig {
@@ -122,26 +116,5 @@ mod tests {
             backoff: vec![],
         };
         assert_eq!(next_step(&single, 1, None, 0), NextStep::Exhausted);
-    }
-
-    #[test]
-    fn retry_state_is_read_from_the_headers() {
-        let headers = vec![
-            (ATTEMPT.into(), Some(b"2".to_vec())),
-            (NOT_BEFORE_MS.into(), Some(b"12345".to_vec())),
-            (FIRST_ATTEMPT_MS.into(), Some(b"100".to_vec())),
-        ];
-        let record = SourceRecord::new(Topic::named("retry"), 0, 0, None, None, None, headers);
-        assert_eq!(
-            RetryState::of(&record),
-            RetryState {
-                attempts_made: 2,
-                not_before_ms: 12_345,
-                first_attempt_ms: Some(100)
-            }
-        );
-        let record = SourceRecord::new(Topic::named("retry"), 0, 0, None, None, None, vec![]);
-        assert_eq!(RetryState::of(&record).not_before_ms, 0);
-        assert_eq!(RetryState::of(&record).attempts_made, 1);
     }
 }

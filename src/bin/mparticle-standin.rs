@@ -2,6 +2,8 @@
 //! `mparticle_forwarder::standin`). For development, tests and benchmarks; never for
 //! production.
 
+#![deny(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

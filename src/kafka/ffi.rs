@@ -1,20 +1,25 @@
-//! Record headers read and written as bytes, through librdkafka's C functions.
+//! The service's only `unsafe` code: where rdkafka's safe API does not reach.
 //!
-//! Kafka lets a header name be any bytes; rdkafka's accessors hand names out as `&str` and
-//! panic on one that is not UTF-8, and take names in only as `&str`. A record carrying such
-//! a name could then never be dead-lettered, and its partition would stop there. These two
-//! functions are the only place that calls librdkafka's header functions directly.
+//! - **Header names as bytes.** Kafka lets a header name be any bytes; rdkafka's
+//!   accessors hand names out as `&str` and panic on one that is not UTF-8, and take names
+//!   in only as `&str`. A record carrying such a name could then never be dead-lettered,
+//!   and its partition would stop there. [`read_headers`] and [`write_headers`] call
+//!   librdkafka's header functions directly.
+//! - **A message kept past its poll.** [`keep_message`] lets a record hold librdkafka's
+//!   message without copying it; the record keeps the client alive for as long.
+//!
+//! Every other module denies `unsafe` (`#![deny(unsafe_code)]` in the crate roots).
 
 use std::ffi::{CStr, c_char, c_void};
 
 use rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
 use rdkafka::bindings::{rd_kafka_header_add, rd_kafka_header_get_all, rd_kafka_headers_t};
-use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, OwnedHeaders};
 
 use super::record::{HeaderList, HeaderName};
 
 /// Every header of `headers`, in order, names and values as bytes.
-pub fn read(headers: &BorrowedHeaders) -> HeaderList {
+pub fn read_headers(headers: &BorrowedHeaders) -> HeaderList {
     // rdkafka's BorrowedHeaders is an opaque stand-in whose address is librdkafka's headers
     // object (it is made by casting that pointer).
     let native = headers as *const BorrowedHeaders as *const rd_kafka_headers_t;
@@ -46,7 +51,7 @@ pub fn read(headers: &BorrowedHeaders) -> HeaderList {
 }
 
 /// `headers` as librdkafka headers for a record to produce, names as bytes.
-pub fn write(headers: &HeaderList) -> OwnedHeaders {
+pub fn write_headers(headers: &HeaderList) -> OwnedHeaders {
     let owned = OwnedHeaders::new_with_capacity(headers.len());
     let native = owned.as_borrowed() as *const BorrowedHeaders as *mut rd_kafka_headers_t;
     for (name, value) in headers {
@@ -72,6 +77,16 @@ pub fn write(headers: &HeaderList) -> OwnedHeaders {
     owned
 }
 
+/// `message` with its tie to the client it was polled from lifted. The caller must keep
+/// that client alive for as long as the message, and drop the message first
+/// ([`SourceRecord::hold`](super::record::SourceRecord::hold) does both).
+pub fn keep_message(message: BorrowedMessage<'_>) -> BorrowedMessage<'static> {
+    // SAFETY: the lifetime only ties the message to the client it was polled from, which
+    // the caller keeps alive longer (above). The message owns its librdkafka event (freed
+    // on drop), and rdkafka makes it Send and Sync.
+    unsafe { std::mem::transmute(message) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,7 +98,7 @@ mod tests {
             (HeaderName::from(vec![0xff, 0xfe, b'x']), Some(vec![0x80])),
             (HeaderName::from(b"empty".to_vec()), None),
         ];
-        let owned = write(&headers);
-        assert_eq!(read(owned.as_borrowed()), headers);
+        let owned = write_headers(&headers);
+        assert_eq!(read_headers(owned.as_borrowed()), headers);
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::kafka::record::{Header, HeaderList, SourceRecord};
 use crate::outcome::ErrorKind;
+use crate::retry::RetryState;
 
 pub const ATTEMPT: &str = "forwarder-attempt";
 pub const NOT_BEFORE_MS: &str = "forwarder-not-before-ms";
@@ -99,6 +100,21 @@ pub fn failure_headers(record: &SourceRecord, failure: &Failure) -> HeaderList {
     headers
 }
 
+/// What a record read from the retry topic says about its earlier attempts. A record
+/// without the headers (written by hand, say) is due at once, counted as one attempt made.
+pub fn retry_state(record: &SourceRecord) -> RetryState {
+    let number = |name: &str| {
+        record
+            .header_text(name)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    RetryState {
+        attempts_made: number(ATTEMPT).map_or(1, |n| n.clamp(0, i64::from(u32::MAX)) as u32),
+        not_before_ms: number(NOT_BEFORE_MS).unwrap_or(0),
+        first_attempt_ms: number(FIRST_ATTEMPT_MS),
+    }
+}
+
 fn cut(text: &str) -> String {
     crate::mparticle::client::one_line(text, MAX_DETAIL_BYTES)
 }
@@ -175,6 +191,26 @@ mod tests {
         assert_eq!(get(&h, FIRST_ATTEMPT_MS), ["500"]);
         assert_eq!(get(&h, ATTEMPT), ["2"]);
         assert_eq!(get(&h, ERROR_KIND), ["http_5xx"]);
+    }
+
+    #[test]
+    fn retry_state_is_read_from_the_headers() {
+        let retry = record(vec![
+            (ATTEMPT, "2"),
+            (NOT_BEFORE_MS, "12345"),
+            (FIRST_ATTEMPT_MS, "100"),
+        ]);
+        assert_eq!(
+            retry_state(&retry),
+            RetryState {
+                attempts_made: 2,
+                not_before_ms: 12_345,
+                first_attempt_ms: Some(100)
+            }
+        );
+        let by_hand = record(vec![]);
+        assert_eq!(retry_state(&by_hand).not_before_ms, 0);
+        assert_eq!(retry_state(&by_hand).attempts_made, 1);
     }
 
     #[test]

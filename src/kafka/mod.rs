@@ -2,10 +2,11 @@
 //! that writes retry and dead-letter records.
 
 pub mod consumer;
+#[allow(unsafe_code)]
+pub mod ffi;
 pub mod headers;
 pub mod offsets;
 pub mod producer;
-pub mod raw_headers;
 pub mod record;
 pub mod settings;
 pub mod shortened;

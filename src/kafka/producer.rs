@@ -10,8 +10,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use thiserror::Error;
 
 use crate::config::KafkaConfig;
+use crate::kafka::ffi;
 use crate::kafka::headers::{Failure, failure_headers};
-use crate::kafka::raw_headers;
 use crate::kafka::record::{HeaderList, SourceRecord};
 use crate::kafka::settings;
 use crate::kafka::shortened::{Cut, shorten};
@@ -107,7 +107,7 @@ impl FailurePublisher {
         headers_out: &HeaderList,
     ) -> Result<(), PublishError> {
         let mut out: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(topic).headers(raw_headers::write(headers_out));
+            FutureRecord::to(topic).headers(ffi::write_headers(headers_out));
         if let Some(key) = key {
             out = out.key(key);
         }

@@ -153,11 +153,9 @@ impl SourceRecord {
         topic: Topic,
         client: Arc<dyn Any + Send + Sync>,
     ) -> SourceRecord {
-        // SAFETY: the lifetime only ties the message to the client it was polled from.
-        // The record holds that client (`_client`) and frees the message first, so the
-        // message never outlives it. The message owns its event (freed on drop), and
-        // rdkafka makes it Send and Sync.
-        let message: BorrowedMessage<'static> = unsafe { std::mem::transmute(message) };
+        // The record holds the client (`_client`) and frees the message first (the field
+        // order of `Content::Held`), as `keep_message` requires.
+        let message = super::ffi::keep_message(message);
         SourceRecord {
             topic,
             partition: message.partition(),
@@ -209,6 +207,6 @@ impl SourceRecord {
 fn copy_headers(message: &BorrowedMessage<'_>) -> HeaderList {
     message
         .headers()
-        .map(super::raw_headers::read)
+        .map(super::ffi::read_headers)
         .unwrap_or_default()
 }

@@ -18,9 +18,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::gate::{Change, Reason};
 use super::{Context, InFlight};
 use crate::clock::unix_ms;
+use crate::gate::{Change, Reason};
 use crate::kafka::headers::Failure;
 use crate::mparticle::body::{Batch, RequestBody};
 use crate::mparticle::client::Answer;

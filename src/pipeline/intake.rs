@@ -1,12 +1,16 @@
-//! The first step for every consumed record: decode it, map it, and decide whether it is
-//! sent, skipped by configuration, or dead-lettered at once. Pure: the batch is appended to
-//! a buffer the caller owns.
+//! The first step for every consumed record, from either reader: decode it, map it, and
+//! decide whether it is sent, skipped by configuration, or dead-lettered at once
+//! ([`prepare`], pure: the batch is appended to a buffer the caller owns), then act on that
+//! ([`take_in`]).
 
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::{Context, InFlight};
 use crate::config::UnmappedAction;
 use crate::event::LoyaltyEvent;
 use crate::kafka::headers::Failure;
 use crate::kafka::record::SourceRecord;
-use std::ops::Range;
 
 use crate::mapping::{FieldAssignments, MapError};
 use crate::mparticle::Environment;
@@ -184,6 +188,58 @@ fn never_sent(kind: crate::outcome::ErrorKind, error: String) -> Failure {
         first_attempt_ms: None,
         last_attempt_ms: None,
         not_before_ms: None,
+    }
+}
+
+/// Intake: a record to send comes back, its batch appended to `out` at the range given;
+/// one skipped or rejected is finished here and leaves `out` as it was.
+pub(super) fn take_in(
+    ctx: &Arc<Context>,
+    mut item: InFlight,
+    out: &mut Vec<u8>,
+) -> Option<(InFlight, Range<usize>)> {
+    let rules = IntakeRules {
+        assignments: &ctx.assignments,
+        environment: ctx.environment,
+        event_max_bytes: ctx.event_max_bytes,
+        unmapped_action: ctx.unmapped_action,
+    };
+    match prepare(&item.record, &rules, out) {
+        Prepared::Send {
+            event_id,
+            action,
+            batch,
+            truncated_values,
+        } => {
+            ctx.metrics.values_truncated(truncated_values);
+            item.event_id = event_id;
+            item.action = action;
+            Some((item, batch))
+        }
+        Prepared::Skip {
+            event_id,
+            action,
+            reason,
+        } => {
+            item.event_id = event_id;
+            item.action = action;
+            ctx.metrics.event_skipped(reason);
+            ctx.finish(vec![item]);
+            None
+        }
+        Prepared::Reject {
+            event_id,
+            action,
+            mut failure,
+        } => {
+            item.event_id = event_id;
+            item.action = action;
+            failure.attempt = item.attempts;
+            failure.first_attempt_ms = item.first_attempt_ms;
+            let ctx = ctx.clone();
+            tokio::spawn(async move { ctx.dead_letter(item, failure).await });
+            None
+        }
     }
 }
 

@@ -13,7 +13,6 @@
 
 mod bulk;
 mod delivery;
-pub mod gate;
 pub mod intake;
 mod readers;
 pub mod retry_schedule;
@@ -30,6 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::Health;
 use crate::config::{Config, RetryConfig, UnmappedAction};
+use crate::gate::Gate;
 use crate::kafka::consumer::SourceConsumer;
 use crate::kafka::headers::Failure;
 use crate::kafka::offsets::Ticket;
@@ -41,7 +41,6 @@ use crate::mparticle::Environment;
 use crate::mparticle::client::Client;
 use crate::pacer::Pacer;
 use crate::shutdown::{Shutdown, StopReason};
-use gate::Gate;
 use intake::EventText;
 
 /// A consumed record on its way to a final outcome. Holding it holds one in-flight slot.
@@ -72,6 +71,32 @@ pub(crate) struct InFlight {
 pub(crate) struct DueRetries {
     waiting: Mutex<BTreeMap<(i64, u64), ()>>,
     arrivals: AtomicU64,
+}
+
+/// A consumed record taken into the pipeline, holding `slot` until its outcome.
+fn in_flight(
+    ctx: &Context,
+    origin: Origin,
+    record: SourceRecord,
+    ticket: Ticket,
+    slot: OwnedSemaphorePermit,
+    attempts: u32,
+    first_attempt_ms: Option<i64>,
+) -> InFlight {
+    ctx.metrics.records_in_flight_add(1);
+    InFlight {
+        record,
+        ticket,
+        origin,
+        revocations_then: ctx.consumer(origin).revocations(),
+        event_id: EventText::Unknown,
+        action: EventText::Unknown,
+        attempts,
+        first_attempt_ms,
+        due: None,
+        slot: Some(slot),
+        bytes: None,
+    }
 }
 
 /// Which of the two consumers a record came from. (A plain tag: a shared pointer to the

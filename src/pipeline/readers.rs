@@ -1,9 +1,8 @@
 //! The retry reader, which keeps the retry topic's records in a schedule until they are
-//! due, and the intake step shared with the [source reader](super::source): both hand
-//! records to intake and on to bulk assembly; both pause (and keep polling, so they stay
+//! due, then hands them to [intake](super::intake::take_in) and on to bulk assembly, as
+//! the [source reader](super::source) does; both pause (and keep polling, so they stay
 //! in their groups) while the gate holds consumers.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,11 +11,12 @@ use tokio::time::{Duration, Instant, sleep_until};
 use tracing::warn;
 
 use super::delivery::Outbound;
-use super::intake::{EventText, IntakeRules, Prepared, prepare};
+use super::intake::take_in;
 use super::retry_schedule::RetrySchedule;
-use super::{Context, InFlight, Origin};
+use super::{Context, Origin, in_flight};
 use crate::clock::unix_ms;
 use crate::kafka::consumer::PauseReason;
+use crate::kafka::headers::retry_state;
 use crate::kafka::offsets::Ticket;
 use crate::kafka::record::SourceRecord;
 use crate::mparticle::body::Batch;
@@ -135,7 +135,7 @@ fn schedule_retry(
     ticket: Ticket,
     bytes: OwnedSemaphorePermit,
 ) {
-    let state = RetryState::of(&record);
+    let state = retry_state(&record);
     schedule.insert(
         state.not_before_ms,
         Waiting {
@@ -145,81 +145,4 @@ fn schedule_retry(
             bytes,
         },
     );
-}
-
-pub(super) fn in_flight(
-    ctx: &Context,
-    origin: Origin,
-    record: SourceRecord,
-    ticket: Ticket,
-    slot: OwnedSemaphorePermit,
-    attempts: u32,
-    first_attempt_ms: Option<i64>,
-) -> InFlight {
-    ctx.metrics.records_in_flight_add(1);
-    InFlight {
-        record,
-        ticket,
-        origin,
-        revocations_then: ctx.consumer(origin).revocations(),
-        event_id: EventText::Unknown,
-        action: EventText::Unknown,
-        attempts,
-        first_attempt_ms,
-        due: None,
-        slot: Some(slot),
-        bytes: None,
-    }
-}
-
-/// Intake: a record to send comes back, its batch appended to `out` at the range given;
-/// one skipped or rejected is finished here and leaves `out` as it was.
-pub(super) fn take_in(
-    ctx: &Arc<Context>,
-    mut item: InFlight,
-    out: &mut Vec<u8>,
-) -> Option<(InFlight, Range<usize>)> {
-    let rules = IntakeRules {
-        assignments: &ctx.assignments,
-        environment: ctx.environment,
-        event_max_bytes: ctx.event_max_bytes,
-        unmapped_action: ctx.unmapped_action,
-    };
-    match prepare(&item.record, &rules, out) {
-        Prepared::Send {
-            event_id,
-            action,
-            batch,
-            truncated_values,
-        } => {
-            ctx.metrics.values_truncated(truncated_values);
-            item.event_id = event_id;
-            item.action = action;
-            Some((item, batch))
-        }
-        Prepared::Skip {
-            event_id,
-            action,
-            reason,
-        } => {
-            item.event_id = event_id;
-            item.action = action;
-            ctx.metrics.event_skipped(reason);
-            ctx.finish(vec![item]);
-            None
-        }
-        Prepared::Reject {
-            event_id,
-            action,
-            mut failure,
-        } => {
-            item.event_id = event_id;
-            item.action = action;
-            failure.attempt = item.attempts;
-            failure.first_attempt_ms = item.first_attempt_ms;
-            let ctx = ctx.clone();
-            tokio::spawn(async move { ctx.dead_letter(item, failure).await });
-            None
-        }
-    }
 }

@@ -25,7 +25,8 @@ use tracing::warn;
 
 use super::Context;
 use super::delivery::Outbound;
-use super::readers::{in_flight, take_in};
+use super::in_flight;
+use super::intake::take_in;
 use super::{InFlight, Origin};
 use crate::kafka::consumer::{IDLE_POLL, PauseReason, Polled};
 use crate::kafka::topic::Topic;

@@ -186,7 +186,7 @@ pub fn read_all(topic: &str) -> Vec<ReadRecord> {
             // is not.
             let raw = m
                 .headers()
-                .map(mparticle_forwarder::kafka::raw_headers::read)
+                .map(mparticle_forwarder::kafka::ffi::read_headers)
                 .unwrap_or_default();
             let headers = raw
                 .iter()
