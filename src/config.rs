@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Default Events API URL for partner feeds (interface §2).
+/// Default Events API URL for partner feeds.
 pub const DEFAULT_API_URL: &str = "https://inbound.mparticle.com/s2s/v2/events";
 /// Default per-request timeout: mParticle answers in well under a second when healthy.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,13 +28,13 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 pub const DEFAULT_BACKOFF: &str = "10s,30s,2m,10m";
 pub const DEFAULT_FIELD_ASSIGNMENTS_FILE: &str = "config/field-assignments.toml";
 pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9090";
-/// Largest record value accepted (interface §3); mParticle refuses batches of 128 KB and over.
+/// Largest record value accepted; mParticle refuses batches of 128 KB and over.
 pub const DEFAULT_EVENT_MAX_BYTES: usize = 128 * 1024;
 /// Concurrent HTTP requests to mParticle: enough to hide a ~50 ms round trip at the
 /// account's default 270 batches per second even with single-batch requests.
 pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 16;
 /// Records held in memory between consume and a final outcome: 16 full requests need
-/// 1,600, so 3,000 keep every request slot busy with the next pieces ready (BENCHMARKS.md:
+/// 1,600, so 3,000 keep every request slot busy with the next pieces ready (docs/benchmarks-history.md:
 /// 5,000 ran no faster and peaked 4-6 MiB higher). At the 128 KiB record cap the worst
 /// case is about 400 MiB; at a typical 0.4 KiB record with its ~0.7 KiB batch, about
 /// 3.5 MiB.
@@ -49,7 +49,7 @@ pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 32 * 1024 * 1024;
 pub const DEFAULT_BULK_LINGER: Duration = Duration::from_millis(5);
 /// Tokio worker threads (requests, retries, the admin server). The per-record work runs
 /// on the source reader's own thread, and the async side needs well under a core to keep
-/// up with it; a second worker only added cross-core wake-ups: BENCHMARKS.md, "Eighth
+/// up with it; a second worker only added cross-core wake-ups: docs/benchmarks-history.md, "Eighth
 /// session", measured 10% less CPU per event with one than with two on two cores.
 pub const DEFAULT_WORKER_THREADS: usize = 1;
 /// Within the interface's default 25 s grace period; Kubernetes gets 30 s (deploy/).

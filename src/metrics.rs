@@ -1,5 +1,5 @@
 //! The metrics facade: one method per thing that happens, over an injected prometheus
-//! [`Registry`]. Names follow interface §7 (prefix `mparticle_forwarder_`); every label is
+//! [`Registry`]. Names follow the contract (prefix `mparticle_forwarder_`); every label is
 //! a bounded set (topics and actions from configuration, error kinds, status classes).
 
 use std::collections::HashSet;

@@ -145,6 +145,9 @@ impl Bench {
             .env("FIELD_ASSIGNMENTS_FILE", "config/field-assignments.toml")
             .env("ADMIN_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
+            // As the image runs it (deploy/Dockerfile): 52.6-55.5 MiB peak instead of
+            // 60.6-63.5 in a 1M-event drain (BENCHMARKS.md).
+            .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (k, v) in extra {

@@ -1,4 +1,4 @@
-//! The `forwarder-*` headers of retry and dead-letter records (interface §6). Pure.
+//! The `forwarder-*` headers of retry and dead-letter records. Pure.
 //!
 //! A retry or dead-letter record is the original record plus these headers. The
 //! `forwarder-original-*` and `forwarder-first-attempt-ms` headers are set at the first

@@ -6,7 +6,7 @@
 //! that lie next to each other in one buffer goes out as one slice of it, so a full
 //! request built from one piece is three chunks (`[`, the slice, `]`) and nothing is
 //! copied on the way to the socket. Copying the ~70 KB of every request into one vector
-//! was a tenth of the delivery workers' time (BENCHMARKS.md).
+//! was a tenth of the delivery workers' time (docs/benchmarks-history.md).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

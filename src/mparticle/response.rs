@@ -1,4 +1,5 @@
-//! What an Events API answer means for the records in the request (interface §6). Pure.
+//! What an Events API answer means for the records in the request (the README's
+//! "Outcomes"). Pure.
 
 use std::time::Duration;
 

@@ -1,11 +1,11 @@
-//! Delivery: one request to the Events API and what its answer means for each record in
-//! it (interface §6). Delivered records finish. Retryable failures go to the retry topic
-//! with the attempt counted, or to the dead-letter topic once the attempts are used up.
-//! Permanent failures are dead-lettered; a bulk refused with 400 is split until only the
-//! offending batches are left. A 429 is the account's business, not the records': the
-//! [pacer](crate::pacer) learns from it and the same records go again once it allows,
-//! with no attempt used. A 401 or 403 closes the [gate](super::gate): the refused
-//! records wait and are sent again as the probe, nothing is dead-lettered.
+//! Delivery: one request to the Events API and what its answer means for each record in it
+//! (the README's "Outcomes"). Delivered records finish. Retryable failures go to the retry
+//! topic with the attempt counted, or to the dead-letter topic once the attempts are used
+//! up. Permanent failures are dead-lettered; a bulk refused with 400 is split until only
+//! the offending batches are left. A 429 is the account's business, not the records': the
+//! [pacer](crate::pacer) learns from it and the same records go again once it allows, with
+//! no attempt used. A 401 or 403 closes the [gate](crate::gate): the refused records wait
+//! and are sent again as the probe, nothing is dead-lettered.
 
 use std::borrow::{Borrow, BorrowMut};
 use std::future::Future;

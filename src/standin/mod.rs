@@ -470,7 +470,7 @@ fn ids_in(body: &[u8]) -> Vec<String> {
 /// Fast mode's view of a body: every `source_request_id` and `timestamp_unixtime_ms`,
 /// found by scanning the forwarder's compact JSON. The scan uses `memchr`'s vectorised
 /// substring search: the sink shares the benchmark's two cores with the forwarder, and a
-/// byte-by-byte search made it burn most of a core at full speed (BENCHMARKS.md).
+/// byte-by-byte search made it burn most of a core at full speed (docs/benchmarks-history.md).
 fn scan_batches(body: &[u8]) -> Vec<(&[u8], Option<i64>)> {
     static ID: LazyLock<Finder<'static>> =
         LazyLock::new(|| Finder::new(b"\"source_request_id\":\""));

@@ -170,7 +170,7 @@ async fn a_real_prometheus_scrapes_the_delivered_count_during_a_run() {
     ] {
         assert!(
             exposed.contains(&format!("mparticle_forwarder_{required}")),
-            "interface §7 metric {required}"
+            "contract metric {required}"
         );
     }
     service.stop().await;
