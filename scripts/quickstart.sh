@@ -27,10 +27,10 @@ done
 
 step "Building ($profile)"
 if [ "$profile" = release ]; then
-  cargo build --locked --release --bins
+  cargo build --locked --release --bins --features standin
   bin=target/release
 else
-  cargo build --locked --bins
+  cargo build --locked --bins --features standin
   bin=target/debug
 fi
 

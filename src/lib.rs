@@ -3,7 +3,8 @@
 //!
 //! The data flows top to bottom: [`config`] → [`event`] → [`mapping`] → [`mparticle`] →
 //! [`kafka`], driven by [`pipeline`]; [`app`] wires them and [`admin`] shows them to
-//! operators. [`standin`] is a local stand-in for mParticle used in development and tests.
+//! operators. `standin` (feature `standin`, on for tests and benchmarks, off in the service's
+//! build) is a local stand-in for mParticle used in development and tests.
 
 #![deny(unsafe_code)]
 
@@ -28,5 +29,6 @@ pub mod random;
 pub mod replay;
 pub mod retry;
 pub mod shutdown;
+#[cfg(feature = "standin")]
 pub mod standin;
 pub mod telemetry;
