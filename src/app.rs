@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::admin::{self, Health};
-use crate::config::{Config, ConfigProblems};
+use crate::config::{Config, ConfigProblems, FIELD_ASSIGNMENTS_FILE};
 use crate::mapping::{FieldAssignments, Finding};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
@@ -49,7 +49,7 @@ impl Settings {
                 if let Err(load_error) = assignments {
                     for finding in load_error.errors {
                         problems.push(format!(
-                            "FIELD_ASSIGNMENTS_FILE {}: {finding}",
+                            "{FIELD_ASSIGNMENTS_FILE} {}: {finding}",
                             load_error.file
                         ));
                     }

@@ -1,8 +1,10 @@
 //! Configuration: the process environment turned into a validated [`Config`].
 //!
-//! Every variable is read as text (with envy) and parsed here, so that every problem is
-//! found in one pass and reported together; the caller exits with code 64 before anything
-//! connects. Secrets are wrapped in [`Secret`], whose `Debug` and `Display` print `****`.
+//! Every variable is read as text by its name (`config/names.rs`, each stated once) and parsed
+//! here, so that every problem is found in one pass and reported together; the caller
+//! exits with code 64 before anything connects. (envy, which reads the environment into a
+//! struct's fields, was dropped: each name then stood twice, as a field and in the
+//! messages, and the parsing and its messages are all here anyway.) Secrets are wrapped in [`Secret`], whose `Debug` and `Display` print `****`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+mod names;
+
+pub use names::*;
 
 /// Default Events API URL for partner feeds.
 pub const DEFAULT_API_URL: &str = "https://inbound.mparticle.com/s2s/v2/events";
@@ -219,43 +223,6 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
-/// The environment as text, exactly as envy reads it (it matches names case-insensitively);
-/// unknown variables are ignored.
-#[derive(Debug, Default, Deserialize)]
-struct RawEnv {
-    mparticle_api_url: Option<String>,
-    mparticle_api_key: Option<String>,
-    mparticle_api_secret: Option<String>,
-    mparticle_development: Option<String>,
-    mparticle_max_batches_per_second: Option<String>,
-    mparticle_timeout: Option<String>,
-    mparticle_connect_timeout: Option<String>,
-    mparticle_max_in_flight_requests: Option<String>,
-    mparticle_bulk_linger: Option<String>,
-    kafka_bootstrap_servers: Option<String>,
-    kafka_group_id: Option<String>,
-    kafka_group_instance_id: Option<String>,
-    kafka_topics: Option<String>,
-    kafka_retry_topic: Option<String>,
-    kafka_dlq_topic: Option<String>,
-    kafka_security_protocol: Option<String>,
-    kafka_sasl_mechanism: Option<String>,
-    kafka_sasl_username: Option<String>,
-    kafka_sasl_password: Option<String>,
-    kafka_ssl_ca_location: Option<String>,
-    retry_max_attempts: Option<String>,
-    retry_backoff: Option<String>,
-    field_assignments_file: Option<String>,
-    unmapped_action: Option<String>,
-    admin_addr: Option<String>,
-    log_format: Option<String>,
-    event_max_bytes: Option<String>,
-    max_in_flight_records: Option<String>,
-    max_in_flight_bytes: Option<String>,
-    worker_threads: Option<String>,
-    shutdown_grace: Option<String>,
-}
-
 /// Every configuration problem found, each naming its variable in plain words.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ConfigProblems(pub Vec<String>);
@@ -372,48 +339,46 @@ impl Config {
     {
         let vars: BTreeMap<String, String> = vars.into_iter().collect();
         let mut problems = ConfigProblems::default();
-        let raw: RawEnv = match envy::from_iter(vars.clone()) {
-            Ok(raw) => raw,
-            Err(err) => {
-                problems.push(format!("the environment could not be read: {err}"));
-                RawEnv::default()
-            }
-        };
+        let env = Env::new(&vars);
         let mut p = Parser {
             problems: &mut problems,
         };
 
-        let api_url = p.text(raw.mparticle_api_url, DEFAULT_API_URL);
+        let api_url = p.text(env.get(MPARTICLE_API_URL), DEFAULT_API_URL);
         let (events_url, bulk_url) = p.api_urls(&api_url);
-        let api_key = p.required_secret("MPARTICLE_API_KEY", raw.mparticle_api_key);
-        let api_secret = p.required_secret("MPARTICLE_API_SECRET", raw.mparticle_api_secret);
-        let development = p.boolean("MPARTICLE_DEVELOPMENT", raw.mparticle_development, false);
+        let api_key = p.required_secret(MPARTICLE_API_KEY, env.get(MPARTICLE_API_KEY));
+        let api_secret = p.required_secret(MPARTICLE_API_SECRET, env.get(MPARTICLE_API_SECRET));
+        let development = p.boolean(MPARTICLE_DEVELOPMENT, env.get(MPARTICLE_DEVELOPMENT), false);
         let max_batches_per_second = p.optional_rate(
-            "MPARTICLE_MAX_BATCHES_PER_SECOND",
-            raw.mparticle_max_batches_per_second,
+            MPARTICLE_MAX_BATCHES_PER_SECOND,
+            env.get(MPARTICLE_MAX_BATCHES_PER_SECOND),
         );
-        let timeout = p.duration("MPARTICLE_TIMEOUT", raw.mparticle_timeout, DEFAULT_TIMEOUT);
+        let timeout = p.duration(
+            MPARTICLE_TIMEOUT,
+            env.get(MPARTICLE_TIMEOUT),
+            DEFAULT_TIMEOUT,
+        );
         let connect_timeout = p.duration(
-            "MPARTICLE_CONNECT_TIMEOUT",
-            raw.mparticle_connect_timeout,
+            MPARTICLE_CONNECT_TIMEOUT,
+            env.get(MPARTICLE_CONNECT_TIMEOUT),
             DEFAULT_CONNECT_TIMEOUT,
         );
         let max_in_flight_requests = p.count(
-            "MPARTICLE_MAX_IN_FLIGHT_REQUESTS",
-            raw.mparticle_max_in_flight_requests,
+            MPARTICLE_MAX_IN_FLIGHT_REQUESTS,
+            env.get(MPARTICLE_MAX_IN_FLIGHT_REQUESTS),
             DEFAULT_MAX_IN_FLIGHT_REQUESTS,
             1..=1024,
         );
         let bulk_linger = p.duration(
-            "MPARTICLE_BULK_LINGER",
-            raw.mparticle_bulk_linger,
+            MPARTICLE_BULK_LINGER,
+            env.get(MPARTICLE_BULK_LINGER),
             DEFAULT_BULK_LINGER,
         );
 
-        let bootstrap_servers = p.text(raw.kafka_bootstrap_servers, DEFAULT_BOOTSTRAP_SERVERS);
-        let group_id = p.text(raw.kafka_group_id, DEFAULT_GROUP_ID);
-        let group_instance_id = raw
-            .kafka_group_instance_id
+        let bootstrap_servers = p.text(env.get(KAFKA_BOOTSTRAP_SERVERS), DEFAULT_BOOTSTRAP_SERVERS);
+        let group_id = p.text(env.get(KAFKA_GROUP_ID), DEFAULT_GROUP_ID);
+        let group_instance_id = env
+            .get(KAFKA_GROUP_INSTANCE_ID)
             .map(|id| id.trim().to_string())
             .filter(|id| !id.is_empty());
         if let Some(id) = &group_instance_id {
@@ -426,13 +391,13 @@ impl Config {
                 ));
             }
         }
-        let topics = p.topic_list("KAFKA_TOPICS", raw.kafka_topics);
+        let topics = p.topic_list(KAFKA_TOPICS, env.get(KAFKA_TOPICS));
         let retry_topic = p.topic(
-            "KAFKA_RETRY_TOPIC",
-            raw.kafka_retry_topic,
+            KAFKA_RETRY_TOPIC,
+            env.get(KAFKA_RETRY_TOPIC),
             DEFAULT_RETRY_TOPIC,
         );
-        let dlq_topic = p.topic("KAFKA_DLQ_TOPIC", raw.kafka_dlq_topic, DEFAULT_DLQ_TOPIC);
+        let dlq_topic = p.topic(KAFKA_DLQ_TOPIC, env.get(KAFKA_DLQ_TOPIC), DEFAULT_DLQ_TOPIC);
         for topic in &topics {
             if *topic == retry_topic || *topic == dlq_topic {
                 p.problems.push(format!(
@@ -449,24 +414,24 @@ impl Config {
         let mut properties = Vec::new();
         let security = [
             (
-                "KAFKA_SECURITY_PROTOCOL",
+                KAFKA_SECURITY_PROTOCOL,
                 "security.protocol",
-                raw.kafka_security_protocol,
+                env.get(KAFKA_SECURITY_PROTOCOL),
             ),
             (
-                "KAFKA_SASL_MECHANISM",
+                KAFKA_SASL_MECHANISM,
                 "sasl.mechanism",
-                raw.kafka_sasl_mechanism,
+                env.get(KAFKA_SASL_MECHANISM),
             ),
             (
-                "KAFKA_SASL_USERNAME",
+                KAFKA_SASL_USERNAME,
                 "sasl.username",
-                raw.kafka_sasl_username,
+                env.get(KAFKA_SASL_USERNAME),
             ),
             (
-                "KAFKA_SSL_CA_LOCATION",
+                KAFKA_SSL_CA_LOCATION,
                 "ssl.ca.location",
-                raw.kafka_ssl_ca_location,
+                env.get(KAFKA_SSL_CA_LOCATION),
             ),
         ];
         for (_, property, value) in security {
@@ -474,7 +439,7 @@ impl Config {
                 properties.push((property.to_string(), KafkaPropertyValue::Plain(value)));
             }
         }
-        if let Some(password) = raw.kafka_sasl_password.filter(|v| !v.is_empty()) {
+        if let Some(password) = env.get(KAFKA_SASL_PASSWORD).filter(|v| !v.is_empty()) {
             properties.push((
                 "sasl.password".to_string(),
                 KafkaPropertyValue::Secret(Secret::new(password)),
@@ -506,15 +471,17 @@ impl Config {
         }
 
         let max_attempts = p.count(
-            "RETRY_MAX_ATTEMPTS",
-            raw.retry_max_attempts,
+            RETRY_MAX_ATTEMPTS,
+            env.get(RETRY_MAX_ATTEMPTS),
             DEFAULT_MAX_ATTEMPTS as usize,
             1..=100,
         ) as u32;
-        let backoff = p.backoff("RETRY_BACKOFF", raw.retry_backoff);
-        let field_assignments_file =
-            PathBuf::from(p.text(raw.field_assignments_file, DEFAULT_FIELD_ASSIGNMENTS_FILE));
-        let unmapped_action = match raw.unmapped_action.as_deref().map(str::trim) {
+        let backoff = p.backoff(RETRY_BACKOFF, env.get(RETRY_BACKOFF));
+        let field_assignments_file = PathBuf::from(p.text(
+            env.get(FIELD_ASSIGNMENTS_FILE),
+            DEFAULT_FIELD_ASSIGNMENTS_FILE,
+        ));
+        let unmapped_action = match env.get(UNMAPPED_ACTION).as_deref().map(str::trim) {
             None | Some("") | Some("skip") => UnmappedAction::Skip,
             Some("dead-letter") => UnmappedAction::DeadLetter,
             Some(other) => {
@@ -524,8 +491,8 @@ impl Config {
                 UnmappedAction::Skip
             }
         };
-        let admin_addr = p.socket_addr("ADMIN_ADDR", raw.admin_addr, DEFAULT_ADMIN_ADDR);
-        let log_format = match raw.log_format.as_deref().map(str::trim) {
+        let admin_addr = p.socket_addr(ADMIN_ADDR, env.get(ADMIN_ADDR), DEFAULT_ADMIN_ADDR);
+        let log_format = match env.get(LOG_FORMAT).as_deref().map(str::trim) {
             None | Some("") | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
@@ -536,33 +503,36 @@ impl Config {
             }
         };
         let event_max_bytes = p.count(
-            "EVENT_MAX_BYTES",
-            raw.event_max_bytes,
+            EVENT_MAX_BYTES,
+            env.get(EVENT_MAX_BYTES),
             DEFAULT_EVENT_MAX_BYTES,
             64..=4 * 1024 * 1024,
         );
         let max_in_flight_records = p.count(
-            "MAX_IN_FLIGHT_RECORDS",
-            raw.max_in_flight_records,
+            MAX_IN_FLIGHT_RECORDS,
+            env.get(MAX_IN_FLIGHT_RECORDS),
             DEFAULT_MAX_IN_FLIGHT_RECORDS,
             1..=1_000_000,
         );
         let max_in_flight_bytes = p.count(
-            "MAX_IN_FLIGHT_BYTES",
-            raw.max_in_flight_bytes,
+            MAX_IN_FLIGHT_BYTES,
+            env.get(MAX_IN_FLIGHT_BYTES),
             DEFAULT_MAX_IN_FLIGHT_BYTES,
             // Within a semaphore's u32 acquire; at least one record at the largest
             // EVENT_MAX_BYTES.
             64 * 1024..=u32::MAX as usize,
         );
         let worker_threads = p.count(
-            "WORKER_THREADS",
-            raw.worker_threads,
+            WORKER_THREADS,
+            env.get(WORKER_THREADS),
             DEFAULT_WORKER_THREADS,
             1..=256,
         );
-        let shutdown_grace =
-            p.duration("SHUTDOWN_GRACE", raw.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        let shutdown_grace = p.duration(
+            SHUTDOWN_GRACE,
+            env.get(SHUTDOWN_GRACE),
+            DEFAULT_SHUTDOWN_GRACE,
+        );
 
         if !problems.is_empty() {
             return Err(problems);
@@ -612,9 +582,25 @@ impl Config {
         I: IntoIterator<Item = (String, String)>,
     {
         vars.into_iter()
-            .find(|(name, value)| name == "FIELD_ASSIGNMENTS_FILE" && !value.trim().is_empty())
+            .find(|(name, value)| name == FIELD_ASSIGNMENTS_FILE && !value.trim().is_empty())
             .map(|(_, value)| PathBuf::from(value.trim()))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_FIELD_ASSIGNMENTS_FILE))
+    }
+}
+
+/// The environment by name. Names match whatever their case, as they always have.
+struct Env(BTreeMap<String, String>);
+
+impl Env {
+    fn new(vars: &BTreeMap<String, String>) -> Env {
+        Env(vars
+            .iter()
+            .map(|(name, value)| (name.to_ascii_uppercase(), value.clone()))
+            .collect())
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
     }
 }
 
@@ -846,10 +832,7 @@ mod tests {
     }
 
     fn minimal() -> Vec<(String, String)> {
-        vars(&[
-            ("MPARTICLE_API_KEY", "key"),
-            ("MPARTICLE_API_SECRET", "s3cr3t"),
-        ])
+        vars(&[(MPARTICLE_API_KEY, "key"), (MPARTICLE_API_SECRET, "s3cr3t")])
     }
 
     #[test]
@@ -879,8 +862,8 @@ mod tests {
     fn a_static_member_id_differs_between_the_two_consumers() {
         let mut pairs = minimal();
         pairs.extend(vars(&[
-            ("KAFKA_GROUP_ID", "fwd"),
-            ("KAFKA_GROUP_INSTANCE_ID", "mparticle-forwarder-7d9f-x2k"),
+            (KAFKA_GROUP_ID, "fwd"),
+            (KAFKA_GROUP_INSTANCE_ID, "mparticle-forwarder-7d9f-x2k"),
         ]));
         let kafka = Config::from_vars(pairs).unwrap().kafka;
         assert_eq!(
@@ -894,27 +877,27 @@ mod tests {
         let unset = Config::from_vars(minimal()).unwrap().kafka;
         assert_eq!(unset.static_member_id("mparticle-forwarder"), None);
         let mut bad = minimal();
-        bad.extend(vars(&[("KAFKA_GROUP_INSTANCE_ID", "pod one")]));
+        bad.extend(vars(&[(KAFKA_GROUP_INSTANCE_ID, "pod one")]));
         let problems = Config::from_vars(bad).unwrap_err().to_string();
-        assert!(problems.contains("KAFKA_GROUP_INSTANCE_ID"), "{problems}");
+        assert!(problems.contains(KAFKA_GROUP_INSTANCE_ID), "{problems}");
     }
 
     #[test]
     fn every_problem_is_reported_at_once() {
         let problems = Config::from_vars(vars(&[
-            ("MPARTICLE_API_SECRET", "s3cr3t"),
-            ("RETRY_MAX_ATTEMPTS", "five"),
-            ("MPARTICLE_TIMEOUT", "soon"),
-            ("UNMAPPED_ACTION", "drop"),
+            (MPARTICLE_API_SECRET, "s3cr3t"),
+            (RETRY_MAX_ATTEMPTS, "five"),
+            (MPARTICLE_TIMEOUT, "soon"),
+            (UNMAPPED_ACTION, "drop"),
         ]))
         .unwrap_err();
         assert_eq!(problems.0.len(), 4, "{problems}");
         let text = problems.to_string();
         for name in [
-            "MPARTICLE_API_KEY",
-            "RETRY_MAX_ATTEMPTS",
-            "MPARTICLE_TIMEOUT",
-            "UNMAPPED_ACTION",
+            MPARTICLE_API_KEY,
+            RETRY_MAX_ATTEMPTS,
+            MPARTICLE_TIMEOUT,
+            UNMAPPED_ACTION,
         ] {
             assert!(text.contains(name), "{name} missing from {text}");
         }
@@ -925,12 +908,12 @@ mod tests {
     fn worker_threads_default_to_one_and_can_be_raised() {
         assert_eq!(Config::from_vars(minimal()).unwrap().worker_threads, 1);
         let mut pairs = minimal();
-        pairs.extend(vars(&[("WORKER_THREADS", "4")]));
+        pairs.extend(vars(&[(WORKER_THREADS, "4")]));
         assert_eq!(Config::from_vars(pairs).unwrap().worker_threads, 4);
         let mut pairs = minimal();
-        pairs.extend(vars(&[("WORKER_THREADS", "0")]));
+        pairs.extend(vars(&[(WORKER_THREADS, "0")]));
         let problems = Config::from_vars(pairs).unwrap_err();
-        assert!(problems.0[0].contains("WORKER_THREADS"), "{problems}");
+        assert!(problems.0[0].contains(WORKER_THREADS), "{problems}");
     }
 
     #[test]
@@ -944,7 +927,7 @@ mod tests {
     #[test]
     fn last_backoff_value_repeats() {
         let mut pairs = minimal();
-        pairs.extend(vars(&[("RETRY_BACKOFF", "1s, 2s")]));
+        pairs.extend(vars(&[(RETRY_BACKOFF, "1s, 2s")]));
         let config = Config::from_vars(pairs).unwrap();
         assert_eq!(config.retry.backoff_before(2), Duration::from_secs(1));
         assert_eq!(config.retry.backoff_before(3), Duration::from_secs(2));
@@ -977,7 +960,7 @@ mod tests {
             (
                 "KAFKA_PROPERTY_METADATA_BROKER_LIST",
                 "b:9092",
-                "KAFKA_BOOTSTRAP_SERVERS",
+                KAFKA_BOOTSTRAP_SERVERS,
             ),
             ("KAFKA_PROPERTY_GROUP_INSTANCE_ID", "pod-1", "shared"),
         ] {
@@ -1047,7 +1030,7 @@ mod tests {
         );
         let mut pairs = minimal();
         pairs.extend(vars(&[(
-            "MPARTICLE_API_URL",
+            MPARTICLE_API_URL,
             "https://user:pa55word@proxy.example.com/v2",
         )]));
         let problems = Config::from_vars(pairs).unwrap_err();
@@ -1058,10 +1041,7 @@ mod tests {
     #[test]
     fn api_url_must_end_in_events() {
         let mut pairs = minimal();
-        pairs.extend(vars(&[(
-            "MPARTICLE_API_URL",
-            "https://s2s.mparticle.com/v2",
-        )]));
+        pairs.extend(vars(&[(MPARTICLE_API_URL, "https://s2s.mparticle.com/v2")]));
         let problems = Config::from_vars(pairs).unwrap_err();
         assert!(problems.0[0].contains("/events"));
     }

@@ -10,7 +10,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use mparticle_forwarder::app::{self, App, EXIT_BAD_CONFIG, Settings};
-use mparticle_forwarder::config::{Config, DEFAULT_FIELD_ASSIGNMENTS_FILE};
+use mparticle_forwarder::config::{
+    Config, DEFAULT_FIELD_ASSIGNMENTS_FILE, FIELD_ASSIGNMENTS_FILE, MPARTICLE_API_KEY,
+    MPARTICLE_API_SECRET, MPARTICLE_DEVELOPMENT,
+};
 use mparticle_forwarder::event::LoyaltyEvent;
 use mparticle_forwarder::mapping::FieldAssignments;
 use mparticle_forwarder::mparticle::Environment;
@@ -139,7 +142,7 @@ fn parse_time(flag: &str, text: Option<String>) -> Result<Option<i64>, String> {
 fn replay_dlq(filter: ReplayFilter, dry_run: bool) -> ExitCode {
     // Replaying needs Kafka only; the mParticle credentials may be absent here.
     let mut vars: Vec<(String, String)> = std::env::vars().collect();
-    for name in ["MPARTICLE_API_KEY", "MPARTICLE_API_SECRET"] {
+    for name in [MPARTICLE_API_KEY, MPARTICLE_API_SECRET] {
         if !vars.iter().any(|(k, v)| k == name && !v.trim().is_empty()) {
             vars.push((name.to_string(), "not-needed-for-replay".to_string()));
         }
@@ -343,7 +346,7 @@ fn check_config() -> ExitCode {
 
 fn map(file: Option<PathBuf>, development: bool) -> ExitCode {
     let path = file.unwrap_or_else(|| {
-        let vars = std::env::vars().filter(|(k, _)| k == "FIELD_ASSIGNMENTS_FILE");
+        let vars = std::env::vars().filter(|(k, _)| k == FIELD_ASSIGNMENTS_FILE);
         let path = Config::field_assignments_path_from_vars(vars);
         if path.as_os_str().is_empty() {
             PathBuf::from(DEFAULT_FIELD_ASSIGNMENTS_FILE)
@@ -364,7 +367,7 @@ fn map(file: Option<PathBuf>, development: bool) -> ExitCode {
         }
     };
     let development = development
-        || std::env::var("MPARTICLE_DEVELOPMENT")
+        || std::env::var(MPARTICLE_DEVELOPMENT)
             .is_ok_and(|v| matches!(v.trim(), "true" | "1" | "yes"));
     let mut input = Vec::new();
     if let Err(error) = std::io::stdin().read_to_end(&mut input) {
