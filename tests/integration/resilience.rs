@@ -116,18 +116,9 @@ async fn wait_all_accounted_for(
     (delivered.len(), dead_letter_ids(&t.dlq).len())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_mid_run_and_restarted_every_event_is_delivered_or_dead_lettered() {
-    let standin = standin().await;
-    standin.add_fault(Fault::status(503).probability(0.10));
-    standin.add_fault(Fault {
-        probability: Some(0.02),
-        ..Fault::delay(1_500)
-    });
-    let t = topics(3).await;
-    let ids = produce_events(&t.sources, 20_000, "kill").await;
-
-    let mut first = spawn_forwarder(&standin, &t, &[]);
+/// Starts a forwarder and kills it (SIGKILL) once 5,000 events were accepted.
+async fn kill_after_5000(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) {
+    let mut first = spawn_forwarder(standin, t, extra);
     let started = eventually(Duration::from_secs(60), || {
         standin.accepted_count() >= 5_000
     })
@@ -139,6 +130,20 @@ async fn killed_mid_run_and_restarted_every_event_is_delivered_or_dead_lettered(
         "the first run delivered {}",
         standin.accepted_count()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_run_and_restarted_every_event_is_delivered_or_dead_lettered() {
+    let standin = standin().await;
+    standin.add_fault(Fault::status(503).probability(0.10));
+    standin.add_fault(Fault {
+        probability: Some(0.02),
+        ..Fault::delay(1_500)
+    });
+    let t = topics(3).await;
+    let ids = produce_events(&t.sources, 20_000, "kill").await;
+
+    kill_after_5000(&standin, &t, &[]).await;
     let at_kill = standin.accepted_count();
 
     let mut second = spawn_forwarder(&standin, &t, &[]);
@@ -177,18 +182,7 @@ async fn a_static_member_killed_and_restarted_takes_its_place_back_and_loses_not
     let t = topics(3).await;
     let ids = produce_events(&t.sources, 20_000, "static").await;
     let pod = [("KAFKA_GROUP_INSTANCE_ID", "forwarder-pod-0")];
-    let mut first = spawn_forwarder(&standin, &t, &pod);
-    let started = eventually(Duration::from_secs(60), || {
-        standin.accepted_count() >= 5_000
-    })
-    .await;
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
-    assert!(
-        started,
-        "the first run delivered {}",
-        standin.accepted_count()
-    );
+    kill_after_5000(&standin, &t, &pod).await;
 
     let mut second = spawn_forwarder(&standin, &t, &pod);
     wait_all_accounted_for(&standin, &t, &ids, Duration::from_secs(240)).await;
