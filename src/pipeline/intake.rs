@@ -1,7 +1,7 @@
 //! The first step for every consumed record, from either reader: decode it, map it, and
 //! decide whether it is sent, skipped by configuration, or dead-lettered at once
 //! ([`prepare`], pure: the batch is appended to a buffer the caller owns), then act on that
-//! ([`take_in`]).
+//! (`take_in`).
 
 use std::ops::Range;
 use std::sync::Arc;

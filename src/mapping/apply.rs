@@ -1,0 +1,317 @@
+//! Applying the field assignments to a decoded loyalty event: the batch written straight
+//! to JSON bytes, once, with mParticle's limits applied (names, values, counts).
+
+use std::borrow::Cow;
+
+use super::{
+    Assignment, EventDefinition, FieldAssignments, MapError, MappedBatch, Source, close_members,
+};
+use crate::event::{LoyaltyEvent, descend};
+use crate::json::{Json, write_i64, write_str};
+use crate::mparticle::{Environment, MAX_BATCH_BYTES, MAX_VALUE_CHARS, NUMERIC_PRODUCT_FIELDS};
+
+impl FieldAssignments {
+    /// Makes the mParticle batch for one event. `fallback_timestamp_ms` (the Kafka record's
+    /// timestamp) is used when the event has no `created_at`.
+    pub fn map(
+        &self,
+        event: &LoyaltyEvent<'_>,
+        environment: Environment,
+        fallback_timestamp_ms: Option<i64>,
+    ) -> Result<MappedBatch, MapError> {
+        let mut json = Vec::new();
+        let truncated_values =
+            self.map_into(event, environment, fallback_timestamp_ms, &mut json)?;
+        Ok(MappedBatch {
+            json,
+            truncated_values,
+        })
+    }
+
+    /// [`map`](Self::map), appending the batch to `out` (the pipeline writes the batches of
+    /// one piece into one buffer). Returns how many values were truncated; on an error
+    /// `out` is left as it was.
+    pub fn map_into(
+        &self,
+        event: &LoyaltyEvent<'_>,
+        environment: Environment,
+        fallback_timestamp_ms: Option<i64>,
+        out: &mut Vec<u8>,
+    ) -> Result<u32, MapError> {
+        let definition = self
+            .events
+            .get(event.action.as_bytes())
+            .ok_or_else(|| MapError::Unmapped(event.action.to_string()))?;
+        let start = out.len();
+        let mut truncated = 0u32;
+        let written = self.write_batch(
+            out,
+            definition,
+            event,
+            environment,
+            fallback_timestamp_ms,
+            &mut truncated,
+        );
+        let size = out.len() - start;
+        let result = match written {
+            Ok(()) if size >= MAX_BATCH_BYTES => Err(MapError::TooLarge { size }),
+            Ok(()) => Ok(truncated),
+            Err(error) => Err(error),
+        };
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    /// Writes the batch by hand rather than through serde: this runs once per event, so
+    /// the fixed parts are written as literals and member names were rendered at load.
+    /// Members without a value are left out.
+    fn write_batch(
+        &self,
+        out: &mut Vec<u8>,
+        definition: &EventDefinition,
+        event: &LoyaltyEvent<'_>,
+        environment: Environment,
+        fallback_timestamp_ms: Option<i64>,
+        truncated: &mut u32,
+    ) -> Result<(), MapError> {
+        out.extend_from_slice(batch_head(environment));
+        write_str(out, &event.id);
+        let mut members = Members::new(event, truncated);
+        members.write(
+            out,
+            br#","user_identities":"#,
+            &self.identities,
+            Shape::Text,
+            Empty::LeaveOut,
+        )?;
+        members.write(
+            out,
+            br#","user_attributes":"#,
+            &self.user_attributes,
+            Shape::TextOrList,
+            Empty::LeaveOut,
+        )?;
+        out.extend_from_slice(&definition.opening);
+        if let Some(ms) = event.created_at_ms.or(fallback_timestamp_ms) {
+            out.extend_from_slice(br#""timestamp_unixtime_ms":"#);
+            write_i64(out, ms);
+            out.push(b',');
+        }
+        out.extend_from_slice(br#""source_message_id":"#);
+        write_str(out, &event.id);
+        members.write(
+            out,
+            br#","custom_attributes":"#,
+            &definition.attributes,
+            Shape::Text,
+            Empty::LeaveOut,
+        )?;
+        if let Some(opening) = &definition.product_opening {
+            out.extend_from_slice(opening);
+            members.write(
+                out,
+                br#","products":["#,
+                &definition.product,
+                Shape::Product,
+                Empty::Write,
+            )?;
+            out.extend_from_slice(b"]}");
+        }
+        out.extend_from_slice(b"}}]}");
+        Ok(())
+    }
+}
+
+/// The start of every batch, up to the value of its `source_request_id`.
+pub(super) fn batch_head(environment: Environment) -> &'static [u8] {
+    match environment {
+        Environment::Production => {
+            br#"{"environment":"production","schema_version":2,"source_request_id":"#
+        }
+        Environment::Development => {
+            br#"{"environment":"development","schema_version":2,"source_request_id":"#
+        }
+    }
+}
+
+/// What kinds of value a destination takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    Text,
+    /// user attributes may be lists of strings
+    TextOrList,
+    /// a product: `price`, `quantity` and `position` are numbers, the rest text
+    Product,
+}
+
+/// What to do with an object none of whose assignments has a value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Empty {
+    LeaveOut,
+    Write,
+}
+
+/// Writes the objects of one batch, counting the values cut to mParticle's limit.
+struct Members<'e, 'a> {
+    event: &'e LoyaltyEvent<'a>,
+    truncated: &'e mut u32,
+    /// The event's member looked up last, by name: assignments in a row mostly start
+    /// from the same one (`customer.…`, `data.…`), so most lookups skip the scan of the
+    /// event's top level.
+    last_member: Option<(&'e str, Option<&'e Json<'a>>)>,
+}
+
+impl<'e, 'a> Members<'e, 'a> {
+    fn new(event: &'e LoyaltyEvent<'a>, truncated: &'e mut u32) -> Self {
+        Members {
+            event,
+            truncated,
+            last_member: None,
+        }
+    }
+
+    /// Writes `prefix` and an object of the assignments that have a value, in file order.
+    fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        prefix: &[u8],
+        assignments: &'e [Assignment],
+        shape: Shape,
+        empty: Empty,
+    ) -> Result<(), MapError> {
+        let mark = out.len();
+        out.extend_from_slice(prefix);
+        let open = out.len();
+        for assignment in assignments {
+            let Some(value) = self.resolve(assignment)? else {
+                continue;
+            };
+            let number = match shape {
+                Shape::Product if NUMERIC_PRODUCT_FIELDS.contains(&assignment.name.as_str()) => {
+                    Some(product_number(assignment, &value)?)
+                }
+                _ => None,
+            };
+            out.extend_from_slice(assignment.member());
+            match number {
+                // Writing to a Vec cannot fail.
+                Some(number) => {
+                    let _ = serde_json::to_writer(&mut *out, &number);
+                }
+                None => self.value(out, value, shape),
+            }
+        }
+        close_members(out, mark, open, empty);
+        Ok(())
+    }
+
+    fn resolve(&mut self, assignment: &'e Assignment) -> Result<Option<Resolved<'e>>, MapError> {
+        match &assignment.source {
+            Source::Constant(text) => Ok(Some(Resolved::Constant(text))),
+            Source::Path {
+                dotted, segments, ..
+            } => match self.lookup(segments) {
+                Some(value) => Ok(Some(Resolved::Json(value))),
+                None if assignment.required => Err(MapError::MissingRequired {
+                    name: assignment.name.clone(),
+                    path: dotted.clone(),
+                }),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The value at `path` in the event; `None` when absent or null.
+    fn lookup(&mut self, path: &'e [String]) -> Option<&'e Json<'a>> {
+        let (first, rest) = path.split_first()?;
+        let member = match self.last_member {
+            Some((name, member)) if name == first => member,
+            _ => {
+                let member = self.event.body.get(first);
+                self.last_member = Some((first, member));
+                member
+            }
+        };
+        descend(member?, rest)
+    }
+
+    fn value(&mut self, out: &mut Vec<u8>, value: Resolved<'_>, shape: Shape) {
+        match value {
+            Resolved::Constant(text) => write_str(out, text),
+            Resolved::Json(Json::Array(items)) if shape == Shape::TextOrList => {
+                out.push(b'[');
+                for (i, item) in items.iter().filter(|v| !v.is_null()).enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_str(out, &truncate(scalar_text(item), self.truncated));
+                }
+                out.push(b']');
+            }
+            Resolved::Json(value) => write_str(out, &truncate(scalar_text(value), self.truncated)),
+        }
+    }
+}
+
+/// A numeric product field (`price`, `quantity`, `position`) as the number mParticle wants.
+pub(super) fn product_number(
+    assignment: &Assignment,
+    value: &Resolved<'_>,
+) -> Result<serde_json::Number, MapError> {
+    let number = match value {
+        Resolved::Json(Json::Number(n)) => n.to_serde(),
+        Resolved::Json(Json::String(s)) => s.trim().parse::<serde_json::Number>().ok(),
+        Resolved::Constant(c) => c.trim().parse::<serde_json::Number>().ok(),
+        Resolved::Json(_) => None,
+    };
+    number.ok_or_else(|| {
+        let path = match &assignment.source {
+            Source::Path { dotted, .. } => dotted.clone(),
+            Source::Constant(c) => c.clone(),
+        };
+        MapError::NotANumber {
+            name: assignment.name.clone(),
+            path,
+        }
+    })
+}
+
+pub(super) enum Resolved<'a> {
+    Json(&'a Json<'a>),
+    Constant(&'a str),
+}
+
+/// Numbers and booleans become their JSON text; objects and arrays their compact JSON.
+fn scalar_text<'a>(value: &'a Json<'_>) -> Cow<'a, str> {
+    match value {
+        Json::String(s) => Cow::Borrowed(s),
+        Json::Bool(true) => Cow::Borrowed("true"),
+        Json::Bool(false) => Cow::Borrowed("false"),
+        Json::Number(n) => n.text(),
+        Json::Null => Cow::Borrowed(""),
+        // Writing plain data to a String cannot fail.
+        other => Cow::Owned(serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
+fn truncate<'a>(text: Cow<'a, str>, truncated: &mut u32) -> Cow<'a, str> {
+    // Byte length bounds character count from above, so most values skip the count.
+    if text.len() <= MAX_VALUE_CHARS {
+        return text;
+    }
+    match text.char_indices().nth(MAX_VALUE_CHARS) {
+        None => text,
+        Some((cut, _)) => {
+            *truncated += 1;
+            match text {
+                Cow::Borrowed(s) => Cow::Borrowed(&s[..cut]),
+                Cow::Owned(mut s) => {
+                    s.truncate(cut);
+                    Cow::Owned(s)
+                }
+            }
+        }
+    }
+}
