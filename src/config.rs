@@ -1,10 +1,11 @@
 //! Configuration: the process environment turned into a validated [`Config`].
 //!
 //! Every variable is read as text by its name (`config/names.rs`, each stated once) and parsed
-//! here, so that every problem is found in one pass and reported together; the caller
-//! exits with code 64 before anything connects. (envy, which reads the environment into a
-//! struct's fields, was dropped: each name then stood twice, as a field and in the
-//! messages, and the parsing and its messages are all here anyway.) Secrets are wrapped in [`Secret`], whose `Debug` and `Display` print `****`.
+//! here, so that every problem is found in one pass and reported together; the caller exits
+//! with code 64 before anything connects. (envy, which reads the environment into a struct's
+//! fields, was dropped: each name then stood twice, as a field and in the messages, and the
+//! parsing and its messages are all here anyway.) Secrets are wrapped in [`Secret`], whose
+//! `Debug` and `Display` print `****`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -37,11 +38,10 @@ pub const DEFAULT_EVENT_MAX_BYTES: usize = 128 * 1024;
 /// Concurrent HTTP requests to mParticle: enough to hide a ~50 ms round trip at the
 /// account's default 270 batches per second even with single-batch requests.
 pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 16;
-/// Records held in memory between consume and a final outcome: 16 full requests need
-/// 1,600, so 3,000 keep every request slot busy with the next pieces ready (docs/benchmarks-history.md:
-/// 5,000 ran no faster and peaked 4-6 MiB higher). At the 128 KiB record cap the worst
-/// case is about 400 MiB; at a typical 0.4 KiB record with its ~0.7 KiB batch, about
-/// 3.5 MiB.
+/// Records held in memory between consume and a final outcome: 16 full requests need 1,600, so
+/// 3,000 keep every request slot busy with the next pieces ready (docs/benchmarks-history.md:
+/// 5,000 ran no faster and peaked 4-6 MiB higher). At the 128 KiB record cap the worst case is
+/// about 400 MiB; at a typical 0.4 KiB record with its ~0.7 KiB batch, about 3.5 MiB.
 pub const DEFAULT_MAX_IN_FLIGHT_RECORDS: usize = 3_000;
 /// Bytes of record values and keys held between consume and outcome, once for source
 /// records and once for retries. A record in flight also holds its batch (about as large),

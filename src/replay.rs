@@ -3,10 +3,10 @@
 //! lists. Each replay adds one to `forwarder-replay-count`; a record already replayed
 //! `max_replays` times is left where it is, so nothing loops forever.
 //!
-//! It reads the dead-letter topic from the beginning up to its end at the start of the
-//! run, waits out a full local queue and transient consume errors, reports what was
-//! acknowledged and what was not, and commits nothing: running it twice replays twice (mParticle drops duplicates by
-//! `source_request_id`). Narrow it with `--since`.
+//! It reads the dead-letter topic from the beginning up to its end at the start of the run,
+//! waits out a full local queue and transient consume errors, reports what was acknowledged and
+//! what was not, and commits nothing: running it twice replays twice (mParticle drops
+//! duplicates by `source_request_id`). Narrow it with `--since`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;

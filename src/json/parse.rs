@@ -1,10 +1,10 @@
 //! The parser behind [`Json::parse`]: one pass over the record's bytes into the borrowed
 //! tree. It accepts exactly what serde_json accepts (RFC 8259, at most 127 levels of
 //! nesting, numbers within f64's range, paired surrogates in `\u` escapes), which a
-//! differential fuzz target (`tests/fuzz`, `json_parse`) and the tests below check; it is
-//! here because serde_json's visitor plumbing was the largest cost per event
-//! (docs/benchmarks-history.md). The text is checked as UTF-8 once, up front; strings without escapes
-//! are slices of it, and an object of up to eight members is allocated once.
+//! differential fuzz target (`tests/fuzz`, `json_parse`) and the tests below check; it is here
+//! because serde_json's visitor plumbing was the largest cost per event
+//! (docs/benchmarks-history.md). The text is checked as UTF-8 once, up front; strings without
+//! escapes are slices of it, and an object of up to eight members is allocated once.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -417,23 +417,23 @@ impl SourceConsumer {
         rx
     }
 
-    /// Sends `polled` into `tx`, keeping the consumer in its group while there is no room.
-    /// False once the receiver is gone.
-    fn hand_on(
+    /// Sends `item` into `tx`, keeping the consumer in its group while there is no room
+    /// ([`wait_for_room`](Self::wait_for_room)). False once the receiver is gone.
+    pub fn hand_on<T>(
         self: &Arc<Self>,
         runtime: &Handle,
-        tx: &mpsc::Sender<Polled>,
-        polled: Polled,
+        tx: &mpsc::Sender<T>,
+        item: T,
         early: &mut VecDeque<Polled>,
     ) -> bool {
-        let polled = match tx.try_send(polled) {
+        let item = match tx.try_send(item) {
             Ok(()) => return true,
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
-            Err(mpsc::error::TrySendError::Full(polled)) => polled,
+            Err(mpsc::error::TrySendError::Full(item)) => item,
         };
         match self.wait_for_room(runtime, early, tx.reserve()) {
             Ok(room) => {
-                room.send(polled);
+                room.send(item);
                 true
             }
             Err(_closed) => false,

@@ -65,10 +65,9 @@ impl FailurePublisher {
         failure: &Failure,
     ) -> Result<(), PublishError> {
         let headers = failure_headers(record, failure);
-        let whole = self
+        let mut outcome = self
             .write(&self.dlq_topic, record.key(), record.value(), &headers)
             .await;
-        let mut outcome = whole;
         for cut in [Cut::Prefix, Cut::Bare] {
             match &outcome {
                 Err(error) if error.is_too_large() => {}

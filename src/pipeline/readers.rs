@@ -39,7 +39,7 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
     let mut schedule: RetrySchedule<Waiting> = RetrySchedule::new(ctx.max_in_flight_records);
     let mut gate_changes = ctx.gate.subscribe();
     let mut paused = false;
-    // An arrival waiting for bytes: nothing more is read until it has them.
+    // The latest arrival, until it has room for its bytes: nothing more is read meanwhile.
     let mut parked: Option<(SourceRecord, Ticket)> = None;
     loop {
         ctx.metrics.set_retry_scheduled(schedule.len());
@@ -118,14 +118,8 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
                 continue;
             }
         };
-        match ctx
-            .retry_bytes
-            .clone()
-            .try_acquire_many_owned(ctx.bytes_of(&record))
-        {
-            Ok(bytes) => schedule_retry(&mut schedule, record, ticket, bytes),
-            Err(_) => parked = Some((record, ticket)),
-        }
+        // It goes into the schedule once it has room for its bytes (the branch above).
+        parked = Some((record, ticket));
     }
 }
 

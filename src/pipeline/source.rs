@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, mpsc};
 use tracing::warn;
 
@@ -103,21 +102,8 @@ impl Piece {
                 batch: Batch::new(json.clone(), range),
             })
             .collect();
-        let batches = match outbound.tx.try_send(batches) {
-            Ok(()) => return true,
-            Err(TrySendError::Closed(_)) => return false,
-            Err(TrySendError::Full(batches)) => batches,
-        };
-        match ctx
-            .source
-            .wait_for_room(&outbound.runtime, early, outbound.tx.reserve())
-        {
-            Ok(room) => {
-                room.send(batches);
-                true
-            }
-            Err(_closed) => false,
-        }
+        ctx.source
+            .hand_on(&outbound.runtime, &outbound.tx, batches, early)
     }
 }
 

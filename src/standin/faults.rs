@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::random::Xorshift;
 
 /// One rule. JSON form: `{"status": 503, "times": 2}`, `{"status": 429, "retry_after": 3}`,
-/// `{"delay_ms": 15000}`, `{"status": 400, "when_id": "evt-7"}`, `{"status": 503, "probability": 0.1}`,
-/// `{"partial": true, "when_id": "evt-7"}`.
+/// `{"delay_ms": 15000}`, `{"status": 400, "when_id": "evt-7"}`, `{"status": 503,
+/// "probability": 0.1}`, `{"partial": true, "when_id": "evt-7"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fault {
     /// The status to answer; absent: answer as usual, after `delay_ms`.
