@@ -2,29 +2,26 @@
 //! `loyalty-event.schema.json`. Unknown fields are kept (field assignments may point at
 //! them) and never rejected.
 
-use std::borrow::Cow;
-
 use thiserror::Error;
 
-use crate::json::{Json, Object};
-
+use crate::json::{self, JsonValueTrait, Value, ValueRef};
 use crate::outcome::ErrorKind;
 
 pub(crate) const ID_MAX_CHARS: usize = 128;
 pub(crate) const ACTION_MAX_CHARS: usize = 128;
 pub(crate) const CUSTOMER_ID_MAX_CHARS: usize = 256;
 
-/// A decoded, valid loyalty event, borrowing from the record's bytes.
+/// A decoded, valid loyalty event.
 #[derive(Debug, Clone)]
-pub struct LoyaltyEvent<'a> {
+pub struct LoyaltyEvent {
     /// `id`: becomes `source_request_id` and `source_message_id`.
-    pub id: Cow<'a, str>,
+    pub id: Box<str>,
     /// `action`: selects the event definition.
-    pub action: Cow<'a, str>,
+    pub action: Box<str>,
     /// `created_at` in unix milliseconds, when given.
     pub created_at_ms: Option<i64>,
     /// The whole event object, for field assignments.
-    pub body: Object<'a>,
+    pub body: Value,
 }
 
 /// Why a record is not a loyalty event. Each is permanent: the record is dead-lettered.
@@ -62,12 +59,9 @@ fn field(field: &'static str, problem: impl Into<String>) -> InvalidEvent {
     }
 }
 
-impl<'a> LoyaltyEvent<'a> {
+impl LoyaltyEvent {
     /// Decodes and validates one record value of at most `max_bytes`.
-    pub fn decode(
-        value: Option<&'a [u8]>,
-        max_bytes: usize,
-    ) -> Result<LoyaltyEvent<'a>, InvalidEvent> {
+    pub fn decode(value: Option<&[u8]>, max_bytes: usize) -> Result<LoyaltyEvent, InvalidEvent> {
         let bytes = value.ok_or(InvalidEvent::Empty)?;
         if bytes.len() > max_bytes {
             return Err(InvalidEvent::TooLarge {
@@ -78,70 +72,28 @@ impl<'a> LoyaltyEvent<'a> {
         if bytes.is_empty() {
             return Err(InvalidEvent::Empty);
         }
-        // The parser checks UTF-8 and stops at 128 levels of nesting, as serde_json does.
-        let parsed = Json::parse(bytes).map_err(|e| InvalidEvent::NotJson(e.to_string()))?;
-        let Json::Object(body) = parsed else {
+        let body = json::parse(bytes).map_err(InvalidEvent::NotJson)?;
+        if !body.is_object() {
             return Err(InvalidEvent::NotObject);
-        };
-        let id = bounded_string(&body, "id", ID_MAX_CHARS)?;
-        let action = bounded_string(&body, "action", ACTION_MAX_CHARS)?;
-        let created_at_ms = match body.get("created_at") {
-            None | Some(Json::Null) => None,
-            Some(Json::String(text)) => {
-                Some(parse_rfc3339_ms(text.as_bytes()).ok_or_else(|| {
-                    field(
-                        "created_at",
-                        "is not an RFC 3339 date-time such as 2026-11-28T12:00:00Z",
-                    )
-                })?)
-            }
-            Some(Json::Number(n)) => Some(n.as_i64().filter(|ms| *ms >= 0).ok_or_else(|| {
-                field(
-                    "created_at",
-                    "must be a non-negative whole number of unix milliseconds",
-                )
-            })?),
-            Some(_) => {
-                return Err(field(
-                    "created_at",
-                    "must be RFC 3339 text or integer unix milliseconds",
-                ));
-            }
-        };
-        match body.get("customer") {
-            Some(Json::Object(customer)) => {
-                match customer.get("id") {
-                    Some(Json::String(id))
-                        if !id.is_empty() && id.chars().count() <= CUSTOMER_ID_MAX_CHARS => {}
-                    Some(Json::String(_)) => {
-                        return Err(field(
-                            "customer.id",
-                            format!("must be 1 to {CUSTOMER_ID_MAX_CHARS} characters"),
-                        ));
-                    }
-                    Some(_) => return Err(field("customer.id", "must be a string")),
-                    None => return Err(field("customer.id", "is required")),
-                }
-                for name in ["email", "phone"] {
-                    match customer.get(name) {
-                        None | Some(Json::String(_)) | Some(Json::Null) => {}
-                        Some(_) => {
-                            let path = if name == "email" {
-                                "customer.email"
-                            } else {
-                                "customer.phone"
-                            };
-                            return Err(field(path, "must be a string"));
-                        }
-                    }
-                }
-            }
-            Some(_) => return Err(field("customer", "must be an object")),
-            None => return Err(field("customer", "is required")),
         }
-        match body.get("data") {
-            None | Some(Json::Object(_)) | Some(Json::Null) => {}
-            Some(_) => return Err(field("data", "must be an object")),
+        let [id, action, created_at, customer, data] =
+            json::members(&body, ["id", "action", "created_at", "customer", "data"]);
+        let id = bounded_text(id, "id", ID_MAX_CHARS)?.into();
+        let action = bounded_text(action, "action", ACTION_MAX_CHARS)?.into();
+        let created_at_ms = created_at_ms(created_at)?;
+        let customer = customer.ok_or_else(|| field("customer", "is required"))?;
+        if !customer.is_object() {
+            return Err(field("customer", "must be an object"));
+        }
+        let [customer_id, email, phone] = json::members(customer, ["id", "email", "phone"]);
+        bounded_text(customer_id, "customer.id", CUSTOMER_ID_MAX_CHARS)?;
+        for (value, path) in [(email, "customer.email"), (phone, "customer.phone")] {
+            if value.is_some_and(|v| !v.is_str() && !v.is_null()) {
+                return Err(field(path, "must be a string"));
+            }
+        }
+        if data.is_some_and(|v| !v.is_object() && !v.is_null()) {
+            return Err(field("data", "must be an object"));
         }
         Ok(LoyaltyEvent {
             id,
@@ -150,30 +102,50 @@ impl<'a> LoyaltyEvent<'a> {
             body,
         })
     }
-}
 
-/// The value at `path` (a dotted path, split into segments) below `start`; `None` when
-/// absent or null.
-pub fn descend<'v, 'a>(start: &'v Json<'a>, path: &[String]) -> Option<&'v Json<'a>> {
-    let mut current = start;
-    for segment in path {
-        current = match current {
-            Json::Object(map) => map.get(segment)?,
-            Json::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
+    /// The member `name` of the event's top level.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        json::member(&self.body, name)
     }
-    (!current.is_null()).then_some(current)
 }
 
-fn bounded_string<'a>(
-    body: &Object<'a>,
+fn created_at_ms(value: Option<&Value>) -> Result<Option<i64>, InvalidEvent> {
+    match value.map(Value::as_ref) {
+        None | Some(ValueRef::Null) => Ok(None),
+        Some(ValueRef::String(text)) => parse_rfc3339_ms(text).map(Some).ok_or_else(|| {
+            field(
+                "created_at",
+                "is not an RFC 3339 date-time such as 2026-11-28T12:00:00Z",
+            )
+        }),
+        Some(ValueRef::Number(n)) => json::number(&n)
+            .as_i64()
+            .filter(|ms| *ms >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                field(
+                    "created_at",
+                    "must be a non-negative whole number of unix milliseconds",
+                )
+            }),
+        Some(_) => Err(field(
+            "created_at",
+            "must be RFC 3339 text or integer unix milliseconds",
+        )),
+    }
+}
+
+/// `value` as text of 1 to `max_chars` characters, or why it is not.
+fn bounded_text<'v>(
+    value: Option<&'v Value>,
     name: &'static str,
     max_chars: usize,
-) -> Result<Cow<'a, str>, InvalidEvent> {
-    match body.get(name) {
-        Some(Json::String(s)) if !s.is_empty() && s.chars().count() <= max_chars => Ok(s.clone()),
-        Some(Json::String(_)) => Err(field(name, format!("must be 1 to {max_chars} characters"))),
+) -> Result<&'v str, InvalidEvent> {
+    match value.map(Value::as_ref) {
+        Some(ValueRef::String(s)) if !s.is_empty() && s.chars().count() <= max_chars => Ok(s),
+        Some(ValueRef::String(_)) => {
+            Err(field(name, format!("must be 1 to {max_chars} characters")))
+        }
         Some(_) => Err(field(name, "must be a string")),
         None => Err(field(name, "is required")),
     }
@@ -266,21 +238,19 @@ mod tests {
 
     const LIMIT: usize = 128 * 1024;
 
-    fn decode(text: &str) -> Result<LoyaltyEvent<'_>, InvalidEvent> {
+    fn decode(text: &str) -> Result<LoyaltyEvent, InvalidEvent> {
         LoyaltyEvent::decode(Some(text.as_bytes()), LIMIT)
     }
 
     #[test]
     fn sample_point_add_decodes() {
         let event = decode(include_str!("../tests/data/events/point_add.json")).unwrap();
-        assert_eq!(event.id, "evt_01JD4T9F3M2K");
-        assert_eq!(event.action, "point_add");
+        assert_eq!(&*event.id, "evt_01JD4T9F3M2K");
+        assert_eq!(&*event.action, "point_add");
         assert_eq!(event.created_at_ms, Some(1_795_867_200_000));
-        let customer = event.body.get("customer").unwrap();
-        assert_eq!(
-            descend(customer, &["tier".to_string()]),
-            Some(&Json::String("gold".into()))
-        );
+        let customer = event.get("customer").unwrap();
+        let tier = json::member(customer, "tier").and_then(|v| v.as_str());
+        assert_eq!(tier, Some("gold"));
     }
 
     #[test]
@@ -386,6 +356,6 @@ mod tests {
     fn unknown_fields_are_kept() {
         let event =
             decode(r#"{"id":"e","action":"a","customer":{"id":"c"},"extra":{"x":1}}"#).unwrap();
-        assert!(event.body.get("extra").is_some());
+        assert!(event.get("extra").is_some());
     }
 }

@@ -2,12 +2,10 @@
 //! Loading and checking the TOML file is `load.rs`; applying it to a loyalty event to make
 //! the mParticle batch is `apply.rs`. Pure: no I/O beyond reading the file at start-up.
 //!
-//! A batch is serialised straight to JSON bytes, once; the sender joins those bytes into
-//! bulk requests without parsing them again. Two ways lead there: [`FieldAssignments::map_into`]
-//! from a decoded [`LoyaltyEvent`](crate::event::LoyaltyEvent) (the reference, which handles
-//! everything and words every error), and [`FieldAssignments::map_direct`] straight from a
-//! record's bytes in one pass (`slots`, `direct`), which handles what nearly every record
-//! is and gives the rest back.
+//! A batch is written straight to JSON bytes, once, from a decoded
+//! [`LoyaltyEvent`](crate::event::LoyaltyEvent) ([`FieldAssignments::map_into`]); the sender
+//! joins those bytes into bulk requests without parsing them again. The service and `map`
+//! come this one way.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,13 +17,10 @@ use crate::names::NameHashing;
 use crate::outcome::ErrorKind;
 
 mod apply;
-mod direct;
 mod load;
-mod slots;
+mod paths;
 
-use apply::{Empty, Resolved, Shape, batch_head, product_number};
-
-pub use direct::Direct;
+use paths::PathTree;
 
 /// The prefix the loyalty platform's field sync uses for user attributes.
 pub const ATTRIBUTE_PREFIX: &str = "antavo_";
@@ -33,13 +28,8 @@ pub const ATTRIBUTE_PREFIX: &str = "antavo_";
 /// Where a mapped value comes from.
 #[derive(Debug, Clone, PartialEq)]
 enum Source {
-    /// A dotted path into the event, split into segments.
-    Path {
-        dotted: String,
-        segments: Vec<String>,
-        /// Where the single pass notes this path's value ([`direct`]).
-        slot: usize,
-    },
+    /// A dotted path into the event, and its place in the file's [`PathTree`].
+    Path { dotted: String, node: paths::Node },
     /// A constant.
     Constant(String),
 }
@@ -48,33 +38,11 @@ enum Source {
 #[derive(Debug, Clone, PartialEq)]
 struct Assignment {
     name: String,
-    /// `,"name":"` as JSON, rendered once here instead of once per event: the member
-    /// with the comma before it ([`Members::write`] turns an object's first comma into its
-    /// `{`), and the opening quote of a string value, which most values are.
-    member_and_quote: Vec<u8>,
+    /// `,"name":` as JSON, rendered once here instead of once per event: the member with
+    /// the comma before it (the writer turns an object's first comma into its `{`).
+    member: Vec<u8>,
     source: Source,
     required: bool,
-}
-
-impl Assignment {
-    /// `,"name":`: the member, the comma before it, no value.
-    fn member(&self) -> &[u8] {
-        &self.member_and_quote[..self.member_and_quote.len() - 1]
-    }
-}
-
-/// Ends an object whose members were written from `open` on, each after a comma: the
-/// first comma becomes the `{`. Without members it is `{}` or, when `empty` says so,
-/// left out with the prefix before it (written from `mark`).
-fn close_members(out: &mut Vec<u8>, mark: usize, open: usize, empty: Empty) {
-    if out.len() > open {
-        out[open] = b'{';
-        out.push(b'}');
-    } else if empty == Empty::Write {
-        out.extend_from_slice(b"{}");
-    } else {
-        out.truncate(mark);
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +78,8 @@ pub struct FieldAssignments {
     /// By the action's bytes (a record's are looked up as they stand, without reading
     /// them as UTF-8 again).
     events: HashMap<&'static [u8], EventDefinition, NameHashing>,
-    /// The paths compiled for reading events in one pass ([`map_direct`](Self::map_direct)).
-    single_pass: Option<direct::SinglePass>,
+    /// Every path the file reads.
+    paths: PathTree,
 }
 
 /// A finding about the file, with the line it stands on.
@@ -253,7 +221,7 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../tests/data/field-assignments.toml");
 
-    fn event(json: &str) -> LoyaltyEvent<'_> {
+    fn event(json: &str) -> LoyaltyEvent {
         LoyaltyEvent::decode(Some(json.as_bytes()), 1 << 20).unwrap()
     }
 

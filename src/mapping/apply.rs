@@ -3,11 +3,10 @@
 
 use std::borrow::Cow;
 
-use super::{
-    Assignment, EventDefinition, FieldAssignments, MapError, MappedBatch, Source, close_members,
-};
-use crate::event::{LoyaltyEvent, descend};
-use crate::json::{Json, write_i64, write_str};
+use super::PathTree;
+use super::{Assignment, EventDefinition, FieldAssignments, MapError, MappedBatch, Source};
+use crate::event::LoyaltyEvent;
+use crate::json::{self, JsonValueTrait, Value, ValueRef, write_i64, write_str};
 use crate::mparticle::{Environment, MAX_BATCH_BYTES, MAX_VALUE_CHARS, NUMERIC_PRODUCT_FIELDS};
 
 impl FieldAssignments {
@@ -15,7 +14,7 @@ impl FieldAssignments {
     /// timestamp) is used when the event has no `created_at`.
     pub fn map(
         &self,
-        event: &LoyaltyEvent<'_>,
+        event: &LoyaltyEvent,
         environment: Environment,
         fallback_timestamp_ms: Option<i64>,
     ) -> Result<MappedBatch, MapError> {
@@ -33,7 +32,7 @@ impl FieldAssignments {
     /// `out` is left as it was.
     pub fn map_into(
         &self,
-        event: &LoyaltyEvent<'_>,
+        event: &LoyaltyEvent,
         environment: Environment,
         fallback_timestamp_ms: Option<i64>,
         out: &mut Vec<u8>,
@@ -71,14 +70,14 @@ impl FieldAssignments {
         &self,
         out: &mut Vec<u8>,
         definition: &EventDefinition,
-        event: &LoyaltyEvent<'_>,
+        event: &LoyaltyEvent,
         environment: Environment,
         fallback_timestamp_ms: Option<i64>,
         truncated: &mut u32,
     ) -> Result<(), MapError> {
         out.extend_from_slice(batch_head(environment));
         write_str(out, &event.id);
-        let mut members = Members::new(event, truncated);
+        let mut members = Members::new(&self.paths, event, truncated);
         members.write(
             out,
             br#","user_identities":"#,
@@ -125,7 +124,7 @@ impl FieldAssignments {
 }
 
 /// The start of every batch, up to the value of its `source_request_id`.
-pub(super) fn batch_head(environment: Environment) -> &'static [u8] {
+fn batch_head(environment: Environment) -> &'static [u8] {
     match environment {
         Environment::Production => {
             br#"{"environment":"production","schema_version":2,"source_request_id":"#
@@ -138,7 +137,7 @@ pub(super) fn batch_head(environment: Environment) -> &'static [u8] {
 
 /// What kinds of value a destination takes.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Shape {
+enum Shape {
     Text,
     /// user attributes may be lists of strings
     TextOrList,
@@ -148,28 +147,23 @@ pub(super) enum Shape {
 
 /// What to do with an object none of whose assignments has a value.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Empty {
+enum Empty {
     LeaveOut,
     Write,
 }
 
 /// Writes the objects of one batch, counting the values cut to mParticle's limit.
-struct Members<'e, 'a> {
-    event: &'e LoyaltyEvent<'a>,
+struct Members<'e> {
+    /// Each path's value in the event, by its node ([`PathTree::walk`]).
+    found: Vec<Option<&'e Value>>,
     truncated: &'e mut u32,
-    /// The event's member looked up last, by name: assignments in a row mostly start
-    /// from the same one (`customer.…`, `data.…`), so most lookups skip the scan of the
-    /// event's top level.
-    last_member: Option<(&'e str, Option<&'e Json<'a>>)>,
 }
 
-impl<'e, 'a> Members<'e, 'a> {
-    fn new(event: &'e LoyaltyEvent<'a>, truncated: &'e mut u32) -> Self {
-        Members {
-            event,
-            truncated,
-            last_member: None,
-        }
+impl<'e> Members<'e> {
+    fn new(paths: &PathTree, event: &'e LoyaltyEvent, truncated: &'e mut u32) -> Self {
+        let mut found = Vec::new();
+        paths.walk(&event.body, &mut found);
+        Members { found, truncated }
     }
 
     /// Writes `prefix` and an object of the assignments that have a value, in file order.
@@ -194,7 +188,7 @@ impl<'e, 'a> Members<'e, 'a> {
                 }
                 _ => None,
             };
-            out.extend_from_slice(assignment.member());
+            out.extend_from_slice(&assignment.member);
             match number {
                 // Writing to a Vec cannot fail.
                 Some(number) => {
@@ -210,10 +204,8 @@ impl<'e, 'a> Members<'e, 'a> {
     fn resolve(&mut self, assignment: &'e Assignment) -> Result<Option<Resolved<'e>>, MapError> {
         match &assignment.source {
             Source::Constant(text) => Ok(Some(Resolved::Constant(text))),
-            Source::Path {
-                dotted, segments, ..
-            } => match self.lookup(segments) {
-                Some(value) => Ok(Some(Resolved::Json(value))),
+            Source::Path { dotted, node } => match self.found[*node].filter(|v| !v.is_null()) {
+                Some(value) => Ok(Some(Resolved::InEvent(value))),
                 None if assignment.required => Err(MapError::MissingRequired {
                     name: assignment.name.clone(),
                     path: dotted.clone(),
@@ -223,48 +215,52 @@ impl<'e, 'a> Members<'e, 'a> {
         }
     }
 
-    /// The value at `path` in the event; `None` when absent or null.
-    fn lookup(&mut self, path: &'e [String]) -> Option<&'e Json<'a>> {
-        let (first, rest) = path.split_first()?;
-        let member = match self.last_member {
-            Some((name, member)) if name == first => member,
-            _ => {
-                let member = self.event.body.get(first);
-                self.last_member = Some((first, member));
-                member
-            }
-        };
-        descend(member?, rest)
-    }
-
     fn value(&mut self, out: &mut Vec<u8>, value: Resolved<'_>, shape: Shape) {
         match value {
             Resolved::Constant(text) => write_str(out, text),
-            Resolved::Json(Json::Array(items)) if shape == Shape::TextOrList => {
-                out.push(b'[');
-                for (i, item) in items.iter().filter(|v| !v.is_null()).enumerate() {
-                    if i > 0 {
-                        out.push(b',');
+            Resolved::InEvent(value) => match value.as_ref() {
+                ValueRef::Array(items) if shape == Shape::TextOrList => {
+                    out.push(b'[');
+                    for (i, item) in items.iter().filter(|v| !v.is_null()).enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        write_str(out, &truncate(json::text(item), self.truncated));
                     }
-                    write_str(out, &truncate(scalar_text(item), self.truncated));
+                    out.push(b']');
                 }
-                out.push(b']');
-            }
-            Resolved::Json(value) => write_str(out, &truncate(scalar_text(value), self.truncated)),
+                _ => write_str(out, &truncate(json::text(value), self.truncated)),
+            },
         }
     }
 }
 
+/// Ends an object whose members were written from `open` on, each after a comma: the
+/// first comma becomes the `{`. Without members it is `{}` or, when `empty` says so,
+/// left out with the prefix before it (written from `mark`).
+fn close_members(out: &mut Vec<u8>, mark: usize, open: usize, empty: Empty) {
+    if out.len() > open {
+        out[open] = b'{';
+        out.push(b'}');
+    } else if empty == Empty::Write {
+        out.extend_from_slice(b"{}");
+    } else {
+        out.truncate(mark);
+    }
+}
+
 /// A numeric product field (`price`, `quantity`, `position`) as the number mParticle wants.
-pub(super) fn product_number(
+fn product_number(
     assignment: &Assignment,
     value: &Resolved<'_>,
 ) -> Result<serde_json::Number, MapError> {
     let number = match value {
-        Resolved::Json(Json::Number(n)) => n.to_serde(),
-        Resolved::Json(Json::String(s)) => s.trim().parse::<serde_json::Number>().ok(),
+        Resolved::InEvent(value) => match value.as_ref() {
+            ValueRef::Number(n) => Some(json::number(&n)),
+            ValueRef::String(s) => s.trim().parse::<serde_json::Number>().ok(),
+            _ => None,
+        },
         Resolved::Constant(c) => c.trim().parse::<serde_json::Number>().ok(),
-        Resolved::Json(_) => None,
     };
     number.ok_or_else(|| {
         let path = match &assignment.source {
@@ -278,22 +274,9 @@ pub(super) fn product_number(
     })
 }
 
-pub(super) enum Resolved<'a> {
-    Json(&'a Json<'a>),
+enum Resolved<'a> {
+    InEvent(&'a Value),
     Constant(&'a str),
-}
-
-/// Numbers and booleans become their JSON text; objects and arrays their compact JSON.
-fn scalar_text<'a>(value: &'a Json<'_>) -> Cow<'a, str> {
-    match value {
-        Json::String(s) => Cow::Borrowed(s),
-        Json::Bool(true) => Cow::Borrowed("true"),
-        Json::Bool(false) => Cow::Borrowed("false"),
-        Json::Number(n) => n.text(),
-        Json::Null => Cow::Borrowed(""),
-        // Writing plain data to a String cannot fail.
-        other => Cow::Owned(serde_json::to_string(other).unwrap_or_default()),
-    }
 }
 
 fn truncate<'a>(text: Cow<'a, str>, truncated: &mut u32) -> Cow<'a, str> {

@@ -1,6 +1,6 @@
 //! Loading the field-assignments file: the TOML read, every assignment checked (with the
 //! line it stands on), and the plan compiled once: each event definition's fixed JSON
-//! rendered, each path split, the single pass's slots assigned.
+//! rendered, each member's name rendered, each path split.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::{
     ATTRIBUTE_PREFIX, Assignment, EventDefinition, EventType, FieldAssignments, Finding, LoadError,
-    Source, direct,
+    PathTree, Source,
 };
 use crate::json::write_str;
 use crate::mparticle::{
@@ -60,6 +60,7 @@ struct Checker<'a> {
     lines: Lines<'a>,
     errors: Vec<Finding>,
     warnings: Vec<Finding>,
+    paths: PathTree,
 }
 
 impl Checker<'_> {
@@ -152,21 +153,20 @@ impl Checker<'_> {
                 return None;
             }
         };
-        let mut member_and_quote = Vec::with_capacity(name.len() + 5);
-        member_and_quote.push(b',');
-        write_str(&mut member_and_quote, name);
-        member_and_quote.extend_from_slice(b":\"");
+        let mut member = vec![b','];
+        write_str(&mut member, name);
+        member.push(b':');
         Some(Assignment {
             name: name.to_string(),
-            member_and_quote,
+            member,
             source,
             required,
         })
     }
 
     fn path(&mut self, section: &str, name: &str, path: &str, at: usize) -> Option<Source> {
-        let segments: Vec<String> = path.split('.').map(str::to_string).collect();
-        if path.is_empty() || segments.iter().any(String::is_empty) {
+        let segments: Vec<&str> = path.split('.').collect();
+        if segments.iter().any(|s| s.is_empty()) {
             self.error(
                 at,
                 format!("{section}.{name}: {path:?} is not a dotted path such as customer.tier"),
@@ -175,8 +175,7 @@ impl Checker<'_> {
         }
         Some(Source::Path {
             dotted: path.to_string(),
-            segments,
-            slot: 0,
+            node: self.paths.insert(&segments),
         })
     }
 
@@ -339,6 +338,7 @@ impl FieldAssignments {
             lines,
             errors: Vec::new(),
             warnings: Vec::new(),
+            paths: PathTree::default(),
         };
         for (name, value) in &raw.identities {
             if !IDENTITY_TYPES.contains(&name.as_str()) {
@@ -378,13 +378,12 @@ impl FieldAssignments {
         if !checker.errors.is_empty() {
             return Err(checker.errors);
         }
-        let mut assignments = FieldAssignments {
+        let assignments = FieldAssignments {
             identities,
             user_attributes,
             events,
-            single_pass: None,
+            paths: checker.paths,
         };
-        assignments.single_pass = direct::SinglePass::compile(&mut assignments);
         Ok((assignments, checker.warnings))
     }
 }

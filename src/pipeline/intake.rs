@@ -41,38 +41,22 @@ pub enum Prepared {
 }
 
 /// A text field of a record's event (its id or its action), kept for logs and metric
-/// labels. Written without escapes, as it nearly always is, it is kept as where it stands
-/// in the record's value, which costs no allocation per record.
+/// labels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum EventText {
     /// Not known: the record is not a valid event.
     #[default]
     Unknown,
-    /// These bytes of the record's value.
-    InValue(Range<usize>),
     Owned(Box<str>),
     /// An action with an event definition, as the field assignments keep its name: a sent
-    /// record's action, read and compared where the record finishes without touching the
-    /// record's bytes again (on another thread, long after they were read).
+    /// record's action, compared where the record finishes without a copy per record.
     Defined(&'static str),
 }
 
 impl EventText {
-    /// `text` as decoded from `value`: where it stands in `value` when it is borrowed from
-    /// it, else a copy.
-    pub fn of(text: &str, value: &[u8]) -> EventText {
-        let start = (text.as_ptr() as usize).wrapping_sub(value.as_ptr() as usize);
-        if start <= value.len() && text.len() <= value.len() - start {
-            return EventText::InValue(start..start + text.len());
-        }
-        EventText::Owned(text.into())
-    }
-
-    /// The text, read from the value it was decoded from.
-    pub fn get<'a>(&'a self, value: Option<&'a [u8]>) -> Option<&'a str> {
+    pub fn get(&self) -> Option<&str> {
         match self {
             EventText::Unknown => None,
-            EventText::InValue(range) => std::str::from_utf8(value?.get(range.clone())?).ok(),
             EventText::Owned(text) => Some(text),
             EventText::Defined(name) => Some(name),
         }
@@ -88,56 +72,8 @@ pub struct IntakeRules<'a> {
 }
 
 /// Decides what becomes of `record`; a batch to send is appended to `out`.
-///
-/// Most records are mapped straight from their bytes in one pass
-/// ([`FieldAssignments::map_direct`]); the rest are decoded into a tree and mapped from it,
-/// which gives the same batch or says exactly what is wrong.
 pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>) -> Prepared {
-    if let Some(prepared) = prepare_direct(record, rules, out) {
-        return prepared;
-    }
-    prepare_from_tree(record, rules, out)
-}
-
-/// [`prepare`] in one pass; `None` leaves the record to [`prepare_from_tree`].
-fn prepare_direct(
-    record: &SourceRecord,
-    rules: &IntakeRules<'_>,
-    out: &mut Vec<u8>,
-) -> Option<Prepared> {
-    let value = record
-        .value()
-        .filter(|v| v.len() <= rules.event_max_bytes)?;
-    let start = out.len();
-    let direct =
-        rules
-            .assignments
-            .map_direct(value, rules.environment, record.timestamp_ms, out)?;
-    let event_id = EventText::InValue(direct.id);
-    if let Some(name) = direct.defined {
-        return Some(Prepared::Send {
-            event_id,
-            action: EventText::Defined(name),
-            batch: start..out.len(),
-            truncated_values: 0,
-        });
-    }
-    // Dead-lettering an unmapped action wants the tree path's wording.
-    (rules.unmapped_action == UnmappedAction::Skip).then_some(Prepared::Skip {
-        event_id,
-        action: EventText::InValue(direct.action),
-        reason: "unmapped_action",
-    })
-}
-
-/// [`prepare`] by way of a decoded [`LoyaltyEvent`].
-fn prepare_from_tree(
-    record: &SourceRecord,
-    rules: &IntakeRules<'_>,
-    out: &mut Vec<u8>,
-) -> Prepared {
-    let value = record.value();
-    let event = match LoyaltyEvent::decode(value, rules.event_max_bytes) {
+    let event = match LoyaltyEvent::decode(record.value(), rules.event_max_bytes) {
         Ok(event) => event,
         Err(invalid) => {
             return Prepared::Reject {
@@ -147,19 +83,17 @@ fn prepare_from_tree(
             };
         }
     };
-    let value = value.unwrap_or_default();
-    let event_id = EventText::of(&event.id, value);
-    let action = EventText::of(&event.action, value);
     let start = out.len();
-    match rules
-        .assignments
-        .map_into(&event, rules.environment, record.timestamp_ms, out)
-    {
+    let mapped = (rules.assignments).map_into(&event, rules.environment, record.timestamp_ms, out);
+    let action = match rules.assignments.defined_action(&event.action) {
+        Some(name) => EventText::Defined(name),
+        None => EventText::Owned(event.action),
+    };
+    let event_id = EventText::Owned(event.id);
+    match mapped {
         Ok(truncated_values) => Prepared::Send {
             event_id,
-            action: (rules.assignments)
-                .defined_action(&event.action)
-                .map_or(action, EventText::Defined),
+            action,
             batch: start..out.len(),
             truncated_values,
         },
@@ -290,12 +224,7 @@ mod tests {
         else {
             panic!("{prepared:?}");
         };
-        assert_eq!(
-            event_id,
-            EventText::InValue(7..9),
-            "no allocation for plain text"
-        );
-        assert_eq!(event_id.get(Some(value)), Some("e1"));
+        assert_eq!(event_id.get(), Some("e1"));
         let EventText::Defined(name) = action else {
             panic!("{action:?}");
         };
@@ -304,8 +233,8 @@ mod tests {
             std::ptr::eq(name, crate::names::intern("point_add")),
             "the field assignments' own copy"
         );
-        assert_eq!(action.get(None), Some("point_add"));
-        assert_eq!(EventText::Unknown.get(Some(value)), None);
+        assert_eq!(action.get(), Some("point_add"));
+        assert_eq!(EventText::Unknown.get(), None);
         assert_eq!(batch, 3..out.len());
         let sent: serde_json::Value = serde_json::from_slice(&out[batch]).unwrap();
         assert_eq!(sent["source_request_id"], "e1");
@@ -322,7 +251,6 @@ mod tests {
             panic!("{prepared:?}");
         };
         assert_eq!(event_id, EventText::Owned("e1".into()));
-        assert_eq!(event_id.get(None), Some("e1"));
     }
 
     #[test]

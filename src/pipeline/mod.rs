@@ -142,15 +142,11 @@ impl Drop for DueToken {
 
 impl InFlight {
     pub(crate) fn action_or_unknown(&self) -> &str {
-        match &self.action {
-            // Without reading the record's value: a sent record's action, where it finishes.
-            EventText::Defined(name) => name,
-            text => text.get(self.record.value()).unwrap_or(""),
-        }
+        self.action.get().unwrap_or("")
     }
 
     fn event_id(&self) -> Option<&str> {
-        self.event_id.get(self.record.value())
+        self.event_id.get()
     }
 }
 

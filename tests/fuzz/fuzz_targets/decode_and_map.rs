@@ -1,7 +1,7 @@
 //! Any bytes as a Kafka record value: decoding and mapping never panic, every batch that
-//! comes out passes the Events API contract as the stand-in enforces it, and whatever the
-//! single pass (`map_direct`) answers, the tree path (decode, then `map_into`) answers
-//! the same, byte for byte.
+//! comes out passes the Events API contract as the stand-in enforces it, and the engine
+//! answers what the oracle (`tests/mapping/oracle.rs`: serde_json and plain TOML) answers:
+//! the same batch, or a refusal of the same kind.
 
 #![no_main]
 
@@ -9,52 +9,52 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use mparticle_forwarder::event::LoyaltyEvent;
-use mparticle_forwarder::mapping::{FieldAssignments, MapError};
+use mparticle_forwarder::mapping::FieldAssignments;
 use mparticle_forwarder::mparticle::Environment;
 use mparticle_forwarder::standin::contract::check_batch;
 
-/// The sample file, and a wider one with commerce, array indexes, lists and constants.
-static ASSIGNMENTS: LazyLock<[FieldAssignments; 2]> = LazyLock::new(|| {
+#[path = "../../mapping/oracle.rs"]
+mod oracle;
+
+use oracle::{Expected, expected, normalized};
+
+/// The sample file, and a wider one with commerce, array indexes, lists and constants:
+/// as the service loads them, and as plain TOML for the oracle.
+static FILES: LazyLock<Vec<(FieldAssignments, toml::Table)>> = LazyLock::new(|| {
     [
         include_str!("../../data/field-assignments.toml"),
         include_str!("../../data/field-assignments-wide.toml"),
     ]
     .map(|text| {
-        FieldAssignments::parse(text)
-            .expect("the assignments load")
-            .0
+        let (assignments, _) = FieldAssignments::parse(text).expect("the assignments load");
+        (assignments, toml::from_str(text).expect("the file is TOML"))
     })
+    .into()
 });
 
 fuzz_target!(|data: &[u8]| {
-    for assignments in ASSIGNMENTS.iter() {
-        let mut direct_out = Vec::new();
-        let direct =
-            assignments.map_direct(data, Environment::Production, Some(0), &mut direct_out);
-        let Ok(event) = LoyaltyEvent::decode(Some(data), 128 * 1024) else {
-            assert!(direct.is_none(), "the single pass read an invalid event");
-            continue;
+    for (assignments, file) in FILES.iter() {
+        let ours = match LoyaltyEvent::decode(Some(data), 128 * 1024) {
+            Err(invalid) => Expected::Refused(invalid.kind().as_str()),
+            Ok(event) => {
+                let mut out = Vec::new();
+                match assignments.map_into(&event, Environment::Development, Some(7), &mut out) {
+                    Err(error) => Expected::Refused(error.kind().as_str()),
+                    Ok(_) => {
+                        let value: serde_json::Value =
+                            serde_json::from_slice(&out).expect("a batch is JSON");
+                        if let Err(problem) = check_batch(&value) {
+                            panic!("a mapped batch breaks the contract: {problem}");
+                        }
+                        Expected::Batch(normalized(&value))
+                    }
+                }
+            }
         };
-        let mut tree_out = Vec::new();
-        let mapped = assignments.map_into(&event, Environment::Production, Some(0), &mut tree_out);
-        if let Some(direct) = direct {
-            assert_eq!(&data[direct.id.clone()], event.id.as_bytes());
-            assert_eq!(&data[direct.action.clone()], event.action.as_bytes());
-            match &mapped {
-                Ok(_) => assert!(
-                    direct.defined.is_some() && direct_out == tree_out,
-                    "the two paths differ"
-                ),
-                Err(MapError::Unmapped(_)) => assert!(direct.defined.is_none() && direct_out.is_empty()),
-                Err(error) => panic!("the single pass mapped what the tree path refuses: {error}"),
-            }
-        }
-        if mapped.is_ok() {
-            let value: serde_json::Value =
-                serde_json::from_slice(&tree_out).expect("a batch is JSON");
-            if let Err(problem) = check_batch(&value) {
-                panic!("a mapped batch breaks the contract: {problem}");
-            }
-        }
+        let theirs = match expected(file, data, 7) {
+            Expected::Batch(batch) => Expected::Batch(normalized(&batch)),
+            refused => refused,
+        };
+        assert_eq!(ours, theirs, "the engine and the oracle differ");
     }
 });

@@ -1,0 +1,103 @@
+//! The paths the field assignments read, compiled into one tree of their segments when
+//! the file loads, and the walk that finds all their values in an event at once: each
+//! object on the way is read member by member once (of repeated names the last counts, as
+//! in serde_json), instead of once per path that passes through it.
+
+use crate::json::{JsonContainerTrait, Value, same_name};
+
+/// A path's place in the tree.
+pub(super) type Node = usize;
+
+/// The tree; node 0 is the event itself, and a node comes after its parent.
+#[derive(Debug, Clone)]
+pub(super) struct PathTree {
+    /// Each node's children: the segment that leads there, and where it is.
+    children: Vec<Vec<(String, Node)>>,
+}
+
+impl Default for PathTree {
+    fn default() -> Self {
+        PathTree {
+            children: vec![Vec::new()],
+        }
+    }
+}
+
+impl PathTree {
+    /// The node of a dotted path's segments, added when new.
+    pub(super) fn insert(&mut self, segments: &[&str]) -> Node {
+        let mut node = 0;
+        for segment in segments {
+            let known = self.children[node].iter().find(|(s, _)| s == segment);
+            node = match known {
+                Some((_, child)) => *child,
+                None => {
+                    let child = self.children.len();
+                    self.children.push(Vec::new());
+                    self.children[node].push((segment.to_string(), child));
+                    child
+                }
+            };
+        }
+        node
+    }
+
+    /// Every node's value in `event`: `found[node]`, `None` where the path leads nowhere.
+    /// Array items are reached by an index segment (`items.0`).
+    pub(super) fn walk<'v>(&self, event: &'v Value, found: &mut Vec<Option<&'v Value>>) {
+        found.clear();
+        found.resize(self.children.len(), None);
+        found[0] = Some(event);
+        for (node, children) in self.children.iter().enumerate() {
+            let Some(value) = found[node].filter(|_| !children.is_empty()) else {
+                continue;
+            };
+            if let Some(object) = value.as_object() {
+                for (name, member) in object.iter() {
+                    for (segment, child) in children {
+                        if same_name(segment, name) {
+                            found[*child] = Some(member);
+                        }
+                    }
+                }
+            } else if let Some(items) = value.as_array() {
+                for (segment, child) in children {
+                    found[*child] = segment.parse::<usize>().ok().and_then(|i| items.get(i));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::JsonValueTrait;
+
+    #[test]
+    fn one_walk_finds_every_path() {
+        let mut tree = PathTree::default();
+        let tier = tree.insert(&["customer", "tier"]);
+        let tags = tree.insert(&["customer", "tags"]);
+        let first_tag = tree.insert(&["customer", "tags", "0"]);
+        let third_tag = tree.insert(&["customer", "tags", "2"]);
+        let missing = tree.insert(&["data", "points"]);
+        assert_eq!(
+            tree.insert(&["customer", "tier"]),
+            tier,
+            "known paths are shared"
+        );
+        let event = crate::json::parse(
+            br#"{"customer":{"tier":"silver","tags":["a","b"],"tier":"gold"},"data":null}"#,
+        )
+        .unwrap();
+        let mut found = Vec::new();
+        tree.walk(&event, &mut found);
+        let text = |node: Node| found[node].and_then(|v| v.as_str());
+        assert_eq!(text(tier), Some("gold"), "the last of repeated names");
+        assert!(found[tags].is_some_and(|v| v.is_array()));
+        assert_eq!(text(first_tag), Some("a"));
+        assert!(found[third_tag].is_none());
+        assert!(found[missing].is_none());
+    }
+}
