@@ -1,6 +1,6 @@
 //! The per-event work of the source reader, alone and in one thread (not a test):
-//! parsing the record value (sonic-rs), decoding it into a loyalty event, and mapping
-//! that into an mParticle batch, each timed over 1,000,000 events of the end-to-end
+//! parsing the record value (sonic-rs), reading it at the plan's paths as a loyalty
+//! event, and mapping that into an mParticle batch, each timed over 1,000,000 events of the end-to-end
 //! benchmark's two shapes; serde_json parsing the same values into a `Value` is printed
 //! for comparison.
 //! The end-to-end figures are `benches/pipeline.rs`; this one shows where a change to
@@ -38,10 +38,15 @@ fn main() {
     let text = std::fs::read_to_string("tests/data/field-assignments.toml")
         .expect("run from the crate's root");
     let (assignments, _) = FieldAssignments::parse(&text).expect("the sample assignments load");
+    let paths = assignments.paths();
     let values: Vec<String> = (0..1000).map(|i| events::event(i, true)).collect();
-    let decoded: Vec<LoyaltyEvent> = values
+    let documents: Vec<_> = values
         .iter()
-        .map(|v| LoyaltyEvent::decode(Some(v.as_bytes()), 128 * 1024).expect("a bench event"))
+        .map(|v| LoyaltyEvent::parse(Some(v.as_bytes()), 128 * 1024).expect("a bench event"))
+        .collect();
+    let decoded: Vec<LoyaltyEvent<'_>> = documents
+        .iter()
+        .map(|d| LoyaltyEvent::read(d, paths).expect("a bench event"))
         .collect();
     println!(
         "{EVENTS} events, {} bytes on average",
@@ -51,10 +56,11 @@ fn main() {
         black_box(serde_json::from_slice::<serde_json::Value>(v).expect("JSON"));
     });
     time("parse", &values, |v| {
-        black_box(mparticle_forwarder::json::parse(v).expect("JSON"));
+        black_box(LoyaltyEvent::parse(Some(v), 128 * 1024).expect("JSON"));
     });
-    time("parse + decode", &values, |v| {
-        black_box(LoyaltyEvent::decode(Some(v), 128 * 1024).expect("an event"));
+    time("parse + read", &values, |v| {
+        let document = LoyaltyEvent::parse(Some(v), 128 * 1024).expect("JSON");
+        black_box(LoyaltyEvent::read(&document, paths).expect("an event"));
     });
     let mut out = Vec::with_capacity(1 << 20);
     let mut next = 0;
@@ -71,11 +77,12 @@ fn main() {
         );
     });
     let mut out = Vec::with_capacity(1 << 20);
-    time("decode + map (the engine)", &values, |v| {
+    time("parse + read + map (all)", &values, |v| {
         if out.len() > (1 << 20) - 200_000 {
             out.clear();
         }
-        let event = LoyaltyEvent::decode(Some(v), 128 * 1024).expect("an event");
+        let document = LoyaltyEvent::parse(Some(v), 128 * 1024).expect("JSON");
+        let event = LoyaltyEvent::read(&document, paths).expect("an event");
         black_box(
             assignments
                 .map_into(&event, Environment::Production, Some(0), &mut out)

@@ -1,4 +1,5 @@
-//! The loyalty event: decoding a Kafka record value and checking it against
+//! The loyalty event: a Kafka record value parsed, read at the paths of a [`PathTree`]
+//! (the schema's fields and those the field assignments add) and checked against
 //! `loyalty-event.schema.json`. Unknown fields are kept (field assignments may point at
 //! them) and never rejected.
 
@@ -7,21 +8,25 @@ use thiserror::Error;
 use crate::json::{self, JsonValueTrait, Value, ValueRef};
 use crate::outcome::ErrorKind;
 
+mod paths;
+
+pub use paths::{Node, PathTree};
+
 pub(crate) const ID_MAX_CHARS: usize = 128;
 pub(crate) const ACTION_MAX_CHARS: usize = 128;
 pub(crate) const CUSTOMER_ID_MAX_CHARS: usize = 256;
 
-/// A decoded, valid loyalty event.
+/// A decoded, valid loyalty event, borrowing from the parsed record value.
 #[derive(Debug, Clone)]
-pub struct LoyaltyEvent {
+pub struct LoyaltyEvent<'v> {
     /// `id`: becomes `source_request_id` and `source_message_id`.
-    pub id: Box<str>,
+    pub id: &'v str,
     /// `action`: selects the event definition.
-    pub action: Box<str>,
+    pub action: &'v str,
     /// `created_at` in unix milliseconds, when given.
     pub created_at_ms: Option<i64>,
-    /// The whole event object, for field assignments.
-    pub body: Value,
+    /// The value at each node of the tree the event was read with.
+    found: Vec<Option<&'v Value>>,
 }
 
 /// Why a record is not a loyalty event. Each is permanent: the record is dead-lettered.
@@ -59,9 +64,9 @@ fn field(field: &'static str, problem: impl Into<String>) -> InvalidEvent {
     }
 }
 
-impl LoyaltyEvent {
-    /// Decodes and validates one record value of at most `max_bytes`.
-    pub fn decode(value: Option<&[u8]>, max_bytes: usize) -> Result<LoyaltyEvent, InvalidEvent> {
+impl<'v> LoyaltyEvent<'v> {
+    /// Parses one record value of at most `max_bytes`; [`read`](Self::read) decodes it.
+    pub fn parse(value: Option<&[u8]>, max_bytes: usize) -> Result<Value, InvalidEvent> {
         let bytes = value.ok_or(InvalidEvent::Empty)?;
         if bytes.len() > max_bytes {
             return Err(InvalidEvent::TooLarge {
@@ -72,40 +77,51 @@ impl LoyaltyEvent {
         if bytes.is_empty() {
             return Err(InvalidEvent::Empty);
         }
-        let body = json::parse(bytes).map_err(InvalidEvent::NotJson)?;
-        if !body.is_object() {
+        json::parse(bytes).map_err(InvalidEvent::NotJson)
+    }
+
+    /// Reads a parsed record value at every path of `paths`, in one walk, and checks it.
+    pub fn read(document: &'v Value, paths: &PathTree) -> Result<LoyaltyEvent<'v>, InvalidEvent> {
+        if !document.is_object() {
             return Err(InvalidEvent::NotObject);
         }
-        let [id, action, created_at, customer, data] =
-            json::members(&body, ["id", "action", "created_at", "customer", "data"]);
-        let id = bounded_text(id, "id", ID_MAX_CHARS)?.into();
-        let action = bounded_text(action, "action", ACTION_MAX_CHARS)?.into();
-        let created_at_ms = created_at_ms(created_at)?;
-        let customer = customer.ok_or_else(|| field("customer", "is required"))?;
+        let mut found = Vec::new();
+        paths.walk(document, &mut found);
+        let id = bounded_text(found[paths::ID], "id", ID_MAX_CHARS)?;
+        let action = bounded_text(found[paths::ACTION], "action", ACTION_MAX_CHARS)?;
+        let created_at_ms = created_at_ms(found[paths::CREATED_AT])?;
+        let customer = found[paths::CUSTOMER].ok_or_else(|| field("customer", "is required"))?;
         if !customer.is_object() {
             return Err(field("customer", "must be an object"));
         }
-        let [customer_id, email, phone] = json::members(customer, ["id", "email", "phone"]);
+        let customer_id = found[paths::CUSTOMER_ID];
         bounded_text(customer_id, "customer.id", CUSTOMER_ID_MAX_CHARS)?;
-        for (value, path) in [(email, "customer.email"), (phone, "customer.phone")] {
-            if value.is_some_and(|v| !v.is_str() && !v.is_null()) {
+        for (node, path) in [
+            (paths::CUSTOMER_EMAIL, "customer.email"),
+            (paths::CUSTOMER_PHONE, "customer.phone"),
+        ] {
+            if found[node].is_some_and(|v| !v.is_str() && !v.is_null()) {
                 return Err(field(path, "must be a string"));
             }
         }
-        if data.is_some_and(|v| !v.is_object() && !v.is_null()) {
+        if found[paths::DATA].is_some_and(|v| !v.is_object() && !v.is_null()) {
             return Err(field("data", "must be an object"));
         }
         Ok(LoyaltyEvent {
             id,
             action,
             created_at_ms,
-            body,
+            found,
         })
     }
 
-    /// The member `name` of the event's top level.
-    pub fn get(&self, name: &str) -> Option<&Value> {
-        json::member(&self.body, name)
+    /// The value at `node` of the tree the event was read with; `None` when absent or null.
+    pub fn at(&self, node: Node) -> Option<&'v Value> {
+        self.found
+            .get(node)
+            .copied()
+            .flatten()
+            .filter(|v| !v.is_null())
     }
 }
 
@@ -238,19 +254,28 @@ mod tests {
 
     const LIMIT: usize = 128 * 1024;
 
-    fn decode(text: &str) -> Result<LoyaltyEvent, InvalidEvent> {
-        LoyaltyEvent::decode(Some(text.as_bytes()), LIMIT)
+    /// Parses and reads `bytes` with the schema's paths alone: `Ok` with the event's id,
+    /// or why it is not one.
+    fn decode_bytes(bytes: &[u8], limit: usize) -> Result<String, InvalidEvent> {
+        let document = LoyaltyEvent::parse(Some(bytes), limit)?;
+        LoyaltyEvent::read(&document, &PathTree::default()).map(|e| e.id.to_string())
+    }
+
+    fn decode(text: &str) -> Result<String, InvalidEvent> {
+        decode_bytes(text.as_bytes(), LIMIT)
     }
 
     #[test]
     fn sample_point_add_decodes() {
-        let event = decode(include_str!("../tests/data/events/point_add.json")).unwrap();
-        assert_eq!(&*event.id, "evt_01JD4T9F3M2K");
-        assert_eq!(&*event.action, "point_add");
+        let text = include_str!("../tests/data/events/point_add.json");
+        let document = LoyaltyEvent::parse(Some(text.as_bytes()), LIMIT).unwrap();
+        let mut paths = PathTree::default();
+        let tier = paths.insert(&["customer", "tier"]);
+        let event = LoyaltyEvent::read(&document, &paths).unwrap();
+        assert_eq!(event.id, "evt_01JD4T9F3M2K");
+        assert_eq!(event.action, "point_add");
         assert_eq!(event.created_at_ms, Some(1_795_867_200_000));
-        let customer = event.get("customer").unwrap();
-        let tier = json::member(customer, "tier").and_then(|v| v.as_str());
-        assert_eq!(tier, Some("gold"));
+        assert_eq!(event.at(tier).and_then(|v| v.as_str()), Some("gold"));
     }
 
     #[test]
@@ -327,7 +352,7 @@ mod tests {
             ),
         ];
         for (bytes, kind, text) in cases {
-            let err = LoyaltyEvent::decode(Some(bytes), LIMIT).unwrap_err();
+            let err = decode_bytes(bytes, LIMIT).unwrap_err();
             assert_eq!(err.kind(), *kind, "{err}");
             assert!(err.to_string().contains(text), "{err} lacks {text}");
         }
@@ -337,11 +362,11 @@ mod tests {
     fn oversized_and_empty_records_are_refused() {
         let big = vec![b' '; 200];
         assert_eq!(
-            LoyaltyEvent::decode(Some(&big), 100).unwrap_err().kind(),
+            decode_bytes(&big, 100).unwrap_err().kind(),
             ErrorKind::TooLarge
         );
         assert_eq!(
-            LoyaltyEvent::decode(None, 100).unwrap_err(),
+            LoyaltyEvent::parse(None, 100).unwrap_err(),
             InvalidEvent::Empty
         );
     }
@@ -354,8 +379,11 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_kept() {
-        let event =
-            decode(r#"{"id":"e","action":"a","customer":{"id":"c"},"extra":{"x":1}}"#).unwrap();
-        assert!(event.get("extra").is_some());
+        let text = r#"{"id":"e","action":"a","customer":{"id":"c"},"extra":{"x":1}}"#;
+        let document = LoyaltyEvent::parse(Some(text.as_bytes()), LIMIT).unwrap();
+        let mut paths = PathTree::default();
+        let extra = paths.insert(&["extra", "x"]);
+        let event = LoyaltyEvent::read(&document, &paths).unwrap();
+        assert!(event.at(extra).is_some());
     }
 }

@@ -17,7 +17,10 @@ pub const MAX_DEPTH: usize = 127;
 /// one with more (rare in events) is first read by serde_json, whose error it gets.
 /// (Into its tree: serde_json skips an `IgnoredAny` without counting the depth.)
 pub fn parse(bytes: &[u8]) -> Result<Value, String> {
-    let brackets = bytes.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    // Counted up to the limit only: an event has a handful.
+    let brackets = memchr::memchr2_iter(b'[', b'{', bytes)
+        .take(MAX_DEPTH + 1)
+        .count();
     if brackets > MAX_DEPTH {
         serde_json::from_slice::<serde_json::Value>(bytes).map_err(|e| e.to_string())?;
     }

@@ -374,7 +374,12 @@ fn map(file: Option<PathBuf>, development: bool) -> ExitCode {
         eprintln!("cannot read standard input: {error}");
         return ExitCode::from(EXIT_BAD_INPUT);
     }
-    let event = match LoyaltyEvent::decode(Some(&input), usize::MAX) {
+    let document = LoyaltyEvent::parse(Some(&input), usize::MAX);
+    let read = document
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|document| LoyaltyEvent::read(document, assignments.paths()));
+    let event = match read {
         Ok(event) => event,
         Err(invalid) => {
             eprintln!("{}: {invalid}", invalid.kind());

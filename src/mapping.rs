@@ -18,9 +18,8 @@ use crate::outcome::ErrorKind;
 
 mod apply;
 mod load;
-mod paths;
 
-use paths::PathTree;
+use crate::event::{Node, PathTree};
 
 /// The prefix the loyalty platform's field sync uses for user attributes.
 pub const ATTRIBUTE_PREFIX: &str = "antavo_";
@@ -29,7 +28,7 @@ pub const ATTRIBUTE_PREFIX: &str = "antavo_";
 #[derive(Debug, Clone, PartialEq)]
 enum Source {
     /// A dotted path into the event, and its place in the file's [`PathTree`].
-    Path { dotted: String, node: paths::Node },
+    Path { dotted: String, node: Node },
     /// A constant.
     Constant(String),
 }
@@ -78,7 +77,7 @@ pub struct FieldAssignments {
     /// By the action's bytes (a record's are looked up as they stand, without reading
     /// them as UTF-8 again).
     events: HashMap<&'static [u8], EventDefinition, NameHashing>,
-    /// Every path the file reads.
+    /// Every path the file reads, beside the schema's.
     paths: PathTree,
 }
 
@@ -149,6 +148,12 @@ pub struct MappedBatch {
 }
 
 impl FieldAssignments {
+    /// The paths an event is read at for these assignments
+    /// ([`LoyaltyEvent::read`](crate::event::LoyaltyEvent::read)).
+    pub fn paths(&self) -> &PathTree {
+        &self.paths
+    }
+
     /// The actions that have an event definition, sorted.
     pub fn actions(&self) -> Vec<&str> {
         let mut actions: Vec<&str> = self.events.values().map(|d| d.action).collect();
@@ -221,14 +226,20 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../tests/data/field-assignments.toml");
 
-    fn event(json: &str) -> LoyaltyEvent {
-        LoyaltyEvent::decode(Some(json.as_bytes()), 1 << 20).unwrap()
+    /// Maps the event `json` with `assignments`, in `environment`.
+    fn map(
+        assignments: &FieldAssignments,
+        json: &str,
+        environment: Environment,
+        fallback_ms: Option<i64>,
+    ) -> Result<MappedBatch, MapError> {
+        let document = LoyaltyEvent::parse(Some(json.as_bytes()), 1 << 20).unwrap();
+        let event = LoyaltyEvent::read(&document, assignments.paths()).unwrap();
+        assignments.map(&event, environment, fallback_ms)
     }
 
     fn mapped(assignments: &FieldAssignments, json: &str) -> Value {
-        let batch = assignments
-            .map(&event(json), Environment::Production, None)
-            .unwrap();
+        let batch = map(assignments, json, Environment::Production, None).unwrap();
         serde_json::from_slice(&batch.json).unwrap()
     }
 
@@ -250,13 +261,13 @@ mod tests {
     #[test]
     fn missing_required_field_is_a_mapping_error() {
         let (assignments, _) = FieldAssignments::parse(EXAMPLE).unwrap();
-        let err = assignments
-            .map(
-                &event(r#"{"id":"e1","action":"point_add","customer":{"id":"c1"},"data":{}}"#),
-                Environment::Production,
-                None,
-            )
-            .unwrap_err();
+        let err = map(
+            &assignments,
+            r#"{"id":"e1","action":"point_add","customer":{"id":"c1"},"data":{}}"#,
+            Environment::Production,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Mapping);
         assert!(err.to_string().contains("data.points"), "{err}");
     }
@@ -264,24 +275,21 @@ mod tests {
     #[test]
     fn unmapped_action_is_reported() {
         let (assignments, _) = FieldAssignments::parse(EXAMPLE).unwrap();
-        let err = assignments
-            .map(
-                &event(r#"{"id":"e1","action":"tier_change","customer":{"id":"c1"}}"#),
-                Environment::Production,
-                None,
-            )
-            .unwrap_err();
+        let err = map(
+            &assignments,
+            r#"{"id":"e1","action":"tier_change","customer":{"id":"c1"}}"#,
+            Environment::Production,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err, MapError::Unmapped("tier_change".into()));
     }
 
     #[test]
     fn development_flag_and_fallback_timestamp() {
         let (assignments, _) = FieldAssignments::parse(EXAMPLE).unwrap();
-        let e =
-            event(r#"{"id":"e1","action":"point_add","customer":{"id":"c1"},"data":{"points":5}}"#);
-        let batch = assignments
-            .map(&e, Environment::Development, Some(42))
-            .unwrap();
+        let e = r#"{"id":"e1","action":"point_add","customer":{"id":"c1"},"data":{"points":5}}"#;
+        let batch = map(&assignments, e, Environment::Development, Some(42)).unwrap();
         let v: Value = serde_json::from_slice(&batch.json).unwrap();
         assert_eq!(v["environment"], "development");
         assert_eq!(v["events"][0]["data"]["timestamp_unixtime_ms"], 42);
@@ -302,8 +310,7 @@ mod tests {
         let json = format!(
             r#"{{"id":"e1","action":"point_add","customer":{{"id":"c1"}},"data":{{"points":1,"reason":"{long}"}}}}"#
         );
-        let e = event(&json);
-        let batch = assignments.map(&e, Environment::Production, None).unwrap();
+        let batch = map(&assignments, &json, Environment::Production, None).unwrap();
         assert_eq!(batch.truncated_values, 1);
         let v: Value = serde_json::from_slice(&batch.json).unwrap();
         let reason = v["events"][0]["data"]["custom_attributes"]["antavo_reason"]

@@ -20,7 +20,12 @@ const WIDE: &str = include_str!("data/field-assignments-wide.toml");
 
 /// What the service makes of `value`, in the oracle's terms.
 fn engine(assignments: &FieldAssignments, value: &[u8]) -> Expected {
-    let event = match LoyaltyEvent::decode(Some(value), 1 << 20) {
+    let document = LoyaltyEvent::parse(Some(value), 1 << 20);
+    let read = document
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|document| LoyaltyEvent::read(document, assignments.paths()));
+    let event = match read {
         Ok(event) => event,
         Err(invalid) => return Expected::Refused(invalid.kind().as_str()),
     };

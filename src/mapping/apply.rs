@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 
-use super::PathTree;
 use super::{Assignment, EventDefinition, FieldAssignments, MapError, MappedBatch, Source};
 use crate::event::LoyaltyEvent;
 use crate::json::{self, JsonValueTrait, Value, ValueRef, write_i64, write_str};
@@ -14,7 +13,7 @@ impl FieldAssignments {
     /// timestamp) is used when the event has no `created_at`.
     pub fn map(
         &self,
-        event: &LoyaltyEvent,
+        event: &LoyaltyEvent<'_>,
         environment: Environment,
         fallback_timestamp_ms: Option<i64>,
     ) -> Result<MappedBatch, MapError> {
@@ -32,7 +31,7 @@ impl FieldAssignments {
     /// `out` is left as it was.
     pub fn map_into(
         &self,
-        event: &LoyaltyEvent,
+        event: &LoyaltyEvent<'_>,
         environment: Environment,
         fallback_timestamp_ms: Option<i64>,
         out: &mut Vec<u8>,
@@ -70,14 +69,14 @@ impl FieldAssignments {
         &self,
         out: &mut Vec<u8>,
         definition: &EventDefinition,
-        event: &LoyaltyEvent,
+        event: &LoyaltyEvent<'_>,
         environment: Environment,
         fallback_timestamp_ms: Option<i64>,
         truncated: &mut u32,
     ) -> Result<(), MapError> {
         out.extend_from_slice(batch_head(environment));
-        write_str(out, &event.id);
-        let mut members = Members::new(&self.paths, event, truncated);
+        write_str(out, event.id);
+        let mut members = Members { event, truncated };
         members.write(
             out,
             br#","user_identities":"#,
@@ -99,7 +98,7 @@ impl FieldAssignments {
             out.push(b',');
         }
         out.extend_from_slice(br#""source_message_id":"#);
-        write_str(out, &event.id);
+        write_str(out, event.id);
         members.write(
             out,
             br#","custom_attributes":"#,
@@ -153,19 +152,12 @@ enum Empty {
 }
 
 /// Writes the objects of one batch, counting the values cut to mParticle's limit.
-struct Members<'e> {
-    /// Each path's value in the event, by its node ([`PathTree::walk`]).
-    found: Vec<Option<&'e Value>>,
+struct Members<'e, 'v> {
+    event: &'e LoyaltyEvent<'v>,
     truncated: &'e mut u32,
 }
 
-impl<'e> Members<'e> {
-    fn new(paths: &PathTree, event: &'e LoyaltyEvent, truncated: &'e mut u32) -> Self {
-        let mut found = Vec::new();
-        paths.walk(&event.body, &mut found);
-        Members { found, truncated }
-    }
-
+impl<'e, 'v> Members<'e, 'v> {
     /// Writes `prefix` and an object of the assignments that have a value, in file order.
     fn write(
         &mut self,
@@ -204,7 +196,7 @@ impl<'e> Members<'e> {
     fn resolve(&mut self, assignment: &'e Assignment) -> Result<Option<Resolved<'e>>, MapError> {
         match &assignment.source {
             Source::Constant(text) => Ok(Some(Resolved::Constant(text))),
-            Source::Path { dotted, node } => match self.found[*node].filter(|v| !v.is_null()) {
+            Source::Path { dotted, node } => match self.event.at(*node) {
                 Some(value) => Ok(Some(Resolved::InEvent(value))),
                 None if assignment.required => Err(MapError::MissingRequired {
                     name: assignment.name.clone(),

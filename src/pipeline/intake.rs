@@ -73,7 +73,12 @@ pub struct IntakeRules<'a> {
 
 /// Decides what becomes of `record`; a batch to send is appended to `out`.
 pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>) -> Prepared {
-    let event = match LoyaltyEvent::decode(record.value(), rules.event_max_bytes) {
+    let document = LoyaltyEvent::parse(record.value(), rules.event_max_bytes);
+    let read = document
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|document| LoyaltyEvent::read(document, rules.assignments.paths()));
+    let event = match read {
         Ok(event) => event,
         Err(invalid) => {
             return Prepared::Reject {
@@ -85,11 +90,11 @@ pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>
     };
     let start = out.len();
     let mapped = (rules.assignments).map_into(&event, rules.environment, record.timestamp_ms, out);
-    let action = match rules.assignments.defined_action(&event.action) {
+    let action = match rules.assignments.defined_action(event.action) {
         Some(name) => EventText::Defined(name),
-        None => EventText::Owned(event.action),
+        None => EventText::Owned(event.action.into()),
     };
-    let event_id = EventText::Owned(event.id);
+    let event_id = EventText::Owned(event.id.into());
     match mapped {
         Ok(truncated_values) => Prepared::Send {
             event_id,

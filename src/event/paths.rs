@@ -1,31 +1,55 @@
-//! The paths the field assignments read, compiled into one tree of their segments when
-//! the file loads, and the walk that finds all their values in an event at once: each
-//! object on the way is read member by member once (of repeated names the last counts, as
-//! in serde_json), instead of once per path that passes through it.
+//! The paths an event is read at, compiled into one tree of their segments: the schema's
+//! fields, and those the field assignments add when the file loads. One walk finds all
+//! their values in an event: each object on the way is read member by member once (of
+//! repeated names the last counts, as in serde_json), instead of once per path.
 
 use crate::json::{JsonContainerTrait, Value, same_name};
 
 /// A path's place in the tree.
-pub(super) type Node = usize;
+pub type Node = usize;
+
+/// The schema's fields, the first nodes of every tree (in the order `default` adds them).
+pub(super) const ID: Node = 1;
+pub(super) const ACTION: Node = 2;
+pub(super) const CREATED_AT: Node = 3;
+pub(super) const CUSTOMER: Node = 4;
+pub(super) const DATA: Node = 5;
+pub(super) const CUSTOMER_ID: Node = 6;
+pub(super) const CUSTOMER_EMAIL: Node = 7;
+pub(super) const CUSTOMER_PHONE: Node = 8;
 
 /// The tree; node 0 is the event itself, and a node comes after its parent.
 #[derive(Debug, Clone)]
-pub(super) struct PathTree {
+pub struct PathTree {
     /// Each node's children: the segment that leads there, and where it is.
     children: Vec<Vec<(String, Node)>>,
 }
 
 impl Default for PathTree {
+    /// The schema's fields alone.
     fn default() -> Self {
-        PathTree {
+        let mut tree = PathTree {
             children: vec![Vec::new()],
+        };
+        for path in [
+            &["id"][..],
+            &["action"],
+            &["created_at"],
+            &["customer"],
+            &["data"],
+            &["customer", "id"],
+            &["customer", "email"],
+            &["customer", "phone"],
+        ] {
+            tree.insert(path);
         }
+        tree
     }
 }
 
 impl PathTree {
     /// The node of a dotted path's segments, added when new.
-    pub(super) fn insert(&mut self, segments: &[&str]) -> Node {
+    pub fn insert(&mut self, segments: &[&str]) -> Node {
         let mut node = 0;
         for segment in segments {
             let known = self.children[node].iter().find(|(s, _)| s == segment);
@@ -73,6 +97,19 @@ impl PathTree {
 mod tests {
     use super::*;
     use crate::json::JsonValueTrait;
+
+    #[test]
+    fn the_schema_fields_come_first() {
+        let mut tree = PathTree::default();
+        assert_eq!(tree.insert(&["id"]), ID);
+        assert_eq!(tree.insert(&["action"]), ACTION);
+        assert_eq!(tree.insert(&["created_at"]), CREATED_AT);
+        assert_eq!(tree.insert(&["customer"]), CUSTOMER);
+        assert_eq!(tree.insert(&["data"]), DATA);
+        assert_eq!(tree.insert(&["customer", "id"]), CUSTOMER_ID);
+        assert_eq!(tree.insert(&["customer", "email"]), CUSTOMER_EMAIL);
+        assert_eq!(tree.insert(&["customer", "phone"]), CUSTOMER_PHONE);
+    }
 
     #[test]
     fn one_walk_finds_every_path() {
