@@ -6,6 +6,9 @@
 //! [pacer](crate::pacer) learns from it and the same records go again once it allows, with
 //! no attempt used. A 401 or 403 closes the [gate](crate::gate): the refused records wait
 //! and are sent again as the probe, nothing is dead-lettered.
+//!
+//! What an answer means is decided in one place ([`judge`], from the answer and the retry
+//! policy) and acted on in another ([`settle`]).
 
 use std::borrow::{Borrow, BorrowMut};
 use std::future::Future;
@@ -20,6 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{Context, InFlight};
 use crate::clock::unix_ms;
+use crate::config::RetryConfig;
 use crate::gate::{Change, Reason};
 use crate::kafka::headers::Failure;
 use crate::mparticle::body::{Batch, RequestBody};
@@ -151,63 +155,115 @@ async fn deliver_request(
             gate_changed(&ctx, change, &answer);
         }
         pace(&ctx, sent_at, items.len(), &answer);
-        match answer.verdict.clone() {
-            Verdict::Delivered => {
-                match answer.refusals.clone() {
-                    None => delivered(&ctx, items),
-                    Some(refusals) => partly_delivered(&ctx, items, refusals, &answer, attempt_ms),
-                }
-                return;
+        let judgement = judge(items, &answer, &ctx.retry, attempt_ms, answered_ms);
+        match settle(&ctx, judgement) {
+            Some(again) => items = again,
+            None => return,
+        }
+    }
+}
+
+/// What an answer means for each record of its request, decided from the answer and the
+/// retry policy alone; [`settle`] acts on it.
+#[derive(Default)]
+struct Judgement {
+    delivered: Vec<Outbound>,
+    /// Sent again, each group as a request of its own, with no attempt used.
+    again: Vec<Vec<Outbound>>,
+    retry_later: Vec<(Outbound, Failure)>,
+    dead_letter: Vec<(Outbound, Failure)>,
+}
+
+fn judge(
+    mut items: Vec<Outbound>,
+    answer: &Answer,
+    retry: &RetryConfig,
+    attempt_ms: i64,
+    answered_ms: i64,
+) -> Judgement {
+    let mut judgement = Judgement::default();
+    let uncounted = |items: &mut Vec<Outbound>| {
+        for o in items.iter_mut() {
+            o.item.attempts -= 1;
+        }
+    };
+    match answer.verdict {
+        Verdict::Delivered => match answer.refusals.clone() {
+            None => judgement.delivered = items,
+            Some(refusals) => {
+                return partly_delivered(items, refusals, answer, attempt_ms);
             }
-            Verdict::AuthFailed | Verdict::RateLimited => {
-                // No record is at fault: the same records go again, as the gate's probe
-                // or once the pacer allows.
-                for o in &mut items {
-                    o.item.attempts -= 1;
-                }
+        },
+        Verdict::AuthFailed | Verdict::RateLimited => {
+            // No record is at fault: the same records go again, as the gate's probe or
+            // once the pacer allows.
+            uncounted(&mut items);
+            judgement.again.push(items);
+        }
+        Verdict::Permanent(kind) => {
+            if answer.status == Some(400) && items.len() > 1 {
+                // A bulk is refused whole for one malformed batch: split it until the
+                // malformed ones stand alone. A refused bulk is no record's attempt.
+                uncounted(&mut items);
+                let (left, right) = split_halves(items);
+                judgement.again = vec![left, right];
+            } else {
+                judgement.dead_letter = items
+                    .into_iter()
+                    .map(|o| {
+                        let f = failure(&o.item, kind, answer, attempt_ms);
+                        (o, f)
+                    })
+                    .collect();
             }
-            Verdict::Permanent(kind) => {
-                if answer.status == Some(400) && items.len() > 1 {
-                    // A bulk is refused whole for one malformed batch: split it until the
-                    // malformed ones stand alone. A refused bulk is no record's attempt.
-                    for o in &mut items {
-                        o.item.attempts -= 1;
+        }
+        Verdict::Retryable(kind) => {
+            for o in items {
+                let mut f = failure(&o.item, kind, answer, attempt_ms);
+                match next_step(retry, o.item.attempts, answer.retry_after, answered_ms) {
+                    NextStep::RetryAt { not_before_ms } => {
+                        f.not_before_ms = Some(not_before_ms);
+                        judgement.retry_later.push((o, f));
                     }
-                    let (left, right) = split_halves(std::mem::take(&mut items));
-                    tokio::spawn(deliver(ctx.clone(), right, None));
-                    items = left;
-                    continue;
-                }
-                for o in items {
-                    let f = failure(&o.item, kind, &answer, attempt_ms);
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move { ctx.dead_letter(o.item, f).await });
-                }
-                return;
-            }
-            Verdict::Retryable(kind) => {
-                for o in items {
-                    let mut f = failure(&o.item, kind, &answer, attempt_ms);
-                    let ctx = ctx.clone();
-                    match next_step(&ctx.retry, o.item.attempts, answer.retry_after, answered_ms) {
-                        NextStep::RetryAt { not_before_ms } => {
-                            f.not_before_ms = Some(not_before_ms);
-                            tokio::spawn(async move { ctx.retry_later(o.item, f).await });
-                        }
-                        NextStep::Exhausted => {
-                            f.error = format!(
-                                "{} attempts failed; the last: {} ({kind})",
-                                o.item.attempts, f.error
-                            );
-                            f.kind = ErrorKind::AttemptsExhausted;
-                            tokio::spawn(async move { ctx.dead_letter(o.item, f).await });
-                        }
+                    NextStep::Exhausted => {
+                        f.error = format!(
+                            "{} attempts failed; the last: {} ({kind})",
+                            o.item.attempts, f.error
+                        );
+                        f.kind = ErrorKind::AttemptsExhausted;
+                        judgement.dead_letter.push((o, f));
                     }
                 }
-                return;
             }
         }
     }
+    judgement
+}
+
+/// Acts on a judgement: the delivered finish, the failed go to the retry or dead-letter
+/// topic, and of the groups to send again the first comes back to the caller's loop, the
+/// others go as deliveries of their own.
+fn settle(ctx: &Arc<Context>, judgement: Judgement) -> Option<Vec<Outbound>> {
+    if !judgement.delivered.is_empty() {
+        delivered(ctx, judgement.delivered);
+    }
+    for (o, f) in judgement.retry_later {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { ctx.retry_later(o.item, f).await });
+    }
+    for (o, f) in judgement.dead_letter {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { ctx.dead_letter(o.item, f).await });
+    }
+    let mut again = judgement
+        .again
+        .into_iter()
+        .filter(|group| !group.is_empty());
+    let first = again.next();
+    for group in again {
+        tokio::spawn(deliver(ctx.clone(), group, None));
+    }
+    first
 }
 
 /// What an answer tells the pacer: the account's room, and a `Retry-After` that holds the
@@ -267,12 +323,12 @@ fn gate_changed(ctx: &Context, change: Change, answer: &Answer) {
 /// alone already is dead-lettered with mParticle's message. Errors that name no batch send
 /// every batch of the bulk again alone.
 fn partly_delivered(
-    ctx: &Arc<Context>,
     mut items: Vec<Outbound>,
     refusals: Refusals,
     answer: &Answer,
     attempt_ms: i64,
-) {
+) -> Judgement {
+    let mut judgement = Judgement::default();
     if items.len() == 1 {
         let message = match refusals {
             Refusals::Named(named) => named.into_iter().next().map(|(_, m)| m),
@@ -284,9 +340,8 @@ fn partly_delivered(
             "mParticle accepted the request but refused its batch: {}",
             message.unwrap_or_default()
         );
-        let ctx = ctx.clone();
-        tokio::spawn(async move { ctx.dead_letter(o.item, f).await });
-        return;
+        judgement.dead_letter.push((o, f));
+        return judgement;
     }
     let refused: Vec<usize> = match &refusals {
         Refusals::Named(named) => named.iter().map(|(position, _)| *position).collect(),
@@ -298,16 +353,15 @@ fn partly_delivered(
         detail = %answer.detail,
         "mParticle accepted a bulk request but refused some of its batches; sending those again alone"
     );
-    let mut accepted = Vec::with_capacity(items.len() - refused.len());
     for (position, mut o) in items.into_iter().enumerate() {
         if refused.binary_search(&position).is_ok() {
             o.item.attempts -= 1;
-            tokio::spawn(deliver(ctx.clone(), vec![o], None));
+            judgement.again.push(vec![o]);
         } else {
-            accepted.push(o);
+            judgement.delivered.push(o);
         }
     }
-    delivered(ctx, accepted);
+    judgement
 }
 
 /// Splits a list in two halves, the first at least as long as the second.
