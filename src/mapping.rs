@@ -13,7 +13,6 @@ use std::fmt;
 use thiserror::Error;
 
 use crate::mparticle::MAX_BATCH_BYTES;
-use crate::names::NameHashing;
 use crate::outcome::ErrorKind;
 
 mod apply;
@@ -74,9 +73,8 @@ struct EventDefinition {
 pub struct FieldAssignments {
     identities: Vec<Assignment>,
     user_attributes: Vec<Assignment>,
-    /// By the action's bytes (a record's are looked up as they stand, without reading
-    /// them as UTF-8 again).
-    events: HashMap<&'static [u8], EventDefinition, NameHashing>,
+    /// By the action.
+    events: HashMap<&'static str, EventDefinition>,
     /// Every path the file reads, beside the schema's.
     paths: PathTree,
 }
@@ -162,13 +160,13 @@ impl FieldAssignments {
     }
 
     pub fn has_action(&self, action: &str) -> bool {
-        self.events.contains_key(action.as_bytes())
+        self.events.contains_key(action)
     }
 
     /// The file's own copy of `action`'s name, kept for the process, when it has an event
     /// definition.
     pub fn defined_action(&self, action: &str) -> Option<&'static str> {
-        self.events.get(action.as_bytes()).map(|d| d.action)
+        self.events.get(action).map(|d| d.action)
     }
 
     /// A one-paragraph summary for `check-config`.
@@ -179,7 +177,7 @@ impl FieldAssignments {
             names(&self.user_attributes)
         );
         for action in self.actions() {
-            let def = &self.events[action.as_bytes()];
+            let def = &self.events[action];
             let kind = match def.event_type {
                 EventType::Custom => format!(
                     "custom_event {:?} ({})",

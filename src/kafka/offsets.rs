@@ -16,7 +16,6 @@
 //! partitions are found by a hash of their topic's address and their number.
 
 use super::topic::Topic;
-use crate::names::NameHashing;
 use std::collections::{HashMap, VecDeque};
 
 /// A topic and partition.
@@ -102,7 +101,7 @@ impl PartitionLedger {
 /// Tracks records from consume to final outcome, per partition.
 #[derive(Debug, Default)]
 pub struct OffsetLedger {
-    partitions: HashMap<TopicPartition, PartitionLedger, NameHashing>,
+    partitions: HashMap<TopicPartition, PartitionLedger>,
     next_epoch: u64,
 }
 

@@ -38,7 +38,7 @@ impl FieldAssignments {
     ) -> Result<u32, MapError> {
         let definition = self
             .events
-            .get(event.action.as_bytes())
+            .get(event.action)
             .ok_or_else(|| MapError::Unmapped(event.action.to_string()))?;
         let start = out.len();
         let mut truncated = 0u32;

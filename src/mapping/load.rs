@@ -372,7 +372,7 @@ impl FieldAssignments {
         let mut events = HashMap::default();
         for (action, raw_event) in &raw.events {
             if let Some(definition) = checker.event(action, raw_event) {
-                events.insert(definition.action.as_bytes(), definition);
+                events.insert(definition.action, definition);
             }
         }
         if !checker.errors.is_empty() {
