@@ -115,6 +115,14 @@ impl<'v> LoyaltyEvent<'v> {
         })
     }
 
+    /// [`read`](Self::read) of what [`parse`](Self::parse) gave: its error, or the event.
+    pub fn decode(
+        parsed: &'v Result<Value, InvalidEvent>,
+        paths: &PathTree,
+    ) -> Result<LoyaltyEvent<'v>, InvalidEvent> {
+        Self::read(parsed.as_ref().map_err(Clone::clone)?, paths)
+    }
+
     /// The value at `node` of the tree the event was read with; `None` when absent or null.
     pub fn at(&self, node: Node) -> Option<&'v Value> {
         self.found

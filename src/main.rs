@@ -375,10 +375,7 @@ fn map(file: Option<PathBuf>, development: bool) -> ExitCode {
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     let document = LoyaltyEvent::parse(Some(&input), usize::MAX);
-    let read = document
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|document| LoyaltyEvent::read(document, assignments.paths()));
+    let read = LoyaltyEvent::decode(&document, assignments.paths());
     let event = match read {
         Ok(event) => event,
         Err(invalid) => {

@@ -74,10 +74,7 @@ pub struct IntakeRules<'a> {
 /// Decides what becomes of `record`; a batch to send is appended to `out`.
 pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>) -> Prepared {
     let document = LoyaltyEvent::parse(record.value(), rules.event_max_bytes);
-    let read = document
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|document| LoyaltyEvent::read(document, rules.assignments.paths()));
+    let read = LoyaltyEvent::decode(&document, rules.assignments.paths());
     let event = match read {
         Ok(event) => event,
         Err(invalid) => {

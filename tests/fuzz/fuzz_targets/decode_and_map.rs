@@ -35,10 +35,7 @@ static FILES: LazyLock<Vec<(FieldAssignments, toml::Table)>> = LazyLock::new(|| 
 fuzz_target!(|data: &[u8]| {
     for (assignments, file) in FILES.iter() {
         let document = LoyaltyEvent::parse(Some(data), 128 * 1024);
-        let read = document
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|document| LoyaltyEvent::read(document, assignments.paths()));
+        let read = LoyaltyEvent::decode(&document, assignments.paths());
         let ours = match read {
             Err(invalid) => Expected::Refused(invalid.kind().as_str()),
             Ok(event) => {
