@@ -80,13 +80,13 @@ impl<'v> LoyaltyEvent<'v> {
         json::parse(bytes).map_err(InvalidEvent::NotJson)
     }
 
-    /// Reads a parsed record value at every path of `paths`, in one walk, and checks it.
-    pub fn read(document: &'v Value, paths: &PathTree) -> Result<LoyaltyEvent<'v>, InvalidEvent> {
+    /// Reads a parsed record value at every path of `tree`, in one walk, and checks it.
+    pub fn read(document: &'v Value, tree: &PathTree) -> Result<LoyaltyEvent<'v>, InvalidEvent> {
         if !document.is_object() {
             return Err(InvalidEvent::NotObject);
         }
         let mut found = Vec::new();
-        paths.walk(document, &mut found);
+        tree.walk(document, &mut found);
         let id = bounded_text(found[paths::ID], "id", ID_MAX_CHARS)?;
         let action = bounded_text(found[paths::ACTION], "action", ACTION_MAX_CHARS)?;
         let created_at_ms = created_at_ms(found[paths::CREATED_AT])?;
@@ -118,9 +118,9 @@ impl<'v> LoyaltyEvent<'v> {
     /// [`read`](Self::read) of what [`parse`](Self::parse) gave: its error, or the event.
     pub fn decode(
         parsed: &'v Result<Value, InvalidEvent>,
-        paths: &PathTree,
+        tree: &PathTree,
     ) -> Result<LoyaltyEvent<'v>, InvalidEvent> {
-        Self::read(parsed.as_ref().map_err(Clone::clone)?, paths)
+        Self::read(parsed.as_ref().map_err(Clone::clone)?, tree)
     }
 
     /// The value at `node` of the tree the event was read with; `None` when absent or null.

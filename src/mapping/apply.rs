@@ -217,12 +217,24 @@ impl<'e, 'v> Members<'e, 'v> {
                         if i > 0 {
                             out.push(b',');
                         }
-                        write_str(out, &truncate(json::text(item), self.truncated));
+                        self.text(out, item);
                     }
                     out.push(b']');
                 }
-                _ => write_str(out, &truncate(json::text(value), self.truncated)),
+                _ => self.text(out, value),
             },
+        }
+    }
+
+    /// Writes `value` as attribute text.
+    fn text(&mut self, out: &mut Vec<u8>, value: &Value) {
+        // Most numbers in events are integers: their text is written without a copy.
+        if let Some(n) = value.as_i64() {
+            out.push(b'"');
+            write_i64(out, n);
+            out.push(b'"');
+        } else {
+            write_str(out, &truncate(json::text(value), self.truncated));
         }
     }
 }
