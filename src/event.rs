@@ -85,8 +85,7 @@ impl<'v> LoyaltyEvent<'v> {
         if !document.is_object() {
             return Err(InvalidEvent::NotObject);
         }
-        let mut found = Vec::new();
-        tree.walk(document, &mut found);
+        let found = tree.walk(document);
         let id = bounded_text(found[paths::ID], "id", ID_MAX_CHARS)?;
         let action = bounded_text(found[paths::ACTION], "action", ACTION_MAX_CHARS)?;
         let created_at_ms = created_at_ms(found[paths::CREATED_AT])?;

@@ -228,14 +228,7 @@ impl<'e, 'v> Members<'e, 'v> {
 
     /// Writes `value` as attribute text.
     fn text(&mut self, out: &mut Vec<u8>, value: &Value) {
-        // Most numbers in events are integers: their text is written without a copy.
-        if let Some(n) = value.as_i64() {
-            out.push(b'"');
-            write_i64(out, n);
-            out.push(b'"');
-        } else {
-            write_str(out, &truncate(json::text(value), self.truncated));
-        }
+        write_str(out, &truncate(json::text(value), self.truncated));
     }
 }
 

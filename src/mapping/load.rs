@@ -80,6 +80,23 @@ impl Checker<'_> {
         });
     }
 
+    /// An error for each name of `section` that is not one of `known` (`what` says what
+    /// they are).
+    fn known_names(
+        &mut self,
+        section: &str,
+        names: &BTreeMap<String, Spanned<toml::Value>>,
+        known: &[&str],
+        what: &str,
+    ) {
+        for (name, value) in names {
+            if !known.contains(&name.as_str()) {
+                let message = format!("{section}: {name:?} is not {what} ({})", known.join(", "));
+                self.error(value.span().start, message);
+            }
+        }
+    }
+
     fn assignment(
         &mut self,
         section: &str,
@@ -274,17 +291,12 @@ impl Checker<'_> {
                         ),
                     ),
                 }
-                for (name, value) in &raw.product {
-                    if !PRODUCT_FIELDS.contains(&name.as_str()) {
-                        self.error(
-                            value.span().start,
-                            format!(
-                                "events.{action}.product: {name:?} is not a product field ({})",
-                                PRODUCT_FIELDS.join(", ")
-                            ),
-                        );
-                    }
-                }
+                self.known_names(
+                    &format!("events.{action}.product"),
+                    &raw.product,
+                    PRODUCT_FIELDS,
+                    "a product field",
+                );
             }
         }
         let attributes = self.section(&format!("events.{action}.attributes"), &raw.attributes);
@@ -340,17 +352,12 @@ impl FieldAssignments {
             warnings: Vec::new(),
             paths: PathTree::default(),
         };
-        for (name, value) in &raw.identities {
-            if !IDENTITY_TYPES.contains(&name.as_str()) {
-                checker.error(
-                    value.span().start,
-                    format!(
-                        "identities: {name:?} is not an mParticle identity type ({})",
-                        IDENTITY_TYPES.join(", ")
-                    ),
-                );
-            }
-        }
+        checker.known_names(
+            "identities",
+            &raw.identities,
+            IDENTITY_TYPES,
+            "an mParticle identity type",
+        );
         let identities = checker.section("identities", &raw.identities);
         for (name, value) in &raw.user_attributes {
             if !name.starts_with(ATTRIBUTE_PREFIX) && !name.starts_with('$') {

@@ -86,7 +86,9 @@ pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>
         }
     };
     let start = out.len();
-    let mapped = (rules.assignments).map_into(&event, rules.environment, record.timestamp_ms, out);
+    let mapped = rules
+        .assignments
+        .map_into(&event, rules.environment, record.timestamp_ms, out);
     let action = match rules.assignments.defined_action(event.action) {
         Some(name) => EventText::Defined(name),
         None => EventText::Owned(event.action.into()),
