@@ -18,7 +18,14 @@ use mparticle_forwarder::mparticle::Environment;
 #[path = "support/events.rs"]
 mod events;
 
-const EVENTS: usize = 1_000_000;
+/// Events per step; `MPF_INTAKE_EVENTS` sets fewer, for a run under callgrind (whose
+/// instruction counts repeat where this machine's timings drift).
+fn events() -> usize {
+    std::env::var("MPF_INTAKE_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000)
+}
 
 /// Runs `step` over the events in turn and prints its time per event.
 /// `MPF_INTAKE_ONLY=<name>` runs only the steps whose names start with it (for profiling).
@@ -26,11 +33,12 @@ fn time(name: &str, values: &[String], mut step: impl FnMut(&[u8])) {
     if std::env::var("MPF_INTAKE_ONLY").is_ok_and(|only| !name.starts_with(&only)) {
         return;
     }
+    let events = events();
     let started = Instant::now();
-    for i in 0..EVENTS {
+    for i in 0..events {
         step(values[i % values.len()].as_bytes());
     }
-    let per_event = started.elapsed().as_nanos() as f64 / EVENTS as f64;
+    let per_event = started.elapsed().as_nanos() as f64 / events as f64;
     println!("{name:<28} {per_event:>7.0} ns per event");
 }
 
@@ -49,7 +57,8 @@ fn main() {
         .map(|d| LoyaltyEvent::read(d, paths).expect("a bench event"))
         .collect();
     println!(
-        "{EVENTS} events, {} bytes on average",
+        "{} events, {} bytes on average",
+        events(),
         values.iter().map(String::len).sum::<usize>() / values.len()
     );
     time("serde_json::Value (compare)", &values, |v| {

@@ -164,13 +164,14 @@ fn bounded_text<'v>(
     name: &'static str,
     max_chars: usize,
 ) -> Result<&'v str, InvalidEvent> {
-    match value.map(Value::as_ref) {
-        Some(ValueRef::String(s)) if !s.is_empty() && s.chars().count() <= max_chars => Ok(s),
-        Some(ValueRef::String(_)) => {
-            Err(field(name, format!("must be 1 to {max_chars} characters")))
+    let value = value.ok_or_else(|| field(name, "is required"))?;
+    match value.as_str() {
+        // Bytes bound characters from above: most text needs no count.
+        Some(s) if !s.is_empty() && (s.len() <= max_chars || s.chars().count() <= max_chars) => {
+            Ok(s)
         }
-        Some(_) => Err(field(name, "must be a string")),
-        None => Err(field(name, "is required")),
+        Some(_) => Err(field(name, format!("must be 1 to {max_chars} characters"))),
+        None => Err(field(name, "must be a string")),
     }
 }
 

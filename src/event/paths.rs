@@ -90,10 +90,9 @@ impl PathTree {
             };
             if let Some(object) = value.as_object() {
                 for (name, member) in object.iter() {
-                    for child in children {
-                        if same_name(&child.segment, name) {
-                            found[child.node] = Some(member);
-                        }
+                    // A node's segments differ, so one child at most has this name.
+                    if let Some(child) = children.iter().find(|c| same_name(&c.segment, name)) {
+                        found[child.node] = Some(member);
                     }
                 }
             } else if let Some(items) = value.as_array() {

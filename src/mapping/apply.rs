@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use super::{Assignment, EventDefinition, FieldAssignments, MapError, MappedBatch, Source};
 use crate::event::LoyaltyEvent;
-use crate::json::{self, JsonValueTrait, Value, ValueRef, write_i64, write_str};
+use crate::json::{self, JsonValueTrait, Value, ValueRef, write_number, write_str};
 use crate::mparticle::{Environment, MAX_BATCH_BYTES, MAX_VALUE_CHARS, NUMERIC_PRODUCT_FIELDS};
 
 impl FieldAssignments {
@@ -94,7 +94,7 @@ impl FieldAssignments {
         out.extend_from_slice(&definition.opening);
         if let Some(ms) = event.created_at_ms.or(fallback_timestamp_ms) {
             out.extend_from_slice(br#""timestamp_unixtime_ms":"#);
-            write_i64(out, ms);
+            write_number(out, ms);
             out.push(b',');
         }
         out.extend_from_slice(br#""source_message_id":"#);
@@ -182,10 +182,7 @@ impl<'e, 'v> Members<'e, 'v> {
             };
             out.extend_from_slice(&assignment.member);
             match number {
-                // Writing to a Vec cannot fail.
-                Some(number) => {
-                    let _ = serde_json::to_writer(&mut *out, &number);
-                }
+                Some(number) => write_number(out, number),
                 None => self.value(out, value, shape),
             }
         }
@@ -217,18 +214,25 @@ impl<'e, 'v> Members<'e, 'v> {
                         if i > 0 {
                             out.push(b',');
                         }
-                        self.text(out, item);
+                        self.text(out, item.as_ref());
                     }
                     out.push(b']');
                 }
-                _ => self.text(out, value),
+                value => self.text(out, value),
             },
         }
     }
 
-    /// Writes `value` as attribute text.
-    fn text(&mut self, out: &mut Vec<u8>, value: &Value) {
-        write_str(out, &truncate(json::text(value), self.truncated));
+    /// Writes `value` as attribute text. A number's text is short and needs no escape,
+    /// so it is written in place rather than made into a string first.
+    fn text(&mut self, out: &mut Vec<u8>, value: ValueRef<'_>) {
+        if let ValueRef::Number(n) = value {
+            out.push(b'"');
+            write_number(out, json::number(&n));
+            out.push(b'"');
+        } else {
+            write_str(out, &truncate(json::text(value), self.truncated));
+        }
     }
 }
 
