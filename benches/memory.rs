@@ -61,7 +61,7 @@ async fn drain(bench: &Bench, events: usize, extra: &[(&str, String)]) -> (f64, 
     let mut child = bench.spawn_forwarder(&standin, &topics, &group, extra);
     let started = Instant::now();
     let timeout = Duration::from_secs_f64(events as f64 / LIMIT * 4.0 + 60.0);
-    while standin.accepted_count() < events && started.elapsed() < timeout {
+    while standin.accepted_event_count() < events && started.elapsed() < timeout {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let secs = started.elapsed().as_secs_f64();
@@ -69,7 +69,7 @@ async fn drain(bench: &Bench, events: usize, extra: &[(&str, String)]) -> (f64, 
     let _ = child.kill();
     let _ = child.wait();
     assert!(
-        standin.accepted_count() >= events,
+        standin.accepted_event_count() >= events,
         "the backlog did not drain in {timeout:?}"
     );
     standin.stop();

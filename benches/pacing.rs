@@ -110,7 +110,7 @@ async fn wait_for_unique(standin: &StandIn, count: usize, timeout: Duration) -> 
     let deadline = Instant::now() + timeout;
     loop {
         let unique: std::collections::HashSet<String> =
-            standin.accepted_ids().into_iter().collect();
+            standin.accepted_event_ids().into_iter().collect();
         if unique.len() >= count {
             return true;
         }
@@ -203,7 +203,7 @@ async fn drain(
         trace(&requests, requests[0].at_ms);
     }
     let shares = shares(&requests, limit);
-    let duplicates = standin.accepted_count() - events;
+    let duplicates = standin.accepted_event_count() - events;
     standin.stop();
     Drain {
         achieved: shares.achieved,

@@ -145,7 +145,7 @@ async fn drain(a: &Args, topics: &[String]) -> Drain {
         cpu_secs,
         peak_rss_mib: rss as f64 / 1048576.0,
         requests: sink.status_counts().values().sum::<u64>(),
-        duplicates: sink.accepted_count() - sink.unique_accepted(),
+        duplicates: sink.accepted_event_count() - sink.unique_accepted(),
     };
     sink.stop();
     run

@@ -60,6 +60,9 @@ pub const DEFAULT_MAX_IN_FLIGHT_RECORDS: usize = 3_000;
 pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 32 * 1024 * 1024;
 /// How long a partly filled bulk request waits for more batches before it is sent.
 pub const DEFAULT_BULK_LINGER: Duration = Duration::from_millis(5);
+/// Events of one customer in one batch when several wait together: as many as mParticle's
+/// own SDKs put in a batch.
+pub const DEFAULT_MAX_EVENTS_PER_BATCH: usize = 100;
 /// Tokio worker threads (requests, retries, the admin server). The per-record work runs
 /// on the source reader's own thread, and the async side needs well under a core to keep
 /// up with it; a second worker only added cross-core wake-ups: docs/benchmarks-history.md, "Eighth
@@ -123,6 +126,8 @@ pub struct MparticleConfig {
     pub connect_timeout: Duration,
     pub max_in_flight_requests: usize,
     pub bulk_linger: Duration,
+    /// Most events of one customer merged into one batch; 1 merges nothing.
+    pub max_events_per_batch: usize,
 }
 
 impl MparticleConfig {
@@ -307,6 +312,12 @@ impl Config {
             env.get(MPARTICLE_BULK_LINGER),
             DEFAULT_BULK_LINGER,
         );
+        let max_events_per_batch = p.count(
+            MPARTICLE_MAX_EVENTS_PER_BATCH,
+            env.get(MPARTICLE_MAX_EVENTS_PER_BATCH),
+            DEFAULT_MAX_EVENTS_PER_BATCH,
+            1..=1000,
+        );
 
         let bootstrap_servers = p.text(env.get(KAFKA_BOOTSTRAP_SERVERS), DEFAULT_BOOTSTRAP_SERVERS);
         let group_id = p.text(env.get(KAFKA_GROUP_ID), DEFAULT_GROUP_ID);
@@ -482,6 +493,7 @@ impl Config {
                 connect_timeout,
                 max_in_flight_requests,
                 bulk_linger,
+                max_events_per_batch,
             },
             kafka: KafkaConfig {
                 bootstrap_servers,

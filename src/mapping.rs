@@ -145,6 +145,16 @@ pub struct MappedBatch {
     pub truncated_values: u32,
 }
 
+/// What [`FieldAssignments::map_into`] wrote besides the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Attribute values cut to mParticle's 4,096 characters.
+    pub truncated_values: u32,
+    /// Where the batch's `user_identities` member lies, from the batch's start (empty when
+    /// it has none): the customer, for merging the batches of one.
+    pub identities: std::ops::Range<usize>,
+}
+
 impl FieldAssignments {
     /// The paths an event is read at for these assignments
     /// ([`LoyaltyEvent::read`](crate::event::LoyaltyEvent::read)).

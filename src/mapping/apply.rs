@@ -3,7 +3,11 @@
 
 use std::borrow::Cow;
 
-use super::{Assignment, EventDefinition, FieldAssignments, MapError, MappedBatch, Source};
+use std::ops::Range;
+
+use super::{
+    Assignment, EventDefinition, FieldAssignments, MapError, MappedBatch, Source, Written,
+};
 use crate::event::LoyaltyEvent;
 use crate::json::{self, JsonValueTrait, Value, ValueRef, write_number, write_str};
 use crate::mparticle::{Environment, MAX_BATCH_BYTES, MAX_VALUE_CHARS, NUMERIC_PRODUCT_FIELDS};
@@ -18,24 +22,22 @@ impl FieldAssignments {
         fallback_timestamp_ms: Option<i64>,
     ) -> Result<MappedBatch, MapError> {
         let mut json = Vec::new();
-        let truncated_values =
-            self.map_into(event, environment, fallback_timestamp_ms, &mut json)?;
+        let written = self.map_into(event, environment, fallback_timestamp_ms, &mut json)?;
         Ok(MappedBatch {
             json,
-            truncated_values,
+            truncated_values: written.truncated_values,
         })
     }
 
     /// [`map`](Self::map), appending the batch to `out` (the pipeline writes the batches of
-    /// one piece into one buffer). Returns how many values were truncated; on an error
-    /// `out` is left as it was.
+    /// one piece into one buffer). On an error `out` is left as it was.
     pub fn map_into(
         &self,
         event: &LoyaltyEvent<'_>,
         environment: Environment,
         fallback_timestamp_ms: Option<i64>,
         out: &mut Vec<u8>,
-    ) -> Result<u32, MapError> {
+    ) -> Result<Written, MapError> {
         let definition = self
             .events
             .get(event.action)
@@ -52,8 +54,11 @@ impl FieldAssignments {
         );
         let size = out.len() - start;
         let result = match written {
-            Ok(()) if size >= MAX_BATCH_BYTES => Err(MapError::TooLarge { size }),
-            Ok(()) => Ok(truncated),
+            Ok(_) if size >= MAX_BATCH_BYTES => Err(MapError::TooLarge { size }),
+            Ok(identities) => Ok(Written {
+                truncated_values: truncated,
+                identities: identities.start - start..identities.end - start,
+            }),
             Err(error) => Err(error),
         };
         if result.is_err() {
@@ -64,7 +69,7 @@ impl FieldAssignments {
 
     /// Writes the batch by hand rather than through serde: this runs once per event, so
     /// the fixed parts are written as literals and member names were rendered at load.
-    /// Members without a value are left out.
+    /// Members without a value are left out. Returns where the identities lie in `out`.
     fn write_batch(
         &self,
         out: &mut Vec<u8>,
@@ -73,10 +78,11 @@ impl FieldAssignments {
         environment: Environment,
         fallback_timestamp_ms: Option<i64>,
         truncated: &mut u32,
-    ) -> Result<(), MapError> {
+    ) -> Result<Range<usize>, MapError> {
         out.extend_from_slice(batch_head(environment));
         write_str(out, event.id);
         let mut members = Members { event, truncated };
+        let identities = out.len();
         members.write(
             out,
             br#","user_identities":"#,
@@ -84,6 +90,7 @@ impl FieldAssignments {
             Shape::Text,
             Empty::LeaveOut,
         )?;
+        let identities = identities..out.len();
         members.write(
             out,
             br#","user_attributes":"#,
@@ -118,7 +125,7 @@ impl FieldAssignments {
             out.extend_from_slice(b"]}");
         }
         out.extend_from_slice(b"}}]}");
-        Ok(())
+        Ok(identities)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod client;
+pub mod merge;
 pub mod refusals;
 pub mod response;
 

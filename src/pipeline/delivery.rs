@@ -10,7 +10,6 @@
 //! What an answer means is decided in one place ([`judge`], from the answer and the retry
 //! policy) and acted on in another ([`settle`]).
 
-use std::borrow::{Borrow, BorrowMut};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,37 +20,19 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::outbound::{Outbound, members};
 use super::{Context, InFlight};
 use crate::clock::unix_ms;
 use crate::config::RetryConfig;
 use crate::gate::{Change, Reason};
 use crate::kafka::headers::Failure;
-use crate::mparticle::body::{Batch, RequestBody};
+use crate::mparticle::body::RequestBody;
 use crate::mparticle::client::Answer;
 use crate::mparticle::refusals::Refusals;
 use crate::mparticle::response::{LimitHit, Verdict, status_label};
 use crate::outcome::ErrorKind;
 use crate::pacer::Signal;
 use crate::retry::{NextStep, next_step};
-
-/// A record with its batch, on its way to mParticle.
-pub(crate) struct Outbound {
-    pub item: InFlight,
-    pub batch: Batch,
-}
-
-/// A delivered request's records finish where they stand ([`Context::finish`]).
-impl Borrow<InFlight> for Outbound {
-    fn borrow(&self) -> &InFlight {
-        &self.item
-    }
-}
-
-impl BorrowMut<InFlight> for Outbound {
-    fn borrow_mut(&mut self) -> &mut InFlight {
-        &mut self.item
-    }
-}
 
 fn failure(item: &InFlight, kind: ErrorKind, answer: &Answer, attempt_ms: i64) -> Failure {
     let error = match answer.status {
@@ -113,9 +94,9 @@ async fn deliver_request(
         // Waiting for the pacer can outlast a rebalance: records whose partition moved
         // meanwhile are the new owner's, and sending them here too would spend the
         // account's limit twice.
-        if items.iter().any(|o| !ctx.owns(&o.item)) {
+        if items.iter().any(|o| o.records().any(|r| !ctx.owns(r))) {
             let (owned, moved): (Vec<Outbound>, Vec<Outbound>) =
-                items.into_iter().partition(|o| ctx.owns(&o.item));
+                members(items).into_iter().partition(|o| ctx.owns(&o.item));
             debug!(
                 records = moved.len(),
                 "not sent: their partitions moved to another consumer"
@@ -128,15 +109,15 @@ async fn deliver_request(
         }
         let sent_at = Instant::now();
         let attempt_ms = unix_ms();
-        for o in &mut items {
-            o.item.due = None;
-            o.item.attempts += 1;
-            o.item.first_attempt_ms.get_or_insert(attempt_ms);
+        for record in items.iter_mut().flat_map(Outbound::records_mut) {
+            record.due = None;
+            record.attempts += 1;
+            record.first_attempt_ms.get_or_insert(attempt_ms);
         }
         ctx.metrics.requests_in_flight_add(1);
         let answer = ctx
             .client
-            .send(RequestBody::of(items.iter().map(|o| &o.batch)))
+            .send(RequestBody::of(items.iter().map(Outbound::sent)))
             .await;
         ctx.metrics.requests_in_flight_add(-1);
         drop(permit);
@@ -164,7 +145,8 @@ async fn deliver_request(
 }
 
 /// What an answer means for each record of its request, decided from the answer and the
-/// retry policy alone; [`settle`] acts on it.
+/// retry policy alone; [`settle`] acts on it. Only `delivered` and `again` may hold merged
+/// batches; the failed are each a record with its own batch.
 #[derive(Default)]
 struct Judgement {
     delivered: Vec<Outbound>,
@@ -183,8 +165,8 @@ fn judge(
 ) -> Judgement {
     let mut judgement = Judgement::default();
     let uncounted = |items: &mut Vec<Outbound>| {
-        for o in items.iter_mut() {
-            o.item.attempts -= 1;
+        for record in items.iter_mut().flat_map(Outbound::records_mut) {
+            record.attempts -= 1;
         }
     };
     match answer.verdict {
@@ -207,8 +189,13 @@ fn judge(
                 uncounted(&mut items);
                 let (left, right) = split_halves(items);
                 judgement.again = vec![left, right];
+            } else if answer.status == Some(400) && items[0].events() > 1 {
+                // So is a merged batch: its records go again as a bulk of their own
+                // batches, which splits in turn.
+                uncounted(&mut items);
+                judgement.again = vec![members(items)];
             } else {
-                judgement.dead_letter = items
+                judgement.dead_letter = members(items)
                     .into_iter()
                     .map(|o| {
                         let f = failure(&o.item, kind, answer, attempt_ms);
@@ -218,7 +205,7 @@ fn judge(
             }
         }
         Verdict::Retryable(kind) => {
-            for o in items {
+            for o in members(items) {
                 let mut f = failure(&o.item, kind, answer, attempt_ms);
                 match next_step(retry, o.item.attempts, answer.retry_after, answered_ms) {
                     NextStep::RetryAt { not_before_ms } => {
@@ -329,6 +316,11 @@ fn partly_delivered(
     attempt_ms: i64,
 ) -> Judgement {
     let mut judgement = Judgement::default();
+    if items.len() == 1 && items[0].events() > 1 {
+        items[0].records_mut().for_each(|r| r.attempts -= 1);
+        judgement.again.push(members(items));
+        return judgement;
+    }
     if items.len() == 1 {
         let message = match refusals {
             Refusals::Named(named) => named.into_iter().next().map(|(_, m)| m),
@@ -355,8 +347,8 @@ fn partly_delivered(
     );
     for (position, mut o) in items.into_iter().enumerate() {
         if refused.binary_search(&position).is_ok() {
-            o.item.attempts -= 1;
-            judgement.again.push(vec![o]);
+            o.records_mut().for_each(|r| r.attempts -= 1);
+            judgement.again.push(o.into_members());
         } else {
             judgement.delivered.push(o);
         }
@@ -371,6 +363,9 @@ fn split_halves<T>(mut items: Vec<T>) -> (Vec<T>, Vec<T>) {
 }
 
 fn delivered(ctx: &Context, items: Vec<Outbound>) {
+    ctx.metrics
+        .batches_delivered(items.iter().map(Outbound::events));
+    let items = members(items);
     let now = unix_ms();
     // A request holds one or two actions: a short list beats hashing every record's. A
     // sent record's action is the field assignments' own copy of the name

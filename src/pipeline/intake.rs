@@ -23,6 +23,8 @@ pub enum Prepared {
         event_id: EventText,
         action: EventText,
         batch: Range<usize>,
+        /// Its `user_identities` member, from the batch's start.
+        identities: Range<usize>,
         /// Attribute values cut to mParticle's limit.
         truncated_values: u32,
     },
@@ -95,11 +97,12 @@ pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>
     };
     let event_id = EventText::Owned(event.id.into());
     match mapped {
-        Ok(truncated_values) => Prepared::Send {
+        Ok(written) => Prepared::Send {
             event_id,
             action,
             batch: start..out.len(),
-            truncated_values,
+            identities: written.identities,
+            truncated_values: written.truncated_values,
         },
         Err(MapError::Unmapped(_)) if rules.unmapped_action == UnmappedAction::Skip => {
             Prepared::Skip {
@@ -129,13 +132,17 @@ fn never_sent(kind: crate::outcome::ErrorKind, error: String) -> Failure {
     }
 }
 
-/// Intake: a record to send comes back, its batch appended to `out` at the range given;
-/// one skipped or rejected is finished here and leaves `out` as it was.
-pub(super) fn take_in(
-    ctx: &Arc<Context>,
-    mut item: InFlight,
-    out: &mut Vec<u8>,
-) -> Option<(InFlight, Range<usize>)> {
+/// A record to send, its batch at `batch` of the buffer intake wrote it to.
+pub(super) struct Taken {
+    pub item: InFlight,
+    pub batch: Range<usize>,
+    /// Its `user_identities` member, from the batch's start.
+    pub identities: Range<usize>,
+}
+
+/// Intake: a record to send comes back, its batch appended to `out`; one skipped or
+/// rejected is finished here and leaves `out` as it was.
+pub(super) fn take_in(ctx: &Arc<Context>, mut item: InFlight, out: &mut Vec<u8>) -> Option<Taken> {
     let rules = IntakeRules {
         assignments: &ctx.assignments,
         environment: ctx.environment,
@@ -147,12 +154,17 @@ pub(super) fn take_in(
             event_id,
             action,
             batch,
+            identities,
             truncated_values,
         } => {
             ctx.metrics.values_truncated(truncated_values);
             item.event_id = event_id;
             item.action = action;
-            Some((item, batch))
+            Some(Taken {
+                item,
+                batch,
+                identities,
+            })
         }
         Prepared::Skip {
             event_id,

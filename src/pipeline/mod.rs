@@ -14,6 +14,7 @@
 mod bulk;
 mod delivery;
 pub mod intake;
+mod outbound;
 mod readers;
 pub mod retry_schedule;
 mod source;
@@ -101,7 +102,7 @@ fn in_flight(
 
 /// Which of the two consumers a record came from. (A plain tag: a shared pointer to the
 /// consumer was counted up and down for every record, on different threads.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Origin {
     Source,
     Retries,
@@ -167,6 +168,8 @@ pub(crate) struct Context {
     pub event_max_bytes: usize,
     pub unmapped_action: UnmappedAction,
     pub bulk_linger: Duration,
+    /// Most events of one customer merged into one batch (`MPARTICLE_MAX_EVENTS_PER_BATCH`).
+    pub max_events_per_batch: usize,
     pub request_slots: Arc<Semaphore>,
     /// Source records between consume and outcome.
     pub record_slots: Arc<Semaphore>,
@@ -385,6 +388,7 @@ impl Pipeline {
             event_max_bytes: config.event_max_bytes,
             unmapped_action: config.unmapped_action,
             bulk_linger: config.mparticle.bulk_linger,
+            max_events_per_batch: config.mparticle.max_events_per_batch,
             request_slots: Arc::new(Semaphore::new(config.mparticle.max_in_flight_requests)),
             record_slots: Arc::new(Semaphore::new(config.max_in_flight_records)),
             retry_slots: Arc::new(Semaphore::new(config.max_in_flight_records)),

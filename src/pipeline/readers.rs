@@ -10,8 +10,8 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Duration, Instant, sleep_until};
 use tracing::warn;
 
-use super::delivery::Outbound;
 use super::intake::take_in;
+use super::outbound::Outbound;
 use super::retry_schedule::RetrySchedule;
 use super::{Context, Origin, in_flight};
 use crate::clock::unix_ms;
@@ -19,7 +19,6 @@ use crate::kafka::consumer::PauseReason;
 use crate::kafka::headers::retry_state;
 use crate::kafka::offsets::Ticket;
 use crate::kafka::record::SourceRecord;
-use crate::mparticle::body::Batch;
 use crate::retry::RetryState;
 
 /// A retry record waiting in the schedule, with its bytes within `MAX_IN_FLIGHT_BYTES`.
@@ -75,9 +74,9 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
             item.due = Some(ctx.due_retries.register(state.not_before_ms));
             item.bytes = Some(bytes);
             let mut json = Vec::new();
-            if let Some((item, range)) = take_in(&ctx, item, &mut json) {
-                let batch = Batch::new(Bytes::from(json), range);
-                if outbound.send(vec![Outbound { item, batch }]).await.is_err() {
+            if let Some(taken) = take_in(&ctx, item, &mut json) {
+                let outbound_ = Outbound::new(taken, &Bytes::from(json));
+                if outbound.send(vec![outbound_]).await.is_err() {
                     return;
                 }
             }

@@ -13,7 +13,6 @@
 //! slot.
 
 use std::collections::VecDeque;
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,19 +22,18 @@ use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, mpsc};
 use tracing::warn;
 
 use super::Context;
-use super::delivery::Outbound;
 use super::in_flight;
-use super::intake::take_in;
+use super::intake::{Taken, take_in};
+use super::outbound::Outbound;
 use super::{InFlight, Origin};
 use crate::kafka::consumer::{IDLE_POLL, PauseReason, Polled};
 use crate::kafka::topic::Topic;
-use crate::mparticle::body::Batch;
 use crate::mparticle::{MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
 
 /// Records taken in since the last piece left, their batches in one buffer, and how many
 /// records were consumed per topic.
 struct Piece {
-    taken: Vec<(InFlight, Range<usize>)>,
+    taken: Vec<Taken>,
     json: Vec<u8>,
     consumed: Vec<(Topic, u64)>,
 }
@@ -97,10 +95,7 @@ impl Piece {
         let batches = self
             .taken
             .drain(..)
-            .map(|(item, range)| Outbound {
-                item,
-                batch: Batch::new(json.clone(), range),
-            })
+            .map(|taken| Outbound::new(taken, &json))
             .collect();
         ctx.source
             .hand_on(&outbound.runtime, &outbound.tx, batches, early)

@@ -26,7 +26,8 @@ pub struct Fault {
     /// Apply to this share of matching requests (0–1); absent: all.
     #[serde(default)]
     pub probability: Option<f64>,
-    /// Apply only to requests holding a batch with this `source_request_id`.
+    /// Apply only to requests holding a batch with this `source_request_id`, or an event
+    /// with this `source_message_id` (in a batch of several events).
     #[serde(default)]
     pub when_id: Option<String>,
     /// The body to answer with; absent: mParticle's error body for 400, empty otherwise.
@@ -144,7 +145,7 @@ impl FaultScript {
         self.rules.clear();
     }
 
-    /// The rule for a request holding batches with `ids`, if any; counts it down.
+    /// The rule for a request holding batches or events with `ids`, if any; counts it down.
     pub fn take(&mut self, ids: &[String]) -> Option<Fault> {
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];

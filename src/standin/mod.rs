@@ -99,11 +99,14 @@ pub struct RequestLog {
 struct Recorded {
     batches: Vec<Value>,
     accepted_ids: Vec<String>,
+    /// `source_message_id` of every event of every accepted batch.
+    accepted_events: Vec<String>,
     requests: Vec<RequestLog>,
     request_count: u64,
     accepted_count: u64,
+    accepted_event_count: u64,
     by_status: std::collections::BTreeMap<u16, u64>,
-    /// Fast mode: hashes of accepted ids ([`id_hash`]), and latencies in ms.
+    /// Fast mode: hashes of accepted events' ids ([`id_hash`]), and latencies in ms.
     unique_hashes: HashSet<u64, BuildHasherDefault<AlreadyHashed>>,
     latencies_ms: Vec<i64>,
 }
@@ -301,7 +304,18 @@ impl StandIn {
         lock(&self.state.recorded).accepted_count as usize
     }
 
-    /// Fast mode: distinct `source_request_id`s accepted.
+    /// `source_message_id` of every event of every accepted batch, in order, duplicates
+    /// included: one per batch, unless the forwarder merged a customer's events.
+    pub fn accepted_event_ids(&self) -> Vec<String> {
+        lock(&self.state.recorded).accepted_events.clone()
+    }
+
+    /// Events accepted, duplicates included (both modes).
+    pub fn accepted_event_count(&self) -> usize {
+        lock(&self.state.recorded).accepted_event_count as usize
+    }
+
+    /// Fast mode: distinct events (`source_message_id`s) accepted.
     pub fn unique_accepted(&self) -> usize {
         lock(&self.state.recorded).unique_hashes.len()
     }
@@ -454,59 +468,83 @@ fn bad_request(message: &str) -> HttpResponse {
 
 /// Pulls `source_request_id`s out of a body without judging it.
 fn ids_in(body: &[u8]) -> Vec<String> {
-    let id = |v: &Value| {
-        v.get("source_request_id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
+    batches_in(body)
+        .iter()
+        .filter_map(|b| b.get("source_request_id")?.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Pulls the events' `source_message_id`s out of a body without judging it.
+fn event_ids_in(body: &[u8]) -> Vec<String> {
+    batches_in(body)
+        .iter()
+        .flat_map(event_ids)
+        .map(str::to_string)
+        .collect()
+}
+
+fn batches_in(body: &[u8]) -> Vec<Value> {
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(batches)) => batches.iter().filter_map(id).collect(),
-        Ok(batch) => id(&batch).into_iter().collect(),
+        Ok(Value::Array(batches)) => batches,
+        Ok(batch) => vec![batch],
         Err(_) => Vec::new(),
     }
 }
 
-/// Fast mode's view of a body: every `source_request_id` and `timestamp_unixtime_ms`,
-/// found by scanning the forwarder's compact JSON. The scan uses `memchr`'s vectorised
-/// substring search: the sink shares the benchmark's two cores with the forwarder, and a
-/// byte-by-byte search made it burn most of a core at full speed (docs/benchmarks-history.md).
-fn scan_batches(body: &[u8]) -> Vec<(&[u8], Option<i64>)> {
-    static ID: LazyLock<Finder<'static>> =
+/// The `source_message_id` of each event of a batch.
+fn event_ids(batch: &Value) -> impl Iterator<Item = &str> {
+    let events = batch.get("events").and_then(Value::as_array);
+    events
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.pointer("/data/source_message_id")?.as_str())
+}
+
+/// An event's id and timestamp, as fast mode finds them.
+type ScannedEvent<'b> = (&'b [u8], Option<i64>);
+
+/// Fast mode's view of a body: how many batches it holds, and each event's
+/// `source_message_id` and `timestamp_unixtime_ms`, found by scanning the forwarder's
+/// compact JSON (which writes an event's timestamp before its id). The scan uses `memchr`'s
+/// vectorised substring search: the sink shares the benchmark's two cores with the
+/// forwarder, and a byte-by-byte search made it burn most of a core at full speed
+/// (docs/benchmarks-history.md).
+fn scan_events(body: &[u8]) -> (usize, Vec<ScannedEvent<'_>>) {
+    static BATCH: LazyLock<Finder<'static>> =
         LazyLock::new(|| Finder::new(b"\"source_request_id\":\""));
+    static EVENT: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(b"\"source_message_id\":\""));
     static TS: LazyLock<Finder<'static>> =
         LazyLock::new(|| Finder::new(b"\"timestamp_unixtime_ms\":"));
-    let starts: Vec<usize> = ID
-        .find_iter(body)
-        .map(|at| at + ID.needle().len())
-        .collect();
-    let ends = starts.iter().skip(1).copied().chain([body.len()]);
-    starts
-        .iter()
-        .zip(ends)
-        .map(|(&start, next)| {
-            // The batch runs to the next id; its event's timestamp is in it.
-            let batch = &body[start..next];
-            let id_len = memchr::memchr(b'"', batch).unwrap_or(batch.len());
-            let timestamp = TS.find(&batch[id_len..]).and_then(|at| {
-                let digits = &batch[id_len + at + TS.needle().len()..];
-                let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
-                std::str::from_utf8(&digits[..len]).ok()?.parse().ok()
-            });
-            (&batch[..id_len], timestamp)
-        })
-        .collect()
+    let batches = BATCH.find_iter(body).count();
+    let mut events = Vec::new();
+    let mut from = 0;
+    for at in EVENT.find_iter(body) {
+        // The event's timestamp lies between the previous event's id and its own.
+        let timestamp = TS.find(&body[from..at]).and_then(|t| {
+            let digits = &body[from + t + TS.needle().len()..];
+            let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+            std::str::from_utf8(&digits[..len]).ok()?.parse().ok()
+        });
+        let start = at + EVENT.needle().len();
+        let len = memchr::memchr(b'"', &body[start..]).unwrap_or(body.len() - start);
+        events.push((&body[start..start + len], timestamp));
+        from = start + len;
+    }
+    (batches, events)
 }
 
 fn fast_accept(state: &State, body: &[u8]) -> HttpResponse {
-    let batches = scan_batches(body);
-    let usage = match check_rate(state, batches.len()) {
+    let (batches, events) = scan_events(body);
+    let usage = match check_rate(state, batches) {
         Ok(usage) => usage,
         Err(retry_after) => return rate_limited(retry_after),
     };
     let now = crate::clock::unix_ms();
     let mut recorded = lock(&state.recorded);
-    recorded.accepted_count += batches.len() as u64;
-    for (id, timestamp) in batches {
+    recorded.accepted_count += batches as u64;
+    recorded.accepted_event_count += events.len() as u64;
+    for (id, timestamp) in events {
         recorded.unique_hashes.insert(id_hash(id));
         if let Some(ts) = timestamp {
             recorded.latencies_ms.push(now - ts);
@@ -604,7 +642,7 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
         return response;
     }
     let ids = ids_in(&body);
-    let fault = lock(&state.faults).take(&ids);
+    let fault = lock(&state.faults).take(&[&ids[..], &event_ids_in(&body)].concat());
     if let Some(fault) = &fault {
         if fault.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
@@ -681,8 +719,10 @@ fn partly_accepted(state: &State, body: &[u8], bulk: bool, refused: &str) -> Htt
         Ok(batches) => batches,
         Err(message) => return bad_request(&message),
     };
-    let is_refused =
-        |b: &Value| b.get("source_request_id").and_then(Value::as_str) == Some(refused);
+    let is_refused = |b: &Value| {
+        b.get("source_request_id").and_then(Value::as_str) == Some(refused)
+            || event_ids(b).any(|id| id == refused)
+    };
     if !bulk {
         return bad_request("user_identities: the batch was refused (stand-in fault)");
     }
@@ -715,12 +755,13 @@ fn record_accepted(state: &State, batches: Vec<Value>) {
     let mut recorded = lock(&state.recorded);
     recorded.accepted_count += batches.len() as u64;
     for batch in batches {
-        let id = batch
-            .get("source_request_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        recorded.accepted_ids.push(id);
+        let id = batch.get("source_request_id").and_then(Value::as_str);
+        recorded
+            .accepted_ids
+            .push(id.unwrap_or_default().to_string());
+        let events: Vec<String> = event_ids(&batch).map(str::to_string).collect();
+        recorded.accepted_event_count += events.len() as u64;
+        recorded.accepted_events.extend(events);
         recorded.batches.push(batch);
     }
 }
@@ -730,17 +771,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fast_mode_scans_ids_and_timestamps() {
-        let body = br#"[{"environment":"production","schema_version":2,"source_request_id":"a1","events":[{"event_type":"custom_event","data":{"timestamp_unixtime_ms":1000,"source_message_id":"a1"}}]},{"source_request_id":"b2","events":[{"data":{"source_message_id":"b2"}}]}]"#;
-        let found = scan_batches(body);
-        assert_eq!(found, vec![(&b"a1"[..], Some(1000)), (&b"b2"[..], None)]);
-        // A batch without a timestamp does not take the next batch's.
-        let body = br#"[{"source_request_id":"x"},{"source_request_id":"y","events":[{"data":{"timestamp_unixtime_ms":7}}]}]"#;
+    fn fast_mode_scans_events_and_their_timestamps() {
+        let body = br#"[{"environment":"production","schema_version":2,"source_request_id":"a1","events":[{"event_type":"custom_event","data":{"timestamp_unixtime_ms":1000,"source_message_id":"a1"}}]},{"source_request_id":"m","events":[{"data":{"source_message_id":"b2"}},{"data":{"timestamp_unixtime_ms":7,"source_message_id":"b3"}}]}]"#;
+        let (batches, events) = scan_events(body);
+        assert_eq!(batches, 2);
+        // An event without a timestamp does not take the next event's.
         assert_eq!(
-            scan_batches(body),
-            vec![(&b"x"[..], None), (&b"y"[..], Some(7))]
+            events,
+            vec![
+                (&b"a1"[..], Some(1000)),
+                (&b"b2"[..], None),
+                (&b"b3"[..], Some(7))
+            ]
         );
-        assert_eq!(scan_batches(b"[]"), vec![]);
+        assert_eq!(scan_events(b"[]"), (0, vec![]));
     }
 
     #[test]
@@ -753,7 +797,11 @@ mod tests {
         let body = |ids: &[&str]| {
             let batches: Vec<String> = ids
                 .iter()
-                .map(|id| format!(r#"{{"source_request_id":"{id}"}}"#))
+                .map(|id| {
+                    format!(
+                        r#"{{"source_request_id":"{id}","events":[{{"data":{{"source_message_id":"{id}"}}}}]}}"#
+                    )
+                })
                 .collect();
             format!("[{}]", batches.join(","))
         };

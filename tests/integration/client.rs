@@ -25,6 +25,7 @@ fn client(standin: &StandIn, key: &str, secret: &str) -> Client {
         connect_timeout: Duration::from_millis(500),
         max_in_flight_requests: 4,
         bulk_linger: Duration::from_millis(1),
+        max_events_per_batch: 1,
     })
     .unwrap()
 }
@@ -136,6 +137,7 @@ async fn nothing_listening_is_a_retryable_connect_failure() {
         connect_timeout: Duration::from_millis(500),
         max_in_flight_requests: 1,
         bulk_linger: Duration::from_millis(1),
+        max_events_per_batch: 1,
     })
     .unwrap();
     let answer = c.send(RequestBody::copied(&[b"{}"])).await;

@@ -27,7 +27,9 @@ async fn the_sample_events_arrive_as_exactly_the_expected_batches() {
         produce(&producer, topic, Some("cust-280e674c"), &value).await;
     }
     assert!(
-        eventually(Duration::from_secs(30), || service.standin.accepted_count()
+        eventually(Duration::from_secs(30), || service
+            .standin
+            .accepted_event_count()
             >= 2)
         .await
     );
@@ -86,11 +88,11 @@ async fn ten_thousand_events_are_each_delivered_once_and_the_offsets_reach_the_e
     assert!(
         eventually(Duration::from_secs(120), || service
             .standin
-            .accepted_count()
+            .accepted_event_count()
             >= COUNT)
         .await,
         "only {} of {COUNT} delivered",
-        service.standin.accepted_count()
+        service.standin.accepted_event_count()
     );
     let fully = service.wait_fully_committed(Duration::from_secs(30)).await;
     let progress: Vec<_> = service
@@ -98,7 +100,7 @@ async fn ten_thousand_events_are_each_delivered_once_and_the_offsets_reach_the_e
         .iter()
         .map(|t| (end_offsets(t), committed(&service.group, t)))
         .collect();
-    let ids = service.standin.accepted_ids();
+    let ids = service.standin.accepted_event_ids();
     let unique: HashSet<&String> = ids.iter().collect();
     if !fully {
         let (_, metrics) = service.admin_get("/metrics").await;
@@ -146,7 +148,9 @@ async fn invalid_records_are_dead_lettered_with_their_kind_and_the_next_good_one
     .await;
 
     assert!(
-        eventually(Duration::from_secs(30), || service.standin.accepted_ids()
+        eventually(Duration::from_secs(30), || service
+            .standin
+            .accepted_event_ids()
             == ["good-after-bad"])
         .await
     );
@@ -217,7 +221,7 @@ async fn while_mparticle_answers_503_the_committed_offsets_do_not_pass_the_faile
         .add_fault(Fault::status(503).when_id("failing"));
 
     // One at a time, so that each goes in a request of its own.
-    let delivered = |id: &str| service.standin.accepted_ids().iter().any(|x| x == id);
+    let delivered = |id: &str| service.standin.accepted_event_ids().iter().any(|x| x == id);
     produce(
         &producer,
         &topic,
@@ -323,12 +327,14 @@ async fn a_bulk_refused_for_one_bad_batch_delivers_the_rest_and_dead_letters_tha
         p.await.unwrap().map_err(|(e, _)| e).unwrap();
     }
     assert!(
-        eventually(Duration::from_secs(30), || service.standin.accepted_count()
+        eventually(Duration::from_secs(30), || service
+            .standin
+            .accepted_event_count()
             >= 49)
         .await
     );
     assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
-    let ids: HashSet<String> = service.standin.accepted_ids().into_iter().collect();
+    let ids: HashSet<String> = service.standin.accepted_event_ids().into_iter().collect();
     assert_eq!(ids.len(), 49);
     assert!(!ids.contains("bulk-bad"));
     let dead = read_all(&service.dlq_topic);
@@ -365,7 +371,9 @@ async fn retry_and_dead_letter_copies_keep_the_headers_the_record_came_with() {
     produce_with_headers(&producer, &topic, 0, "c2", retried.as_bytes(), &headers).await;
 
     assert!(
-        eventually(Duration::from_secs(30), || service.standin.accepted_ids()
+        eventually(Duration::from_secs(30), || service
+            .standin
+            .accepted_event_ids()
             == ["retried"])
         .await
     );
@@ -409,7 +417,9 @@ async fn an_unmapped_action_is_skipped_and_counted() {
     )
     .await;
     assert!(
-        eventually(Duration::from_secs(20), || service.standin.accepted_ids()
+        eventually(Duration::from_secs(20), || service
+            .standin
+            .accepted_event_ids()
             == ["after-skip"])
         .await
     );

@@ -54,7 +54,9 @@ async fn a_redirect_is_never_followed_nor_counted_as_delivered_and_delivery_resu
 
     service.standin.clear_faults();
     assert!(
-        eventually(Duration::from_secs(40), || service.standin.accepted_ids()
+        eventually(Duration::from_secs(40), || service
+            .standin
+            .accepted_event_ids()
             == ["moved"])
         .await
     );
@@ -156,13 +158,13 @@ async fn a_bulk_answered_202_with_one_batch_refused_delivers_the_others_and_dead
     assert!(
         eventually(Duration::from_secs(30), || service
             .standin
-            .accepted_ids()
+            .accepted_event_ids()
             .len()
             == 29)
         .await
     );
     assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
-    let accepted: HashSet<String> = service.standin.accepted_ids().into_iter().collect();
+    let accepted: HashSet<String> = service.standin.accepted_event_ids().into_iter().collect();
     assert_eq!(accepted.len(), 29, "each of the others once");
     assert!(!accepted.contains("partial-4"));
     assert!(
@@ -192,13 +194,13 @@ async fn a_202_whose_errors_name_no_batch_sends_each_batch_of_it_again_alone() {
     assert!(
         eventually(Duration::from_secs(30), || service
             .standin
-            .accepted_ids()
+            .accepted_event_ids()
             .len()
             == 30)
         .await
     );
     assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
-    let accepted: HashSet<String> = service.standin.accepted_ids().into_iter().collect();
+    let accepted: HashSet<String> = service.standin.accepted_event_ids().into_iter().collect();
     assert_eq!(accepted, ids.iter().cloned().collect::<HashSet<_>>());
     let requests = service.standin.requests();
     let doubted = requests

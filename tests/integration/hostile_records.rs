@@ -42,7 +42,9 @@ async fn a_record_too_large_to_dead_letter_whole_is_dead_lettered_shortened_and_
     produce(&producer, topic, Some("c3"), after.as_bytes()).await;
 
     assert!(
-        eventually(Duration::from_secs(30), || service.standin.accepted_ids()
+        eventually(Duration::from_secs(30), || service
+            .standin
+            .accepted_event_ids()
             == ["after-the-huge-ones"])
         .await,
         "the record after them is delivered"
@@ -149,7 +151,7 @@ async fn more_retries_waiting_than_memory_holds_are_each_written_once_and_all_de
     assert!(
         eventually(Duration::from_secs(60), || service
             .standin
-            .accepted_ids()
+            .accepted_event_ids()
             .len()
             == ids.len())
         .await,
@@ -198,7 +200,9 @@ async fn a_header_name_that_is_not_utf8_is_dead_lettered_byte_for_byte() {
     produce(&producer(), topic, Some("c2"), after.as_bytes()).await;
 
     assert!(
-        eventually(Duration::from_secs(30), || service.standin.accepted_ids()
+        eventually(Duration::from_secs(30), || service
+            .standin
+            .accepted_event_ids()
             == ["after-the-odd-one"])
         .await
     );
@@ -246,7 +250,7 @@ async fn large_records_are_bounded_in_memory_by_bytes_not_only_by_count() {
         let gauge = |name: &str| metric_value(&metrics, name).unwrap_or(0.0);
         most_records = most_records.max(gauge("mparticle_forwarder_records_in_flight"));
         most_bytes = most_bytes.max(gauge("mparticle_forwarder_bytes_in_flight"));
-        service.standin.accepted_ids().len() == ids.len()
+        service.standin.accepted_event_ids().len() == ids.len()
     })
     .await;
     assert!(drained, "every large event delivered");

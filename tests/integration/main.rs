@@ -8,6 +8,7 @@ mod consumer;
 mod forwarding;
 mod hostile;
 mod hostile_records;
+mod merging;
 mod operations;
 mod pacing;
 mod resilience;

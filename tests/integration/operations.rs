@@ -112,7 +112,9 @@ async fn a_real_prometheus_scrapes_the_delivered_count_during_a_run() {
     )
     .await;
     assert!(
-        eventually(Duration::from_secs(30), || service.standin.accepted_count()
+        eventually(Duration::from_secs(30), || service
+            .standin
+            .accepted_event_count()
             == 51)
         .await
     );

@@ -61,7 +61,7 @@ async fn assert_all_delivered_without_retries(
 ) {
     let standin = services[0].standin.clone();
     let delivered = eventually(timeout, || {
-        let accepted: HashSet<String> = standin.accepted_ids().into_iter().collect();
+        let accepted: HashSet<String> = standin.accepted_event_ids().into_iter().collect();
         ids.iter().all(|id| accepted.contains(id))
     })
     .await;
@@ -83,7 +83,7 @@ async fn assert_all_delivered_without_retries(
     assert!(
         delivered,
         "{} of {} delivered",
-        standin.accepted_ids().len(),
+        standin.accepted_event_ids().len(),
         ids.len()
     );
     let first = &services[0];
@@ -140,7 +140,7 @@ async fn a_minute_of_429s_to_everything_uses_no_attempt_and_delivery_resumes_by_
     let services = replicas(&standin, 1, &[("MAX_IN_FLIGHT_RECORDS", "100")]).await;
     let ids = produce_events(&services[0].topics, 300, "refused").await;
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(standin.accepted_count(), 0);
+    assert_eq!(standin.accepted_event_count(), 0);
     let service = &services[0];
     let (_, metrics) = service.admin_get("/metrics").await;
     let consumed: f64 = service
@@ -231,12 +231,12 @@ async fn a_long_retry_after_keeps_the_consumer_in_its_group() {
     assert!(
         eventually(Duration::from_secs(60), || service
             .standin
-            .accepted_ids()
+            .accepted_event_ids()
             .len()
             >= 150)
         .await
     );
-    let accepted = service.standin.accepted_ids();
+    let accepted = service.standin.accepted_event_ids();
     assert_eq!(accepted.len(), 150, "each event once");
     let metrics = scrape(service.admin);
     assert_eq!(

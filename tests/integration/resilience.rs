@@ -88,7 +88,7 @@ async fn wait_all_accounted_for(
     let deadline = std::time::Instant::now() + timeout;
     let mut missing: Vec<String>;
     loop {
-        let delivered: HashSet<String> = standin.accepted_ids().into_iter().collect();
+        let delivered: HashSet<String> = standin.accepted_event_ids().into_iter().collect();
         missing = ids
             .iter()
             .filter(|id| !delivered.contains(*id))
@@ -110,7 +110,7 @@ async fn wait_all_accounted_for(
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    let delivered: HashSet<String> = standin.accepted_ids().into_iter().collect();
+    let delivered: HashSet<String> = standin.accepted_event_ids().into_iter().collect();
     let strangers = delivered.iter().filter(|id| !ids.contains(*id)).count();
     assert_eq!(strangers, 0, "only produced ids arrive");
     (delivered.len(), dead_letter_ids(&t.dlq).len())
@@ -120,7 +120,7 @@ async fn wait_all_accounted_for(
 async fn kill_after_5000(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) {
     let mut first = spawn_forwarder(standin, t, extra);
     let started = eventually(Duration::from_secs(60), || {
-        standin.accepted_count() >= 5_000
+        standin.accepted_event_count() >= 5_000
     })
     .await;
     first.kill().unwrap(); // SIGKILL
@@ -128,7 +128,7 @@ async fn kill_after_5000(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) 
     assert!(
         started,
         "the first run delivered {}",
-        standin.accepted_count()
+        standin.accepted_event_count()
     );
 }
 
@@ -144,14 +144,14 @@ async fn killed_mid_run_and_restarted_every_event_is_delivered_or_dead_lettered(
     let ids = produce_events(&t.sources, 20_000, "kill").await;
 
     kill_after_5000(&standin, &t, &[]).await;
-    let at_kill = standin.accepted_count();
+    let at_kill = standin.accepted_event_count();
 
     let mut second = spawn_forwarder(&standin, &t, &[]);
     let (delivered, dead) =
         wait_all_accounted_for(&standin, &t, &ids, Duration::from_secs(240)).await;
     second.kill().unwrap();
     second.wait().unwrap();
-    let accepted = standin.accepted_ids();
+    let accepted = standin.accepted_event_ids();
     eprintln!(
         "killed after {at_kill} accepted; {delivered} delivered, {dead} dead-lettered, {} duplicates by redelivery",
         accepted.len() - delivered
@@ -209,13 +209,16 @@ async fn when_one_of_two_replicas_dies_the_other_takes_its_partitions() {
     let mut b = spawn_forwarder(&standin, &t, &[("MPARTICLE_MAX_IN_FLIGHT_REQUESTS", "2")]);
     let ids = produce_events(&t.sources, 20_000, "replica").await;
     let midway = eventually(Duration::from_secs(60), || {
-        standin.accepted_count() >= 4_000
+        standin.accepted_event_count() >= 4_000
     })
     .await;
     a.kill().unwrap();
     a.wait().unwrap();
     assert!(midway);
-    assert!(standin.accepted_count() < 20_000, "the kill came mid-run");
+    assert!(
+        standin.accepted_event_count() < 20_000,
+        "the kill came mid-run"
+    );
     wait_all_accounted_for(&standin, &t, &ids, Duration::from_secs(180)).await;
     b.kill().unwrap();
     b.wait().unwrap();
@@ -270,18 +273,18 @@ async fn a_thousand_malformed_records_are_each_dead_lettered_and_every_good_one_
         p.await.unwrap().map_err(|(e, _)| e).unwrap();
     }
     let all_accepted = eventually(Duration::from_secs(60), || {
-        service.standin.accepted_count() >= 1_000
+        service.standin.accepted_event_count() >= 1_000
     })
     .await;
     assert!(
         all_accepted,
         "accepted {} of 1,000 good events",
-        service.standin.accepted_count()
+        service.standin.accepted_event_count()
     );
     let dlq = service.dlq_topic.clone();
     let all_dead = eventually(Duration::from_secs(30), || read_all(&dlq).len() >= 1_000).await;
     assert!(all_dead, "{} of 1,000 dead letters", read_all(&dlq).len());
-    let delivered: HashSet<String> = service.standin.accepted_ids().into_iter().collect();
+    let delivered: HashSet<String> = service.standin.accepted_event_ids().into_iter().collect();
     assert_eq!(delivered, good);
     let dead = read_all(&service.dlq_topic);
     assert_eq!(dead.len(), 1_000);
@@ -304,7 +307,11 @@ async fn sigterm_drains_commits_and_exits_0_and_a_restart_finishes_the_rest() {
     let grace = [("SHUTDOWN_GRACE", "10s")];
     let first_ids = produce_events(&t.sources, 500, "term-a").await;
     let mut forwarder = spawn_forwarder(&standin, &t, &grace);
-    assert!(eventually(Duration::from_secs(60), || standin.accepted_count() >= 500).await);
+    assert!(
+        eventually(Duration::from_secs(60), || standin.accepted_event_count()
+            >= 500)
+        .await
+    );
 
     // Everything done: a clean stop commits every offset.
     let stopped_at = std::time::Instant::now();
@@ -335,7 +342,7 @@ async fn sigterm_drains_commits_and_exits_0_and_a_restart_finishes_the_rest() {
     let second_ids = produce_events(&t.sources, 3_000, "term-b").await;
     let mut forwarder = spawn_forwarder(&standin, &t, &grace);
     eventually(Duration::from_secs(30), || {
-        standin.accepted_count() >= 1_000
+        standin.accepted_event_count() >= 1_000
     })
     .await;
     Command::new("kill")
@@ -381,7 +388,7 @@ async fn json_logs_name_each_dead_letter_and_retry_and_never_the_secret() {
     )
     .await;
     assert!(
-        eventually(Duration::from_secs(30), || standin.accepted_ids()
+        eventually(Duration::from_secs(30), || standin.accepted_event_ids()
             == ["log-retried"])
         .await
     );

@@ -48,7 +48,9 @@ async fn a_record_answered_503_twice_is_delivered_on_the_third_attempt() {
     .await;
 
     assert!(
-        eventually(Duration::from_secs(30), || service.standin.accepted_ids()
+        eventually(Duration::from_secs(30), || service
+            .standin
+            .accepted_event_ids()
             == ["flaky"])
         .await
     );
@@ -164,7 +166,9 @@ async fn a_429_with_retry_after_3_holds_every_request_for_3_seconds() {
     let limited_at = requests_for(&service, "limited")[0].at_ms;
     produce_point_adds(&producer, &service.topics[0], "c2", "other", 5).await;
     assert!(
-        eventually(Duration::from_secs(30), || service.standin.accepted_count()
+        eventually(Duration::from_secs(30), || service
+            .standin
+            .accepted_event_count()
             == 6)
         .await
     );
@@ -211,7 +215,9 @@ async fn a_retry_due_in_30_s_does_not_delay_one_due_in_1_s_behind_it() {
         .await;
     }
     assert!(
-        eventually(Duration::from_secs(15), || service.standin.accepted_ids()
+        eventually(Duration::from_secs(15), || service
+            .standin
+            .accepted_event_ids()
             == ["due-in-1s"])
         .await
     );
@@ -219,7 +225,9 @@ async fn a_retry_due_in_30_s_does_not_delay_one_due_in_1_s_behind_it() {
     assert!(first >= now + 1_000, "not before its time");
     assert!(first < now + 10_000, "not held back by the later one");
     assert!(
-        eventually(Duration::from_secs(45), || service.standin.accepted_count()
+        eventually(Duration::from_secs(45), || service
+            .standin
+            .accepted_event_count()
             == 2)
         .await
     );
@@ -310,11 +318,13 @@ async fn refused_credentials_stop_consumption_without_dead_letters_until_they_wo
 
     service.standin.clear_faults();
     assert!(
-        eventually(Duration::from_secs(40), || service.standin.accepted_count()
+        eventually(Duration::from_secs(40), || service
+            .standin
+            .accepted_event_count()
             == 5)
         .await
     );
-    let ids: HashSet<String> = service.standin.accepted_ids().into_iter().collect();
+    let ids: HashSet<String> = service.standin.accepted_event_ids().into_iter().collect();
     assert_eq!(ids.len(), 5);
     assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
     assert_eq!(service.admin_get("/readyz").await.0, 200);
@@ -373,11 +383,13 @@ async fn an_outage_pauses_consumption_instead_of_burning_every_attempt() {
 
     service.standin.clear_faults();
     assert!(
-        eventually(Duration::from_secs(30), || service.standin.accepted_count()
+        eventually(Duration::from_secs(30), || service
+            .standin
+            .accepted_event_count()
             >= 12)
         .await
     );
-    let ids: HashSet<String> = service.standin.accepted_ids().into_iter().collect();
+    let ids: HashSet<String> = service.standin.accepted_event_ids().into_iter().collect();
     assert_eq!(ids.len(), 12);
     assert!(read_all(&service.dlq_topic).is_empty());
     let (_, metrics) = service.admin_get("/metrics").await;
@@ -436,7 +448,7 @@ async fn replay_dlq_sends_dead_letters_back_and_stops_a_record_from_looping() {
     assert!(dry.contains("would replay 1 of 2 dead letters"), "{dry}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        service.standin.accepted_ids().is_empty(),
+        service.standin.accepted_event_ids().is_empty(),
         "a dry run writes nothing"
     );
 
@@ -460,7 +472,9 @@ async fn replay_dlq_sends_dead_letters_back_and_stops_a_record_from_looping() {
     assert!(out.contains("replayed 1 of 3 dead letters"), "{out}");
     assert!(out.contains("1 left after 1 replays"), "{out}");
     assert!(
-        eventually(Duration::from_secs(20), || service.standin.accepted_ids()
+        eventually(Duration::from_secs(20), || service
+            .standin
+            .accepted_event_ids()
             == ["refused-once"])
         .await
     );
@@ -485,11 +499,15 @@ async fn waiting_for_room_longer_than_the_max_poll_interval_keeps_the_consumer_i
     let producer = producer();
     produce_point_adds(&producer, &service.topics[0], "c1", "room", 30).await;
     let all = eventually(Duration::from_secs(60), || {
-        service.standin.accepted_count() >= 30
+        service.standin.accepted_event_count() >= 30
     })
     .await;
-    assert!(all, "{} of 30 delivered", service.standin.accepted_count());
-    let ids = service.standin.accepted_ids();
+    assert!(
+        all,
+        "{} of 30 delivered",
+        service.standin.accepted_event_count()
+    );
+    let ids = service.standin.accepted_event_ids();
     let distinct: HashSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), 30);
     assert_eq!(ids.len(), 30, "no record consumed twice");
