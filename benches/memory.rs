@@ -48,7 +48,9 @@ fn large_event(i: usize) -> String {
 async fn drain(bench: &Bench, events: usize, extra: &[(&str, String)]) -> (f64, u64) {
     let topics = vec![unique("memory-a"), unique("memory-b")];
     bench.create_topics(&topics, 6).await;
-    bench.preload_with(&topics, events, large_event).await;
+    bench
+        .preload_with(&topics, events, 100_000, large_event)
+        .await;
     let standin = StandIn::start_local(StandInConfig {
         api_key: KEY.into(),
         api_secret: SECRET.into(),

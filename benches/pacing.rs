@@ -7,7 +7,9 @@
 //! × `MPARTICLE_MAX_BATCHES_PER_SECOND` set to the whole limit on each replica or not: the
 //! share of the limit achieved while draining and the share of requests answered 429
 //! (in all, and after the first 3 s); then how long one replica takes to settle when the
-//! limit drops from 300 to 100 and rises back.
+//! limit drops from 300 to 100 and rises back. Then a backlog of 20,000 events of 2,000
+//! customers against 270 batches/s, with a customer's waiting events merged into one batch
+//! and without (`MPF_BENCH_ONLY_MERGING=1` runs only that).
 
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -218,6 +220,49 @@ async fn drain(
     }
 }
 
+/// A customer's events merged into one batch: a backlog of `events` events of `customers`
+/// customers (each customer's spread evenly over it, keyed by customer) drained by one
+/// replica against `limit` batches/s, with `extra` settings. Returns the events and the
+/// batches delivered per second, and the forwarder's peak RSS in MiB.
+async fn merged_backlog(
+    bench: &Bench,
+    events: usize,
+    customers: usize,
+    limit: f64,
+    extra: &[(&str, String)],
+) -> (f64, f64, f64) {
+    let topics = vec![unique("merging-a"), unique("merging-b")];
+    bench.create_topics(&topics, 6).await;
+    bench
+        .preload_with(&topics, events, customers, |i| {
+            events::event_of(i, customers, true)
+        })
+        .await;
+    let standin = limited_standin(limit, Some(1)).await;
+    let group = bench.forwarder_group("merging").await;
+    let mut child = bench.spawn_forwarder(&standin, &topics, &group, extra);
+    let timeout = Duration::from_secs_f64(events as f64 / limit * 2.0 + 60.0);
+    let done = wait_for_unique(&standin, events, timeout).await;
+    let (_, peak_rss) = harness::cpu_and_peak_rss(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(done, "the backlog did not drain in {timeout:?}");
+    let requests = standin.requests();
+    let accepted: Vec<&RequestLog> = requests.iter().filter(|r| r.status == 202).collect();
+    let span_s = match (accepted.first(), accepted.last()) {
+        (Some(first), Some(last)) => ((last.at_ms - first.at_ms) as f64 / 1000.0).max(0.001),
+        _ => f64::NAN,
+    };
+    let batches = standin.accepted_count() as f64;
+    let delivered = standin.accepted_event_count() as f64;
+    standin.stop();
+    (
+        delivered / span_s,
+        batches / span_s,
+        peak_rss as f64 / 1048576.0,
+    )
+}
+
 /// One replica drains while the limit goes `high` → `low` → `high`; returns the seconds it
 /// took to settle after the drop (429s over, and the accepted rate back at 90% of the
 /// lower limit) and after the rise (the accepted rate at 90% of the higher limit).
@@ -311,6 +356,28 @@ fn reaches(requests: &[RequestLog], from: i64, until: i64, rate: f64) -> i64 {
 #[tokio::main]
 async fn main() {
     let bench = Bench::from_env();
+    if std::env::var_os("MPF_BENCH_ONLY_MERGING").is_none() {
+        limits(&bench).await;
+    }
+    let (events, customers, limit) = (20_000, 2_000, 270.0);
+    println!();
+    println!(
+        "## Merging: a backlog of {events} events of {customers} customers (ten each, spread over it) against {limit} batches/s, one replica"
+    );
+    println!();
+    println!("| MPARTICLE_MAX_EVENTS_PER_BATCH | events/s | batches/s | peak RSS (MiB) |");
+    println!("|---|---|---|---|");
+    for max_events in ["100 (default)", "1"] {
+        let setting = max_events.split(' ').next().unwrap().to_string();
+        let extra = [("MPARTICLE_MAX_EVENTS_PER_BATCH", setting)];
+        let (events_per_s, batches_per_s, rss) =
+            merged_backlog(&bench, events, customers, limit, &extra).await;
+        println!("| {max_events} | {events_per_s:.0} | {batches_per_s:.0} | {rss:.1} |");
+    }
+}
+
+/// The table of limits and replicas, and the settling times.
+async fn limits(bench: &Bench) {
     let events = arg("--events", 6_000.0) as usize;
     let limit = arg("--limit", 300.0);
     println!("## Pacing: a backlog of {events} events against a shared limit of {limit} batches/s");
@@ -330,7 +397,7 @@ async fn main() {
     for replicas in counts {
         for retry_after in [Some(1), None] {
             for configured in [false, true] {
-                let d = drain(&bench, events, limit, replicas, retry_after, configured).await;
+                let d = drain(bench, events, limit, replicas, retry_after, configured).await;
                 println!(
                     "| {replicas} | {} | {} | {:.1}% | {:.1}% | {:.2}% | {:.2}% | {} | {:.1} | {} | {} | {} |",
                     if retry_after.is_some() {
@@ -359,7 +426,7 @@ async fn main() {
     if std::env::var_os("MPF_BENCH_SKIP_SETTLE").is_some() {
         return;
     }
-    let (after_drop, after_rise) = settle(&bench, 300.0, 100.0).await;
+    let (after_drop, after_rise) = settle(bench, 300.0, 100.0).await;
     println!();
     println!(
         "settling, one replica: the limit dropped from 300 to 100 batches/s: {after_drop:.1} s; rose back to 300: {after_rise:.1} s"

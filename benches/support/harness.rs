@@ -10,7 +10,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-use super::events::event;
+use super::events::{CUSTOMERS, event};
 
 pub const KEY: &str = "bench-key";
 pub const SECRET: &str = "bench-secret";
@@ -53,7 +53,8 @@ impl Bench {
     /// Produces `events` events over `topics`; returns the seconds it took and the values'
     /// average size.
     pub async fn preload(&self, topics: &[String], events: usize) -> (f64, usize) {
-        self.preload_with(topics, events, |i| event(i, true)).await
+        self.preload_with(topics, events, CUSTOMERS, |i| event(i, true))
+            .await
     }
 
     /// As [`preload`](Self::preload), the `i`th value made by `value`.
@@ -61,6 +62,7 @@ impl Bench {
         &self,
         topics: &[String],
         events: usize,
+        customers: usize,
         value: impl Fn(usize) -> String,
     ) -> (f64, usize) {
         let producer: FutureProducer = ClientConfig::new()
@@ -77,7 +79,7 @@ impl Bench {
         for i in 0..events {
             let value = value(i);
             value_bytes += value.len();
-            let key = format!("cust-{:06}", i % 100_000);
+            let key = format!("cust-{:06}", i % customers);
             let mut record = FutureRecord::to(&topics[i % topics.len()])
                 .key(&key)
                 .payload(&value);

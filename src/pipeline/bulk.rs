@@ -50,6 +50,13 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
             return;
         };
         let most = ctx.pacer.batches_per_request();
+        if ctx.max_events_per_batch > 1 {
+            // Every piece already handed on joins the queue (within the records in
+            // flight): the further it reaches, the more of a customer's records meet.
+            while let Ok(piece) = pieces.try_recv() {
+                waiting.extend(piece);
+            }
+        }
         if ctx.max_events_per_batch > 1 && waiting.len() > most {
             // More wait than one request takes (the rate limit binds, or a backlog): a
             // customer's records among them leave together.
