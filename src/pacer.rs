@@ -25,7 +25,12 @@ pub struct Pacer {
     control: Mutex<RateControl>,
     bucket: tokio::sync::Mutex<Bucket>,
     hold_until: Mutex<Option<Instant>>,
+    /// When a request last had to wait for the rate or a hold.
+    last_held: Mutex<Option<Instant>>,
 }
+
+/// How long after a request last waited the limit still counts as binding.
+const BINDING_FOR: Duration = Duration::from_secs(1);
 
 struct Bucket {
     tokens: f64,
@@ -48,6 +53,7 @@ impl Pacer {
             }),
             control: Mutex::new(control),
             hold_until: Mutex::new(None),
+            last_held: Mutex::new(None),
         }
     }
 
@@ -61,10 +67,18 @@ impl Pacer {
         batches_per_request(self.rate())
     }
 
+    /// Whether the limit binds: a request waited for the rate or a hold within the last
+    /// second.
+    pub fn binds(&self) -> bool {
+        lock(&self.last_held).is_some_and(|at| at.elapsed() < BINDING_FOR)
+    }
+
     /// Waits until a request of `batches` batches may be sent; returns how long it waited
     /// for the rate (a `Retry-After` hold is counted by [`hold`](Self::hold)).
     pub async fn acquire(&self, batches: usize) -> Duration {
-        self.wait_for_hold().await;
+        if self.wait_for_hold().await {
+            *lock(&self.last_held) = Some(Instant::now());
+        }
         // The async mutex queues waiters in order, so requests leave in the order they came.
         let mut bucket = self.bucket.lock().await;
         let now = Instant::now();
@@ -76,6 +90,7 @@ impl Pacer {
         bucket.tokens -= batches as f64;
         let mut waited = Duration::ZERO;
         if bucket.tokens < 0.0 {
+            *lock(&self.last_held) = Some(now);
             lock(&self.control).bound(now);
             waited = Duration::from_secs_f64(-bucket.tokens / rate);
             sleep_until(now + waited).await;
@@ -84,8 +99,18 @@ impl Pacer {
             bucket.refilled_at = now + waited;
         }
         drop(bucket);
-        self.wait_for_hold().await;
+        if self.wait_for_hold().await {
+            *lock(&self.last_held) = Some(Instant::now());
+        }
         waited
+    }
+
+    /// Waits until a request asking now would be the next to be let through: no hold in
+    /// force, and the requests before it on their way. (Bulk assembly composes a request
+    /// only then while the limit binds, so that what waits meanwhile can still be merged.)
+    pub async fn next_turn(&self) {
+        self.wait_for_hold().await;
+        drop(self.bucket.lock().await);
     }
 
     /// What the answer to a request that left at `sent_at` says about the rate.
@@ -107,12 +132,17 @@ impl Pacer {
         until - current
     }
 
-    async fn wait_for_hold(&self) {
+    /// Waits while a hold is in force; true when there was one.
+    async fn wait_for_hold(&self) -> bool {
+        let mut held = false;
         loop {
             let until = *lock(&self.hold_until);
             match until {
-                Some(until) if until > Instant::now() => sleep_until(until).await,
-                _ => return,
+                Some(until) if until > Instant::now() => {
+                    held = true;
+                    sleep_until(until).await;
+                }
+                _ => return held,
             }
         }
     }
@@ -127,6 +157,20 @@ pub fn batches_per_request(rate: f64) -> usize {
 mod tests {
     use super::*;
     use crate::mparticle::response::LimitHit;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limit_binds_while_requests_wait_for_it() {
+        let pacer = Pacer::new(Some(100.0));
+        pacer.acquire(2).await;
+        assert!(!pacer.binds(), "within the burst");
+        pacer.acquire(10).await;
+        assert!(pacer.binds(), "waited for the rate");
+        tokio::time::sleep(BINDING_FOR).await;
+        assert!(!pacer.binds(), "a second without waiting");
+        pacer.hold(Duration::from_secs(2));
+        pacer.acquire(1).await;
+        assert!(pacer.binds(), "held by a Retry-After");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_rate_is_kept() {

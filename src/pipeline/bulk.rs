@@ -50,16 +50,18 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
             return;
         };
         let most = ctx.pacer.batches_per_request();
-        if ctx.max_events_per_batch > 1 {
-            // Every piece already handed on joins the queue (within the records in
-            // flight): the further it reaches, the more of a customer's records meet.
+        if ctx.max_events_per_batch > 1 && ctx.pacer.binds() {
+            // Records wait for the limit anyway: the request is composed when its turn
+            // comes, of every piece handed on by then (within the records in flight), and
+            // a customer's records among them leave together. (Below the limit nothing is
+            // held back to be merged.)
+            tokio::select! {
+                _ = ctx.shutdown.wait() => return,
+                _ = ctx.pacer.next_turn() => {}
+            }
             while let Ok(piece) = pieces.try_recv() {
                 waiting.extend(piece);
             }
-        }
-        if ctx.max_events_per_batch > 1 && waiting.len() > most {
-            // More wait than one request takes (the rate limit binds, or a backlog): a
-            // customer's records among them leave together.
             let bulk = take_merged(&mut waiting, most, ctx.max_events_per_batch);
             tokio::spawn(delivery::deliver(ctx.clone(), bulk, Some(slot)));
             continue;
