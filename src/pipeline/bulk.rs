@@ -3,12 +3,11 @@
 //! and under 256 KB. They arrive in pieces (the source reader sends up to a full request
 //! at a time, the retry reader one by one). A request leaves when it is full, or when no
 //! further batch arrives within `MPARTICLE_BULK_LINGER`; under load requests fill up
-//! without waiting. When more batches wait than a request takes (the rate limit binds),
-//! the records of one customer among them are merged into one batch: nothing ever waits
-//! in order to be merged.
+//! without waiting. When the rate limit binds, or more batches wait than a request takes,
+//! the records of one customer among them are merged into one batch ([`Lanes`]): nothing
+//! ever waits in order to be merged.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::Hash;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -16,15 +15,18 @@ use tokio::time::{Instant, timeout_at};
 
 use super::Context;
 use super::delivery;
-use super::outbound::Outbound;
+use super::lanes::Lanes;
+use super::outbound::{Customer, Outbound};
 use crate::mparticle::body::array_size;
-use crate::mparticle::{MAX_BATCH_BYTES, MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
+use crate::mparticle::{MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
 
 /// Runs until `pieces` closes and every gathered batch has been handed to a delivery task.
 pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<Outbound>>) {
     let mut waiting: VecDeque<Outbound> = VecDeque::new();
+    // While the limit binds (and until they are all sent), records wait here instead.
+    let mut lanes: Lanes<Outbound, Customer> = Lanes::new();
     loop {
-        if waiting.is_empty() {
+        if waiting.is_empty() && lanes.is_empty() {
             match pieces.recv().await {
                 // A full request on its own (the source reader's pieces under load) goes
                 // as it came: moving each 300-byte record into `waiting` and out again
@@ -50,19 +52,23 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
             return;
         };
         let most = ctx.pacer.batches_per_request();
-        if ctx.max_events_per_batch > 1 && ctx.pacer.binds() {
-            // Records wait for the limit anyway: the request is composed when its turn
-            // comes, of every piece handed on by then (within the records in flight), and
-            // a customer's records among them leave together. (Below the limit nothing is
-            // held back to be merged.)
+        let queued = waiting.len() > most || !lanes.is_empty();
+        if ctx.max_events_per_batch > 1 && (queued || ctx.pacer.binds()) {
+            // Records wait anyway (for the limit, or more of them than a request takes):
+            // the request is composed when its turn at the pacer comes, of every piece
+            // handed on by then (within the records in flight), and a customer's records
+            // among them leave together. (Otherwise nothing is held back to be merged.)
             tokio::select! {
                 _ = ctx.shutdown.wait() => return,
                 _ = ctx.pacer.next_turn() => {}
             }
-            while let Ok(piece) = pieces.try_recv() {
-                waiting.extend(piece);
+            let arrived = std::iter::from_fn(|| pieces.try_recv().ok()).flatten();
+            for o in waiting.drain(..).chain(arrived) {
+                let customer = o.customer();
+                lanes.push(o, customer);
             }
-            let bulk = take_merged(&mut waiting, most, ctx.max_events_per_batch);
+            let most = ctx.pacer.batches_per_request();
+            let bulk = take_merged(&mut lanes, most, ctx.max_events_per_batch);
             tokio::spawn(delivery::deliver(ctx.clone(), bulk, Some(slot)));
             continue;
         }
@@ -82,82 +88,27 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
     }
 }
 
-/// Takes a request's worth of batches from `waiting`, a customer's records merged into one
-/// batch ([`Outbound::merge`]); those that cannot be merged stay first in `waiting`.
-fn take_merged(waiting: &mut VecDeque<Outbound>, most: usize, max_events: usize) -> Vec<Outbound> {
-    let groups = group(waiting, most, max_events, Outbound::customer, |o| {
-        o.batch.len()
-    });
-    let mut bulk = Vec::with_capacity(groups.len());
-    let mut back = Vec::new();
-    for mut group in groups {
-        let mut lead = group.remove(0);
-        if !group.is_empty() {
-            if let Err(followers) = lead.merge(group) {
-                back.extend(followers);
+/// Takes a request's worth of batches from `lanes`, a customer's waiting records merged
+/// into one batch ([`Outbound::merge`]); those that cannot be merged stay first in their
+/// lane.
+fn take_merged(
+    lanes: &mut Lanes<Outbound, Customer>,
+    most: usize,
+    max_events: usize,
+) -> Vec<Outbound> {
+    let batches = lanes.take(most, max_events, |o| o.batch.len());
+    let mut bulk = Vec::with_capacity(batches.len());
+    for mut members in batches {
+        let mut lead = members.remove(0);
+        if !members.is_empty() {
+            if let Err(followers) = lead.merge(members) {
+                let customer = lead.customer();
+                lanes.put_back(followers, customer);
             }
         }
         bulk.push(lead);
     }
-    for o in back.into_iter().rev() {
-        waiting.push_front(o);
-    }
     bulk
-}
-
-/// Takes from `waiting` the records of up to `most` batches, in order, each record joining
-/// the batch of the earlier records with its key (up to `max_events` events, under the
-/// batch limit); a record without a key is a batch of its own. Once one of a key's records
-/// stays behind, so do its later ones: a customer's events never overtake each other.
-fn group<T, K: Hash + Eq>(
-    waiting: &mut VecDeque<T>,
-    most: usize,
-    max_events: usize,
-    key: impl Fn(&T) -> Option<K>,
-    batch_len: impl Fn(&T) -> usize,
-) -> Vec<Vec<T>> {
-    let most = most.min(MAX_BATCHES_PER_BULK);
-    let mut groups: Vec<(Vec<T>, usize)> = Vec::new();
-    let mut open: HashMap<K, usize> = HashMap::new();
-    let mut held: HashSet<K> = HashSet::new();
-    let mut size = array_size([]);
-    let mut left = VecDeque::new();
-    for next in waiting.drain(..) {
-        let len = batch_len(&next);
-        let key = key(&next);
-        if key.as_ref().is_some_and(|k| held.contains(k)) {
-            left.push_back(next);
-            continue;
-        }
-        let joined = key.as_ref().and_then(|k| open.get(k)).copied();
-        let fits = |grown: usize| groups.is_empty() || grown < MAX_REQUEST_BYTES;
-        match joined {
-            Some(g)
-                if groups[g].0.len() < max_events
-                    && groups[g].1 + len < MAX_BATCH_BYTES
-                    && fits(size + len) =>
-            {
-                groups[g].0.push(next);
-                groups[g].1 += len;
-                size += len;
-            }
-            None if groups.len() < most && fits(size + len + 1) => {
-                size += len + usize::from(!groups.is_empty());
-                if let Some(k) = key {
-                    open.insert(k, groups.len());
-                }
-                groups.push((vec![next], len));
-            }
-            _ => {
-                if let Some(k) = key {
-                    held.insert(k);
-                }
-                left.push_back(next);
-            }
-        }
-    }
-    *waiting = left;
-    groups.into_iter().map(|(members, _)| members).collect()
 }
 
 /// True when a piece of batches of these sizes is one request as [`take_fitting`] fills
@@ -261,65 +212,6 @@ mod tests {
         let (mut bulk, mut size) = (Vec::new(), array_size([]));
         assert!(take_fitting(&mut waiting, &mut bulk, &mut size, 4, |s| *s));
         assert_eq!(bulk.len(), 4);
-    }
-
-    /// Groups `(customer, size)` records the way assembly does, returning the customers'
-    /// record numbers per batch, and what stays behind.
-    fn grouped(
-        records: &[(Option<char>, usize)],
-        most: usize,
-        max_events: usize,
-    ) -> (Vec<Vec<usize>>, Vec<usize>) {
-        let mut waiting: VecDeque<(usize, Option<char>, usize)> = records
-            .iter()
-            .enumerate()
-            .map(|(i, (c, s))| (i, *c, *s))
-            .collect();
-        let groups = group(&mut waiting, most, max_events, |r| r.1, |r| r.2);
-        let numbers = |rs: &[(usize, Option<char>, usize)]| rs.iter().map(|r| r.0).collect();
-        (
-            groups.iter().map(|g| numbers(g)).collect(),
-            numbers(waiting.make_contiguous()),
-        )
-    }
-
-    #[test]
-    fn a_customers_waiting_records_share_a_batch_in_order() {
-        let a = Some('a');
-        let b = Some('b');
-        let (groups, left) = grouped(&[(a, 10), (b, 10), (a, 10), (None, 10), (a, 10)], 3, 100);
-        assert_eq!(groups, [vec![0, 2, 4], vec![1], vec![3]]);
-        assert!(left.is_empty());
-    }
-
-    #[test]
-    fn a_full_batch_holds_the_customers_later_records_back() {
-        let a = Some('a');
-        let b = Some('b');
-        let c = Some('c');
-        // Two events a batch: a's third record stays, and so does its fourth, although a
-        // batch for it would fit.
-        let (groups, left) = grouped(&[(a, 1), (a, 1), (b, 1), (a, 1), (c, 1), (a, 1)], 5, 2);
-        assert_eq!(groups, [vec![0, 1], vec![2], vec![4]]);
-        assert_eq!(left, [3, 5]);
-        // Room for two batches: c's records wait, b's later record joins b's batch.
-        let (groups, left) = grouped(&[(a, 1), (b, 1), (c, 1), (b, 1), (c, 1)], 2, 10);
-        assert_eq!(groups, [vec![0], vec![1, 3]]);
-        assert_eq!(left, [2, 4]);
-    }
-
-    #[test]
-    fn merged_batches_stay_under_the_limits() {
-        let a = Some('a');
-        let (groups, left) = grouped(&[(a, 60_000), (a, 60_000), (a, 60_000)], 5, 100);
-        assert_eq!(groups, [vec![0, 1]], "under 128 KB a batch");
-        assert_eq!(left, [2]);
-        let records: Vec<_> = (0..5)
-            .map(|i| (Some(char::from(b'a' + i)), 60_000))
-            .collect();
-        let (groups, left) = grouped(&records, 10, 100);
-        assert_eq!(groups.len(), 4, "under 256 KB a request");
-        assert_eq!(left, [4]);
     }
 
     #[test]

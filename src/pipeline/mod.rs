@@ -14,6 +14,7 @@
 mod bulk;
 mod delivery;
 pub mod intake;
+mod lanes;
 mod outbound;
 mod readers;
 pub mod retry_schedule;

@@ -83,9 +83,10 @@ async fn a_customers_waiting_records_leave_in_one_batch_in_order_with_the_latest
     let merged = batches.iter().filter(|b| event_ids(b).len() > 1).count();
     assert!(
         batches.len() < CUSTOMERS * EACH / 2 && merged > 0,
-        "{} batches for {} events, {merged} of several",
+        "{} batches for {} events, {merged} of several: {:?}",
         batches.len(),
-        CUSTOMERS * EACH
+        CUSTOMERS * EACH,
+        batches.iter().map(event_ids).collect::<Vec<_>>()
     );
     // Where each customer's last event went: its batch carries the latest balance.
     let mut last_balance: HashMap<String, String> = HashMap::new();
