@@ -20,15 +20,19 @@ fn balance(id: &str, customer: &str, spendable: usize) -> String {
     )
 }
 
-/// A service held to 5 batches/s, and the customers' events produced interleaved
-/// (`c0-0, c1-0, …, c0-1, …`), keyed by customer, each with a higher balance than the last.
-async fn interleaved_backlog() -> (TestService, HashSet<String>) {
+/// A service held to 5 batches/s (its stand-in with `fault`, if any), and the customers'
+/// events produced interleaved (`c0-0, c1-0, …, c0-1, …`), keyed by customer, each with a
+/// higher balance than the last.
+async fn interleaved_backlog(fault: Option<Fault>) -> (TestService, HashSet<String>) {
     let service = ServiceSpec::default()
         .partitions(1)
         .topics(1)
         .env("MPARTICLE_MAX_BATCHES_PER_SECOND", "5")
         .spawn()
         .await;
+    if let Some(fault) = fault {
+        service.standin.add_fault(fault);
+    }
     let producer = producer();
     let mut ids = HashSet::new();
     for i in 0..EACH {
@@ -64,7 +68,7 @@ fn nth(id: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customers_waiting_records_leave_in_one_batch_in_order_with_the_latest_attributes() {
-    let (service, ids) = interleaved_backlog().await;
+    let (service, ids) = interleaved_backlog(None).await;
     assert!(
         eventually(Duration::from_secs(60), || service
             .standin
@@ -137,31 +141,7 @@ async fn a_customers_waiting_records_leave_in_one_batch_in_order_with_the_latest
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merged_batch_refused_for_one_record_delivers_the_others_and_dead_letters_that_one() {
-    let service = ServiceSpec::default()
-        .partitions(1)
-        .topics(1)
-        .env("MPARTICLE_MAX_BATCHES_PER_SECOND", "5")
-        .spawn()
-        .await;
-    service
-        .standin
-        .add_fault(Fault::status(400).when_id("c1-3"));
-    let producer = producer();
-    let mut ids = HashSet::new();
-    for i in 0..EACH {
-        for c in 0..CUSTOMERS {
-            let (id, customer) = (format!("c{c}-{i}"), format!("c{c}"));
-            let value = balance(&id, &customer, i * 10);
-            produce(
-                &producer,
-                &service.topics[0],
-                Some(&customer),
-                value.as_bytes(),
-            )
-            .await;
-            ids.insert(id);
-        }
-    }
+    let (service, mut ids) = interleaved_backlog(Some(Fault::status(400).when_id("c1-3"))).await;
     ids.remove("c1-3");
     assert!(
         eventually(Duration::from_secs(60), || {
