@@ -247,18 +247,12 @@ async fn merged_backlog(
     let _ = child.kill();
     let _ = child.wait();
     assert!(done, "the backlog did not drain in {timeout:?}");
-    let requests = standin.requests();
-    let accepted: Vec<&RequestLog> = requests.iter().filter(|r| r.status == 202).collect();
-    let span_s = match (accepted.first(), accepted.last()) {
-        (Some(first), Some(last)) => ((last.at_ms - first.at_ms) as f64 / 1000.0).max(0.001),
-        _ => f64::NAN,
-    };
-    let batches = standin.accepted_count() as f64;
-    let delivered = standin.accepted_event_count() as f64;
+    let batches_per_s = shares(&standin.requests(), limit).achieved * limit;
+    let events_per_batch = standin.accepted_event_count() as f64 / standin.accepted_count() as f64;
     standin.stop();
     (
-        delivered / span_s,
-        batches / span_s,
+        batches_per_s * events_per_batch,
+        batches_per_s,
         peak_rss as f64 / 1048576.0,
     )
 }

@@ -13,6 +13,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod crash;
+pub mod digest;
 pub mod event;
 pub mod gate;
 pub mod http_server;

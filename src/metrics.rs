@@ -41,7 +41,6 @@ pub struct Metrics {
     http_request_duration: Histogram,
     delivery_latency: Histogram,
     bulk_size: Histogram,
-    batches_delivered: IntCounter,
     events_per_batch: Histogram,
     retry_scheduled: IntGauge,
     oldest_due_retry_age: prometheus::Gauge,
@@ -159,17 +158,9 @@ impl Metrics {
                 "Batches in each Events API request.",
                 vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0],
             )?,
-            batches_delivered: {
-                let c = IntCounter::with_opts(opts(
-                    "batches_delivered_total",
-                    "Batches mParticle accepted (the rate limit counts these); a batch carries one or more events of one customer.",
-                ))?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
             events_per_batch: histogram(
                 "events_per_batch",
-                "Events in each delivered batch: more than one when a customer's records waited together (MPARTICLE_MAX_EVENTS_PER_BATCH).",
+                "Events in each delivered batch (its count is the batches delivered, which the rate limit counts): more than one when a customer's records waited together (MPARTICLE_MAX_EVENTS_PER_BATCH).",
                 vec![1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0],
             )?,
             oldest_due_retry_age: {
@@ -321,13 +312,10 @@ impl Metrics {
     /// The batches of one delivered request, by the events each carried.
     pub fn batches_delivered(&self, events: impl Iterator<Item = usize>) {
         let local = self.events_per_batch.local();
-        let mut batches = 0;
         for n in events {
             local.observe(n as f64);
-            batches += 1;
         }
         local.flush();
-        self.batches_delivered.inc_by(batches);
     }
 
     /// The latencies of one request's records, added to the histogram at once.

@@ -76,9 +76,7 @@ impl Pacer {
     /// Waits until a request of `batches` batches may be sent; returns how long it waited
     /// for the rate (a `Retry-After` hold is counted by [`hold`](Self::hold)).
     pub async fn acquire(&self, batches: usize) -> Duration {
-        if self.wait_for_hold().await {
-            *lock(&self.last_held) = Some(Instant::now());
-        }
+        self.wait_for_hold().await;
         // The async mutex queues waiters in order, so requests leave in the order they came.
         let mut bucket = self.bucket.lock().await;
         let now = Instant::now();
@@ -99,9 +97,7 @@ impl Pacer {
             bucket.refilled_at = now + waited;
         }
         drop(bucket);
-        if self.wait_for_hold().await {
-            *lock(&self.last_held) = Some(Instant::now());
-        }
+        self.wait_for_hold().await;
         waited
     }
 
@@ -132,17 +128,16 @@ impl Pacer {
         until - current
     }
 
-    /// Waits while a hold is in force; true when there was one.
-    async fn wait_for_hold(&self) -> bool {
-        let mut held = false;
+    /// Waits while a hold is in force; the limit binds from its end.
+    async fn wait_for_hold(&self) {
         loop {
             let until = *lock(&self.hold_until);
             match until {
                 Some(until) if until > Instant::now() => {
-                    held = true;
                     sleep_until(until).await;
+                    *lock(&self.last_held) = Some(Instant::now());
                 }
-                _ => return held,
+                _ => return,
             }
         }
     }

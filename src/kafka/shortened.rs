@@ -7,6 +7,7 @@
 //! bytes of the value, the value's size and SHA-256. `forwarder-original-truncated` says
 //! what was cut; `replay-dlq` never republishes such a record.
 
+use crate::digest::sha256_hex;
 use crate::kafka::record::{Header, HeaderList, HeaderName, SourceRecord};
 
 /// What was cut, comma-separated: `value`, `headers`, `key`.
@@ -92,7 +93,7 @@ pub fn shorten(record: &SourceRecord, headers: &HeaderList, cut: Cut) -> Shorten
     let mut add = |name: &str, text: String| kept.push((name.into(), Some(text.into())));
     add(TRUNCATED, what.join(","));
     add(VALUE_BYTES, value.len().to_string());
-    add(VALUE_SHA256, hex(&openssl::sha::sha256(value)));
+    add(VALUE_SHA256, sha256_hex(value));
     add(HEADERS_DROPPED, dropped.to_string());
     Shortened {
         key,
@@ -108,10 +109,6 @@ pub fn is_shortened(headers: &[Header]) -> bool {
 
 fn is_forwarders(name: &HeaderName) -> bool {
     name.starts_with("forwarder-")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -153,7 +150,7 @@ mod tests {
         assert_eq!(text(&s, VALUE_BYTES), Some("1000000"));
         let sha = text(&s, VALUE_SHA256).unwrap();
         assert_eq!(sha.len(), 64);
-        assert_eq!(sha, hex(&openssl::sha::sha256(&vec![b'v'; 1_000_000])));
+        assert_eq!(sha, sha256_hex(&vec![b'v'; 1_000_000]));
         assert_eq!(text(&s, HEADERS_DROPPED), Some("0"));
         assert!(text(&s, "traceparent").is_some());
         assert!(text(&s, "forwarder-error").is_some());

@@ -3,12 +3,14 @@
 //! share. mParticle's limit counts batches, not events, so a customer's events that wait
 //! together leave as one.
 //!
-//! Merging runs only while records wait for the rate limit, when the process has time to
-//! spare: it reads the batches back with serde_json rather than keeping their parts apart.
+//! Merging runs only while records wait (for the rate limit, or behind each other), when
+//! the process has time to spare: it reads the batches back with serde_json rather than
+//! keeping their parts apart.
 
 use serde_json::{Map, Value};
 
 use super::{MAX_BATCH_BYTES, MAX_USER_ATTRIBUTES};
+use crate::digest::sha256_hex;
 
 /// The batch carrying the events of `batches` (each a batch of one record, in the records'
 /// order), or `None` when they cannot share one: their identities or environments differ,
@@ -44,9 +46,8 @@ pub fn merged<'b>(batches: impl IntoIterator<Item = &'b [u8]>) -> Option<Vec<u8>
 /// The `source_request_id` of a batch of these records' events: the same records in the
 /// same order always get the same id, so that a resent batch is deduplicated by mParticle.
 pub fn merged_id(ids: &[String]) -> String {
-    let digest = openssl::sha::sha256(ids.join("\n").as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("merged-{}-{hex}", ids.len())
+    let digest = sha256_hex(ids.join("\n").as_bytes());
+    format!("merged-{}-{}", ids.len(), &digest[..32])
 }
 
 fn text(batch: &Map<String, Value>, key: &str) -> Option<String> {

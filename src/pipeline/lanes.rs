@@ -1,4 +1,5 @@
-//! Records waiting for a request while the rate limit binds, in a lane per customer: a
+//! Records waiting for a request (while the rate limit binds, or more wait than a request
+//! takes), in a lane per customer: a
 //! request takes the first lanes in the order of their oldest record, and from each as
 //! many of its records as one batch holds. Adding a record and taking one cost the same
 //! however many wait, so the queue can reach as far as the records in flight.
@@ -18,9 +19,8 @@ enum Lane<K> {
 
 pub(super) struct Lanes<T, K> {
     records: HashMap<Lane<K>, VecDeque<T>>,
-    /// The lanes in the order of their oldest waiting record.
+    /// The lanes that hold records, in the order of their oldest.
     order: VecDeque<Lane<K>>,
-    len: usize,
     alone: u64,
 }
 
@@ -29,18 +29,17 @@ impl<T, K: Hash + Eq + Clone> Lanes<T, K> {
         Lanes {
             records: HashMap::new(),
             order: VecDeque::new(),
-            len: 0,
             alone: 0,
         }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.len
+        self.records.values().map(VecDeque::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.order.is_empty()
     }
 
     /// Queues a record of `customer` (`None`: a lane of its own) behind the customer's others.
@@ -57,7 +56,6 @@ impl<T, K: Hash + Eq + Clone> Lanes<T, K> {
             self.order.push_back(lane);
         }
         records.push_back(record);
-        self.len += 1;
     }
 
     /// Puts `records` (taken last, in order) back first in their lane.
@@ -73,7 +71,6 @@ impl<T, K: Hash + Eq + Clone> Lanes<T, K> {
         if queue.is_empty() {
             self.order.push_front(lane);
         }
-        self.len += records.len();
         for record in records.into_iter().rev() {
             queue.push_front(record);
         }
@@ -116,7 +113,6 @@ impl<T, K: Hash + Eq + Clone> Lanes<T, K> {
                 size += len;
                 batch.extend(records.pop_front());
             }
-            self.len -= batch.len();
             let lane = self.order.pop_front().expect("the front lane");
             if self.records[&lane].is_empty() {
                 self.records.remove(&lane);

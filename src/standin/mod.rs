@@ -466,29 +466,24 @@ fn bad_request(message: &str) -> HttpResponse {
     http_server::json(StatusCode::BAD_REQUEST, body.to_string())
 }
 
-/// Pulls `source_request_id`s out of a body without judging it.
-fn ids_in(body: &[u8]) -> Vec<String> {
-    batches_in(body)
-        .iter()
-        .filter_map(|b| b.get("source_request_id")?.as_str().map(str::to_string))
-        .collect()
-}
-
-/// Pulls the events' `source_message_id`s out of a body without judging it.
-fn event_ids_in(body: &[u8]) -> Vec<String> {
-    batches_in(body)
-        .iter()
-        .flat_map(event_ids)
-        .map(str::to_string)
-        .collect()
-}
-
-fn batches_in(body: &[u8]) -> Vec<Value> {
-    match serde_json::from_slice::<Value>(body) {
+/// Pulls out of a body, without judging it, each batch's `source_request_id` and each
+/// event's `source_message_id`.
+fn ids_in(body: &[u8]) -> (Vec<String>, Vec<String>) {
+    let batches = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(batches)) => batches,
         Ok(batch) => vec![batch],
         Err(_) => Vec::new(),
-    }
+    };
+    let ids = batches
+        .iter()
+        .filter_map(|b| b.get("source_request_id")?.as_str().map(str::to_string))
+        .collect();
+    let events = batches
+        .iter()
+        .flat_map(event_ids)
+        .map(str::to_string)
+        .collect();
+    (ids, events)
 }
 
 /// The `source_message_id` of each event of a batch.
@@ -641,8 +636,8 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
             .or_default() += 1;
         return response;
     }
-    let ids = ids_in(&body);
-    let fault = lock(&state.faults).take(&[&ids[..], &event_ids_in(&body)].concat());
+    let (ids, events) = ids_in(&body);
+    let fault = lock(&state.faults).take(&[ids.as_slice(), &events].concat());
     if let Some(fault) = &fault {
         if fault.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;

@@ -127,7 +127,7 @@ async fn a_customers_waiting_records_leave_in_one_batch_in_order_with_the_latest
     let metrics = scrape(service.admin);
     let value = |series: &str| metric_value(&metrics, series).unwrap_or(-1.0);
     assert_eq!(
-        value("mparticle_forwarder_batches_delivered_total"),
+        value("mparticle_forwarder_events_per_batch_count"),
         batches.len() as f64
     );
     assert_eq!(
