@@ -21,6 +21,9 @@ use crate::mparticle::body::array_size;
 use crate::mparticle::{MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
 
 /// Runs until `pieces` closes and every gathered batch has been handed to a delivery task.
+/// Each request passes the gate and the pacer here, before it is handed on: requests leave
+/// in the order they are composed, and whether the limit binds is known when the next one
+/// is composed.
 pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<Outbound>>) {
     let mut waiting: VecDeque<Outbound> = VecDeque::new();
     // While the limit binds (and until they are all sent), records wait here instead.
@@ -37,23 +40,24 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
                         ctx.pacer.batches_per_request(),
                     ) =>
                 {
-                    let Ok(slot) = ctx.request_slots.clone().acquire_owned().await else {
+                    let Some(admitted) = delivery::admit(&ctx).await else {
                         return;
                     };
-                    tokio::spawn(delivery::deliver(ctx.clone(), piece, Some(slot)));
+                    if !hand_on(&ctx, piece, admitted).await {
+                        return;
+                    }
                 }
                 Some(piece) => waiting.extend(piece),
                 None => return,
             }
             continue;
         }
-        // Waiting for a request slot first lets the request fill while earlier ones run.
-        let Ok(slot) = ctx.request_slots.clone().acquire_owned().await else {
+        let Some(admitted) = delivery::admit(&ctx).await else {
             return;
         };
         let most = ctx.pacer.batches_per_request();
         let queued = waiting.len() > most || !lanes.is_empty();
-        if ctx.max_events_per_batch > 1 && (queued || ctx.pacer.binds()) {
+        let bulk = if ctx.max_events_per_batch > 1 && (queued || ctx.pacer.binds()) {
             // Records wait anyway (for the limit, or more of them than a request takes):
             // the request is composed when its turn at the pacer comes, of every piece
             // handed on by then (within the records in flight), and a customer's records
@@ -68,24 +72,36 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
                 lanes.push(o, customer);
             }
             let most = ctx.pacer.batches_per_request();
-            let bulk = take_merged(&mut lanes, most, ctx.max_events_per_batch);
-            tokio::spawn(delivery::deliver(ctx.clone(), bulk, Some(slot)));
-            continue;
-        }
-        let mut bulk = Vec::with_capacity(most.min(waiting.len()));
-        let mut size = array_size([]);
-        let deadline = Instant::now() + ctx.bulk_linger;
-        loop {
-            if take_fitting(&mut waiting, &mut bulk, &mut size, most, |o| o.batch.len()) {
-                break;
+            take_merged(&mut lanes, most, ctx.max_events_per_batch)
+        } else {
+            let mut bulk = Vec::with_capacity(most.min(waiting.len()));
+            let mut size = array_size([]);
+            let deadline = Instant::now() + ctx.bulk_linger;
+            loop {
+                if take_fitting(&mut waiting, &mut bulk, &mut size, most, |o| o.batch.len()) {
+                    break;
+                }
+                match timeout_at(deadline, pieces.recv()).await {
+                    Ok(Some(piece)) => waiting.extend(piece),
+                    _ => break,
+                }
             }
-            match timeout_at(deadline, pieces.recv()).await {
-                Ok(Some(piece)) => waiting.extend(piece),
-                _ => break,
-            }
+            bulk
+        };
+        if !hand_on(&ctx, bulk, admitted).await {
+            return;
         }
-        tokio::spawn(delivery::deliver(ctx.clone(), bulk, Some(slot)));
     }
+}
+
+/// Waits for the request's turn at the pacer and hands it to a delivery task; false at
+/// shutdown.
+async fn hand_on(ctx: &Arc<Context>, bulk: Vec<Outbound>, admitted: delivery::Admitted) -> bool {
+    let Some(cleared) = delivery::pass_pacer(ctx, admitted, bulk.len()).await else {
+        return false;
+    };
+    tokio::spawn(delivery::deliver(ctx.clone(), bulk, Some(cleared)));
+    true
 }
 
 /// Takes a request's worth of batches from `lanes`, a customer's waiting records merged

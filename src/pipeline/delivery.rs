@@ -51,20 +51,54 @@ fn failure(item: &InFlight, kind: ErrorKind, answer: &Answer, attempt_ms: i64) -
     }
 }
 
-/// Sends `items` as one request and carries each record to its outcome. Boxed, because a
-/// split bulk spawns deliveries of its halves.
+/// A request slot held and the gate passed: what a request needs before its turn at the
+/// pacer ([`admit`]).
+pub(super) struct Admitted(OwnedSemaphorePermit);
+
+/// A request that may leave now: slot, gate and pacer passed ([`pass_pacer`]).
+pub(super) struct Cleared(OwnedSemaphorePermit);
+
+/// Waits for a request slot, then for the gate; `None` at shutdown. (Waiting for the slot
+/// first lets bulk assembly fill a request while earlier ones run.)
+pub(super) async fn admit(ctx: &Context) -> Option<Admitted> {
+    let slot = ctx.request_slots.clone().acquire_owned().await.ok()?;
+    tokio::select! {
+        _ = ctx.shutdown.wait() => None,
+        _ = ctx.gate.admit() => Some(Admitted(slot)),
+    }
+}
+
+/// Waits for the turn of a request of `batches` batches at the pacer; `None` at shutdown.
+/// Bulk assembly passes the pacer before it hands a request on, so that requests leave in
+/// the order they were composed and the limit is seen to bind by the next one composed.
+pub(super) async fn pass_pacer(
+    ctx: &Context,
+    Admitted(slot): Admitted,
+    batches: usize,
+) -> Option<Cleared> {
+    let waited = tokio::select! {
+        _ = ctx.shutdown.wait() => return None,
+        waited = ctx.pacer.acquire(batches) => waited,
+    };
+    ctx.metrics.pacing_held(waited);
+    Some(Cleared(slot))
+}
+
+/// Sends `items` as one request (`cleared` when bulk assembly has already passed the
+/// pacer for it) and carries each record to its outcome. Boxed, because a split bulk
+/// spawns deliveries of its halves.
 pub(super) fn deliver(
     ctx: Arc<Context>,
     items: Vec<Outbound>,
-    slot: Option<OwnedSemaphorePermit>,
+    cleared: Option<Cleared>,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(deliver_request(ctx, items, slot))
+    Box::pin(deliver_request(ctx, items, cleared))
 }
 
 async fn deliver_request(
     ctx: Arc<Context>,
     mut items: Vec<Outbound>,
-    mut slot: Option<OwnedSemaphorePermit>,
+    mut cleared: Option<Cleared>,
 ) {
     loop {
         // A request never carries more batches than the pace lets through: the rest go as
@@ -74,23 +108,19 @@ async fn deliver_request(
             let rest = items.split_off(most);
             tokio::spawn(deliver(ctx.clone(), rest, None));
         }
-        let permit = match slot.take() {
-            Some(permit) => permit,
-            None => match ctx.request_slots.clone().acquire_owned().await {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
         // Records left unfinished at shutdown keep their offsets back: consumed again later.
-        tokio::select! {
-            _ = ctx.shutdown.wait() => return,
-            _ = ctx.gate.admit() => {}
-        }
-        let waited = tokio::select! {
-            _ = ctx.shutdown.wait() => return,
-            waited = ctx.pacer.acquire(items.len()) => waited,
+        let Cleared(permit) = match cleared.take() {
+            Some(cleared) => cleared,
+            None => {
+                let Some(admitted) = admit(&ctx).await else {
+                    return;
+                };
+                match pass_pacer(&ctx, admitted, items.len()).await {
+                    Some(cleared) => cleared,
+                    None => return,
+                }
+            }
         };
-        ctx.metrics.pacing_held(waited);
         // Waiting for the pacer can outlast a rebalance: records whose partition moved
         // meanwhile are the new owner's, and sending them here too would spend the
         // account's limit twice.

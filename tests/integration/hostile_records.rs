@@ -139,10 +139,13 @@ async fn more_retries_waiting_than_memory_holds_are_each_written_once_and_all_de
         .topics(1)
         .env("MAX_IN_FLIGHT_RECORDS", "20")
         .env("RETRY_BACKOFF", "5s")
+        // One request at a time, so that answers come back in the order the stand-in gave
+        // them: nine failed requests in a row, then one answered, stay below the gate's
+        // outage threshold (ten in a row). With requests in parallel, the answered one
+        // could be counted after the next failures and open the gate.
+        .env("MPARTICLE_MAX_IN_FLIGHT_REQUESTS", "1")
         .spawn()
         .await;
-    // Nine failed requests in a row, then one answered, stay below the gate's outage
-    // threshold (ten in a row).
     for _ in 0..4 {
         service.standin.add_fault(Fault::status(503).times(9));
         service.standin.add_fault(Fault::delay(0).times(1));
