@@ -50,6 +50,8 @@ pub struct Metrics {
     gate_openings: IntCounterVec,
     records_in_flight: IntGauge,
     bytes_in_flight: IntGauge,
+    customers_held: IntGauge,
+    records_held: IntGauge,
     requests_in_flight: IntGauge,
     rebalances: IntCounterVec,
     pacing_rate: prometheus::Gauge,
@@ -193,6 +195,14 @@ impl Metrics {
             bytes_in_flight: gauge(
                 "bytes_in_flight",
                 "Bytes of record values and keys held in memory (source records in flight, retries waiting or sent), within MAX_IN_FLIGHT_BYTES each.",
+            )?,
+            customers_held: gauge(
+                "customers_held_behind_retry",
+                "Customers whose later records wait behind one of their records waiting for a retry.",
+            )?,
+            records_held: gauge(
+                "records_held_behind_retry",
+                "Records of held customers in the retry path: the retries they wait behind, and the records waiting behind those.",
             )?,
             requests_in_flight: gauge("requests_in_flight", "Events API requests under way.")?,
             rebalances: counter(
@@ -368,6 +378,11 @@ impl Metrics {
 
     pub fn set_bytes_in_flight(&self, bytes: u64) {
         self.bytes_in_flight.set(bytes as i64);
+    }
+
+    pub fn set_held_behind_retries(&self, customers: usize, records: usize) {
+        self.customers_held.set(customers as i64);
+        self.records_held.set(records as i64);
     }
 
     pub fn records_in_flight_add(&self, delta: i64) {

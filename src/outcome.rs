@@ -29,6 +29,9 @@ pub enum ErrorKind {
     Unmapped,
     /// Every delivery attempt failed retryably.
     AttemptsExhausted,
+    /// Not sent yet: an earlier record of the customer waits for a retry, and this one
+    /// waits behind it (no attempt used).
+    HeldBehind,
 }
 
 impl ErrorKind {
@@ -45,6 +48,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "too_large",
             ErrorKind::Unmapped => "unmapped_action",
             ErrorKind::AttemptsExhausted => "attempts_exhausted",
+            ErrorKind::HeldBehind => "held_behind",
         }
     }
 
@@ -67,6 +71,7 @@ pub const ALL_KINDS: &[ErrorKind] = &[
     ErrorKind::TooLarge,
     ErrorKind::Unmapped,
     ErrorKind::AttemptsExhausted,
+    ErrorKind::HeldBehind,
 ];
 
 impl fmt::Display for ErrorKind {

@@ -49,12 +49,6 @@ impl Batch {
         &self.buffer[self.range.clone()]
     }
 
-    /// The bytes at `range` of the batch, sharing its buffer.
-    pub fn slice(&self, range: Range<usize>) -> Bytes {
-        let start = self.range.start;
-        self.buffer.slice(start + range.start..start + range.end)
-    }
-
     /// Whether `next` follows this batch in the same buffer, one comma after it.
     fn followed_by(&self, next: &Batch) -> bool {
         self.buffer.as_ptr() == next.buffer.as_ptr()

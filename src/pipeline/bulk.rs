@@ -1,246 +1,196 @@
-//! Bulk assembly: batches ready to send are gathered into requests of up to 100 batches
+//! Bulk assembly: records ready to send are gathered into requests of up to 100 batches
 //! (fewer when the pace is slow: [`Pacer::batches_per_request`](crate::pacer::Pacer::batches_per_request))
-//! and under 256 KB. They arrive in pieces (the source reader sends up to a full request
-//! at a time, the retry reader one by one). A request leaves when it is full, or when no
-//! further batch arrives within `MPARTICLE_BULK_LINGER`; under load requests fill up
-//! without waiting. When the rate limit binds, or more batches wait than a request takes,
-//! the records of one customer among them are merged into one batch ([`Lanes`]): nothing
-//! ever waits in order to be merged.
+//! and under 256 KB, and each request passes the gate and the pacer here, before it is
+//! handed to a delivery task, so that requests leave in the order they are composed.
+//!
+//! Records wait in a lane per customer ([`Lanes`]), and a customer has one batch under way
+//! at a time: its next records go once that batch's records have their outcomes, so they
+//! reach mParticle in order. A customer's records waiting together leave in one batch.
+//! Below the limit a request leaves when it is full or when nothing more arrives within
+//! `MPARTICLE_BULK_LINGER`; while the limit binds, it is composed when its turn at the
+//! pacer comes, of everything handed on by then. Nothing waits in order to be merged.
+//!
+//! When a customer's record goes to the retry topic, the customer is held
+//! ([`Holds`](super::holds::Holds)): its later records are written to the retry topic
+//! behind it, due with it, until it comes back.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
-use super::Context;
 use super::delivery;
-use super::lanes::Lanes;
-use super::outbound::{Customer, Outbound};
-use crate::mparticle::body::array_size;
-use crate::mparticle::{MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
+use super::holds::FirstSeen;
+use super::lanes::{Lanes, Turn};
+use super::outbound::{Outbound, members};
+use super::{Context, Origin};
+use crate::clock::unix_ms;
+use crate::kafka::headers::Failure;
+use crate::outcome::ErrorKind;
 
-/// Runs until `pieces` closes and every gathered batch has been handed to a delivery task.
-/// Each request passes the gate and the pacer here, before it is handed on: requests leave
-/// in the order they are composed, and whether the limit binds is known when the next one
-/// is composed.
+/// Runs until `pieces` closes and every record handed on has been handed to a delivery
+/// task (or written behind its customer's retry).
 pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<Outbound>>) {
-    let mut waiting: VecDeque<Outbound> = VecDeque::new();
-    // While the limit binds (and until they are all sent), records wait here instead.
-    let mut lanes: Lanes<Outbound, Customer> = Lanes::new();
+    let mut lanes: Lanes<Outbound, Box<[u8]>> = Lanes::new();
+    // Records held behind a retry are written one after another, in order.
+    let (held_tx, held_rx) = mpsc::unbounded_channel();
+    tokio::spawn(write_held(ctx.clone(), held_rx));
+    let assembly = Assembly {
+        ctx: &ctx,
+        held: held_tx,
+    };
+    let mut open = true;
     loop {
-        if waiting.is_empty() && lanes.is_empty() {
-            match pieces.recv().await {
-                // A full request on its own (the source reader's pieces under load) goes
-                // as it came: moving each 300-byte record into `waiting` and out again
-                // showed in profiles.
-                Some(piece)
-                    if is_full_request(
-                        piece.iter().map(|o| o.batch.len()),
-                        ctx.pacer.batches_per_request(),
-                    ) =>
-                {
-                    let Some(admitted) = delivery::admit(&ctx).await else {
-                        return;
-                    };
-                    if !hand_on(&ctx, piece, admitted).await {
-                        return;
-                    }
-                }
-                Some(piece) => waiting.extend(piece),
-                None => return,
+        assembly.next_turns(&mut lanes);
+        if lanes.ready() == 0 {
+            if !open && lanes.is_empty() {
+                return;
+            }
+            tokio::select! {
+                _ = ctx.shutdown.wait() => return,
+                piece = pieces.recv(), if open => match piece {
+                    Some(piece) => assembly.line_up(&mut lanes, piece),
+                    None => open = false,
+                },
+                _ = ctx.finished.wait() => {}
             }
             continue;
         }
         let Some(admitted) = delivery::admit(&ctx).await else {
             return;
         };
-        let most = ctx.pacer.batches_per_request();
-        let queued = waiting.len() > most || !lanes.is_empty();
-        let bulk = if ctx.max_events_per_batch > 1 && (queued || ctx.pacer.binds()) {
-            // Records wait anyway (for the limit, or more of them than a request takes):
-            // the request is composed when its turn at the pacer comes, of every piece
-            // handed on by then (within the records in flight), and a customer's records
-            // among them leave together. (Otherwise nothing is held back to be merged.)
+        if ctx.pacer.binds() {
+            // Records wait anyway: the request is composed when its turn at the pacer
+            // comes, so that what arrives meanwhile joins it.
             tokio::select! {
                 _ = ctx.shutdown.wait() => return,
                 _ = ctx.pacer.next_turn() => {}
             }
-            let arrived = std::iter::from_fn(|| pieces.try_recv().ok()).flatten();
-            for o in waiting.drain(..).chain(arrived) {
-                let customer = o.customer();
-                lanes.push(o, customer);
-            }
-            let most = ctx.pacer.batches_per_request();
-            take_merged(&mut lanes, most, ctx.max_events_per_batch)
         } else {
-            let mut bulk = Vec::with_capacity(most.min(waiting.len()));
-            let mut size = array_size([]);
             let deadline = Instant::now() + ctx.bulk_linger;
-            loop {
-                if take_fitting(&mut waiting, &mut bulk, &mut size, most, |o| o.batch.len()) {
-                    break;
-                }
+            while open && lanes.ready() < ctx.pacer.batches_per_request() {
                 match timeout_at(deadline, pieces.recv()).await {
-                    Ok(Some(piece)) => waiting.extend(piece),
-                    _ => break,
+                    Ok(Some(piece)) => assembly.line_up(&mut lanes, piece),
+                    Ok(None) => open = false,
+                    Err(_) => break,
                 }
             }
-            bulk
-        };
-        if !hand_on(&ctx, bulk, admitted).await {
-            return;
         }
+        while let Ok(piece) = pieces.try_recv() {
+            assembly.line_up(&mut lanes, piece);
+        }
+        assembly.next_turns(&mut lanes);
+        let bulk = assembly.take(&mut lanes);
+        if bulk.is_empty() {
+            continue;
+        }
+        let Some(cleared) = delivery::pass_pacer(&ctx, admitted, bulk.len()).await else {
+            return;
+        };
+        tokio::spawn(delivery::deliver(ctx.clone(), bulk, Some(cleared)));
     }
 }
 
-/// Waits for the request's turn at the pacer and hands it to a delivery task; false at
-/// shutdown.
-async fn hand_on(ctx: &Arc<Context>, bulk: Vec<Outbound>, admitted: delivery::Admitted) -> bool {
-    let Some(cleared) = delivery::pass_pacer(ctx, admitted, bulk.len()).await else {
-        return false;
-    };
-    tokio::spawn(delivery::deliver(ctx.clone(), bulk, Some(cleared)));
-    true
+struct Assembly<'a> {
+    ctx: &'a Arc<Context>,
+    held: mpsc::UnboundedSender<(Outbound, i64)>,
 }
 
-/// Takes a request's worth of batches from `lanes`, a customer's waiting records merged
-/// into one batch ([`Outbound::merge`]); those that cannot be merged stay first in their
-/// lane.
-fn take_merged(
-    lanes: &mut Lanes<Outbound, Customer>,
-    most: usize,
-    max_events: usize,
-) -> Vec<Outbound> {
-    let batches = lanes.take(most, max_events, |o| o.batch.len());
-    let mut bulk = Vec::with_capacity(batches.len());
-    for mut members in batches {
-        let mut lead = members.remove(0);
-        if !members.is_empty() {
-            if let Err(followers) = lead.merge(members) {
-                let customer = lead.customer();
-                lanes.put_back(followers, customer);
+impl Assembly<'_> {
+    /// Puts each record of `piece` in its customer's lane, or, while the customer is held
+    /// behind a retry, on its way to the retry topic behind it.
+    fn line_up(&self, lanes: &mut Lanes<Outbound, Box<[u8]>>, piece: Vec<Outbound>) {
+        for o in piece {
+            let Some(customer) = o.customer() else {
+                lanes.push(o, None);
+                continue;
+            };
+            match o.item.origin {
+                // Back from the retry topic: it holds its customer no longer, and its
+                // lane keeps it in order from here.
+                Origin::Retries => {
+                    let first_seen = FirstSeen::of(&o.item.record);
+                    self.ctx.holds.release(&customer, &first_seen);
+                    lanes.push(o, Some(customer));
+                }
+                Origin::Source => match self.ctx.holds.due_ms(&customer, unix_ms()) {
+                    Some(due_ms) => self.hold_back(&customer, vec![o], due_ms),
+                    None => lanes.push(o, Some(customer)),
+                },
             }
         }
-        bulk.push(lead);
     }
-    bulk
+
+    /// Lets the customers whose batches have their outcomes send their next records, or,
+    /// when the batch went to the retry topic, writes those records behind it.
+    fn next_turns(&self, lanes: &mut Lanes<Outbound, Box<[u8]>>) {
+        for customer in self.ctx.finished.take() {
+            if let Some(due_ms) = self.ctx.holds.due_ms(&customer, unix_ms()) {
+                let waiting = lanes.drain(customer.clone());
+                self.hold_back(&customer, waiting, due_ms);
+            }
+            lanes.done(customer);
+        }
+    }
+
+    /// Sends `records` of a held `customer` to the retry topic behind its retry, due at
+    /// `due_ms`; they hold the customer from now on, so that none of its later records
+    /// overtakes them while they are written.
+    fn hold_back(&self, customer: &[u8], records: Vec<Outbound>, due_ms: i64) {
+        for o in members(records) {
+            self.ctx
+                .holds
+                .add(customer, FirstSeen::of(&o.item.record), due_ms);
+            // Closed only when the writer is gone, at shutdown: the record is then left
+            // unfinished, to be consumed again.
+            let _ = self.held.send((o, due_ms));
+        }
+    }
+
+    /// A request's worth of batches: from each ready lane the customer's first records,
+    /// merged into one batch ([`Outbound::merge`]) when several join; those that cannot be
+    /// merged stay first in their lane. Each batch of a customer is its turn ([`Turn`]).
+    fn take(&self, lanes: &mut Lanes<Outbound, Box<[u8]>>) -> Vec<Outbound> {
+        let most = self.ctx.pacer.batches_per_request();
+        let max_events = self.ctx.max_events_per_batch;
+        let batches = lanes.take(most, max_events, |o| o.batch.len(), Outbound::joins);
+        let mut bulk = Vec::with_capacity(batches.len());
+        for mut members in batches {
+            let mut lead = members.remove(0);
+            let customer = lead.customer();
+            if !members.is_empty() {
+                if let Err(followers) = lead.merge(members) {
+                    lanes.put_back(followers, customer.clone());
+                }
+            }
+            if let Some(customer) = customer {
+                let turn = Turn::new(customer, self.ctx.finished.clone());
+                for record in lead.records_mut() {
+                    record.turn = Some(turn.clone());
+                }
+            }
+            bulk.push(lead);
+        }
+        bulk
+    }
 }
 
-/// True when a piece of batches of these sizes is one request as [`take_fitting`] fills
-/// it: `most` batches (100 at full pace), under the size limit.
-fn is_full_request(batch_sizes: impl ExactSizeIterator<Item = usize>, most: usize) -> bool {
-    batch_sizes.len() == most.min(MAX_BATCHES_PER_BULK)
-        && array_size(batch_sizes) < MAX_REQUEST_BYTES
-}
-
-/// Moves batches from `waiting` into `bulk` while they fit, `most` at the most; true once
-/// the bulk is full. The first batch always goes in: intake keeps every batch under the
-/// request limit.
-fn take_fitting<T>(
-    waiting: &mut VecDeque<T>,
-    bulk: &mut Vec<T>,
-    size: &mut usize,
-    most: usize,
-    batch_len: impl Fn(&T) -> usize,
-) -> bool {
-    while bulk.len() < most.min(MAX_BATCHES_PER_BULK) {
-        let Some(next) = waiting.front() else {
-            return false;
+/// Writes held records to the retry topic in the order they were held back, each due with
+/// the retry it waits behind and with no attempt used.
+async fn write_held(ctx: Arc<Context>, mut held: mpsc::UnboundedReceiver<(Outbound, i64)>) {
+    while let Some((o, due_ms)) = held.recv().await {
+        let item = o.item;
+        let failure = Failure {
+            kind: ErrorKind::HeldBehind,
+            error: "waiting behind an earlier record of the customer, which waits for a retry"
+                .to_string(),
+            http_status: None,
+            http_body: None,
+            attempt: item.attempts,
+            first_attempt_ms: item.first_attempt_ms,
+            last_attempt_ms: None,
+            not_before_ms: Some(due_ms),
         };
-        let grown = *size + batch_len(next) + usize::from(!bulk.is_empty());
-        if !bulk.is_empty() && grown >= MAX_REQUEST_BYTES {
-            return true;
-        }
-        *size = grown;
-        bulk.extend(waiting.pop_front());
-    }
-    true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Fills bulks from `sizes` the way assembly does, returning each bulk's batch sizes.
-    fn bulks(sizes: &[usize]) -> Vec<Vec<usize>> {
-        let mut waiting: VecDeque<usize> = sizes.iter().copied().collect();
-        let mut out = Vec::new();
-        while !waiting.is_empty() {
-            let (mut bulk, mut size) = (Vec::new(), array_size([]));
-            take_fitting(
-                &mut waiting,
-                &mut bulk,
-                &mut size,
-                MAX_BATCHES_PER_BULK,
-                |s| *s,
-            );
-            assert_eq!(size, array_size(bulk.iter().copied()));
-            out.push(bulk);
-        }
-        out
-    }
-
-    #[test]
-    fn a_bulk_holds_at_most_100_batches() {
-        let out = bulks(&[500; 250]);
-        assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), [100, 100, 50]);
-    }
-
-    #[test]
-    fn a_bulk_stays_under_the_request_limit() {
-        let out = bulks(&[100_000; 5]);
-        assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
-        for bulk in &out {
-            assert!(array_size(bulk.iter().copied()) < MAX_REQUEST_BYTES);
-        }
-    }
-
-    #[test]
-    fn a_piece_goes_as_it_came_only_when_assembly_would_send_it_so() {
-        for sizes in [
-            vec![500; 100],
-            vec![2_559; 100],
-            vec![2_560; 100],
-            vec![500; 99],
-        ] {
-            let as_assembled = bulks(&sizes);
-            let whole = as_assembled.len() == 1 && as_assembled[0].len() == MAX_BATCHES_PER_BULK;
-            assert_eq!(
-                is_full_request(sizes.iter().copied(), MAX_BATCHES_PER_BULK),
-                whole,
-                "{}",
-                sizes[0]
-            );
-        }
-        assert!(is_full_request([2_549; 100].into_iter(), 100));
-        assert!(!is_full_request([2_560; 100].into_iter(), 100));
-        assert!(
-            !is_full_request([500; 100].into_iter(), 54),
-            "over the pace"
-        );
-        assert!(is_full_request([500; 54].into_iter(), 54));
-    }
-
-    #[test]
-    fn a_slow_pace_makes_small_bulks() {
-        let mut waiting: VecDeque<usize> = [10; 10].into_iter().collect();
-        let (mut bulk, mut size) = (Vec::new(), array_size([]));
-        assert!(take_fitting(&mut waiting, &mut bulk, &mut size, 4, |s| *s));
-        assert_eq!(bulk.len(), 4);
-    }
-
-    #[test]
-    fn an_unfilled_bulk_waits_for_more() {
-        let mut waiting: VecDeque<usize> = [10, 10].into_iter().collect();
-        let (mut bulk, mut size) = (Vec::new(), array_size([]));
-        assert!(!take_fitting(
-            &mut waiting,
-            &mut bulk,
-            &mut size,
-            MAX_BATCHES_PER_BULK,
-            |s| *s
-        ));
-        assert_eq!(bulk, [10, 10]);
+        ctx.retry_later(item, failure).await;
     }
 }

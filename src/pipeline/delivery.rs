@@ -10,6 +10,8 @@
 //! What an answer means is decided in one place ([`judge`], from the answer and the retry
 //! policy) and acted on in another ([`settle`]).
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -264,9 +266,15 @@ fn settle(ctx: &Arc<Context>, judgement: Judgement) -> Option<Vec<Outbound>> {
     if !judgement.delivered.is_empty() {
         delivered(ctx, judgement.delivered);
     }
-    for (o, f) in judgement.retry_later {
+    // A customer's retries are written one after another, so that the retry topic holds
+    // them in their order; customers' retries are written side by side.
+    for retries in by_customer(judgement.retry_later) {
         let ctx = ctx.clone();
-        tokio::spawn(async move { ctx.retry_later(o.item, f).await });
+        tokio::spawn(async move {
+            for (o, f) in retries {
+                ctx.retry_later(o.item, f).await;
+            }
+        });
     }
     for (o, f) in judgement.dead_letter {
         let ctx = ctx.clone();
@@ -281,6 +289,26 @@ fn settle(ctx: &Arc<Context>, judgement: Judgement) -> Option<Vec<Outbound>> {
         tokio::spawn(deliver(ctx.clone(), group, None));
     }
     first
+}
+
+/// `failed` in groups of one customer's records each, in order; a record without a
+/// customer is a group of its own.
+fn by_customer(failed: Vec<(Outbound, Failure)>) -> Vec<Vec<(Outbound, Failure)>> {
+    let mut groups: Vec<Vec<(Outbound, Failure)>> = Vec::new();
+    let mut index: HashMap<Box<[u8]>, usize> = HashMap::new();
+    for (o, f) in failed {
+        match o.customer() {
+            Some(customer) => match index.entry(customer) {
+                Entry::Occupied(at) => groups[*at.get()].push((o, f)),
+                Entry::Vacant(slot) => {
+                    slot.insert(groups.len());
+                    groups.push(vec![(o, f)]);
+                }
+            },
+            None => groups.push(vec![(o, f)]),
+        }
+    }
+    groups
 }
 
 /// What an answer tells the pacer: the account's room, and a `Retry-After` that holds the

@@ -13,6 +13,7 @@
 
 mod bulk;
 mod delivery;
+mod holds;
 pub mod intake;
 mod lanes;
 mod outbound;
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::admin::Health;
 use crate::config::{Config, RetryConfig, UnmappedAction};
@@ -65,6 +66,8 @@ pub(crate) struct InFlight {
     slot: Option<OwnedSemaphorePermit>,
     /// The record's bytes within `MAX_IN_FLIGHT_BYTES`; released with `slot`.
     bytes: Option<OwnedSemaphorePermit>,
+    /// The customer's batch under way that this record is in ([`lanes::Turn`]).
+    turn: Option<Arc<lanes::Turn>>,
 }
 
 /// Retries that are due and not yet sent (waiting for a request slot, the pacer or the
@@ -98,6 +101,7 @@ fn in_flight(
         due: None,
         slot: Some(slot),
         bytes: None,
+        turn: None,
     }
 }
 
@@ -183,6 +187,10 @@ pub(crate) struct Context {
     pub retry_bytes: Arc<Semaphore>,
     pub max_in_flight_bytes: u32,
     pub due_retries: Arc<DueRetries>,
+    /// Customers whose later records wait behind a retry.
+    pub holds: holds::Holds,
+    /// Customers whose batch under way has its outcome.
+    pub finished: Arc<lanes::Finished>,
 }
 
 impl Context {
@@ -252,6 +260,17 @@ impl Context {
     }
 
     async fn write_on(&self, item: InFlight, mut failure: Failure, mut to: Destination) {
+        // A retry holds its customer from before it is written (it may be read back at
+        // once) until it comes back; the customer's later records wait behind it.
+        let hold = match (to, holds::customer_of(&item.record)) {
+            (Destination::Retry, Some(customer)) => {
+                let first_seen = holds::FirstSeen::of(&item.record);
+                let due_ms = failure.not_before_ms.unwrap_or(0);
+                self.holds.add(customer, first_seen.clone(), due_ms);
+                Some((customer, first_seen))
+            }
+            _ => None,
+        };
         let mut written = match to {
             Destination::DeadLetter => self.publisher.dead_letter(&item.record, &failure).await,
             Destination::Retry => self.publisher.retry(&item.record, &failure).await,
@@ -262,6 +281,9 @@ impl Context {
                 // will be at every attempt: its fate has to be readable now.
                 failure = too_large_to_retry(failure);
                 to = Destination::DeadLetter;
+                if let Some((customer, first_seen)) = &hold {
+                    self.holds.release(customer, first_seen);
+                }
                 written = self.publisher.dead_letter(&item.record, &failure).await;
             }
         }
@@ -283,10 +305,14 @@ impl Context {
             }
             Destination::Retry => {
                 let not_before_ms = failure.not_before_ms;
-                warn!(
-                    event_id, %topic, partition, offset, kind, attempt, not_before_ms, %reason,
-                    "delivery failed; scheduled for another attempt"
-                );
+                if failure.kind == crate::outcome::ErrorKind::HeldBehind {
+                    debug!(event_id, %topic, partition, offset, not_before_ms, "held behind the customer's retry");
+                } else {
+                    warn!(
+                        event_id, %topic, partition, offset, kind, attempt, not_before_ms, %reason,
+                        "delivery failed; scheduled for another attempt"
+                    );
+                }
                 self.metrics
                     .event_retried(item.action_or_unknown(), failure.kind);
             }
@@ -398,6 +424,8 @@ impl Pipeline {
             retry_bytes: Arc::new(Semaphore::new(config.max_in_flight_bytes)),
             max_in_flight_bytes: config.max_in_flight_bytes as u32,
             due_retries: Arc::new(DueRetries::default()),
+            holds: holds::Holds::default(),
+            finished: Arc::new(lanes::Finished::default()),
         };
         Ok(Pipeline { ctx: Arc::new(ctx) })
     }
@@ -479,6 +507,8 @@ async fn update_gauges(ctx: Arc<Context>) {
         };
         ctx.metrics
             .set_bytes_in_flight(held(&ctx.record_bytes) + held(&ctx.retry_bytes));
+        let (customers, records) = ctx.holds.sizes();
+        ctx.metrics.set_held_behind_retries(customers, records);
     }
 }
 

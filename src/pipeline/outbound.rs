@@ -9,9 +9,8 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+use super::InFlight;
 use super::intake::Taken;
-use super::{InFlight, Origin};
-use crate::kafka::topic::Topic;
 use crate::mparticle::body::Batch;
 use crate::mparticle::merge::merged;
 
@@ -28,16 +27,6 @@ pub(crate) struct Outbound {
 struct Merged {
     batch: Batch,
     followers: Vec<Outbound>,
-}
-
-/// Whose events may share a batch: records of one partition (so that their order is their
-/// offsets') with the same mapped identities, from the same consumer.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Customer {
-    origin: Origin,
-    topic: Topic,
-    partition: i32,
-    identities: Bytes,
 }
 
 impl Outbound {
@@ -61,18 +50,22 @@ impl Outbound {
         1 + self.merged.as_ref().map_or(0, |m| m.followers.len())
     }
 
-    /// The customer, for merging; `None` for a batch without identities (nobody's).
-    pub fn customer(&self) -> Option<Customer> {
-        if self.identities.is_empty() {
-            return None;
-        }
-        let record = &self.item.record;
-        Some(Customer {
-            origin: self.item.origin,
-            topic: record.topic,
-            partition: record.partition,
-            identities: self.batch.slice(self.identities.clone()),
-        })
+    /// Whose record this is, for keeping a customer's records in order: its Kafka key
+    /// (upstream keys records by customer); `None` without one.
+    pub fn customer(&self) -> Option<Box<[u8]>> {
+        super::holds::customer_of(&self.item.record).map(Box::from)
+    }
+
+    /// Whether `next` may share this record's batch: the same mapped identities, from the
+    /// same partition (so that their order is their offsets').
+    pub fn joins(&self, next: &Outbound) -> bool {
+        let (a, b) = (&self.item, &next.item);
+        !self.identities.is_empty()
+            && a.origin == b.origin
+            && a.record.partition == b.record.partition
+            && a.record.topic == b.record.topic
+            && self.batch.json()[self.identities.clone()]
+                == next.batch.json()[next.identities.clone()]
     }
 
     /// Carries `followers` (later records of the customer, in order) in one batch with this

@@ -10,6 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Duration, Instant, sleep_until};
 use tracing::warn;
 
+use super::holds::{FirstSeen, customer_of};
 use super::intake::take_in;
 use super::outbound::Outbound;
 use super::retry_schedule::RetrySchedule;
@@ -73,11 +74,22 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
             );
             item.due = Some(ctx.due_retries.register(state.not_before_ms));
             item.bytes = Some(bytes);
+            let held = customer_of(&item.record)
+                .map(|customer| (Box::<[u8]>::from(customer), FirstSeen::of(&item.record)));
             let mut json = Vec::new();
-            if let Some(taken) = take_in(&ctx, item, &mut json) {
-                let outbound_ = Outbound::new(taken, &Bytes::from(json));
-                if outbound.send(vec![outbound_]).await.is_err() {
-                    return;
+            match take_in(&ctx, item, &mut json) {
+                Some(taken) => {
+                    let outbound_ = Outbound::new(taken, &Bytes::from(json));
+                    if outbound.send(vec![outbound_]).await.is_err() {
+                        return;
+                    }
+                }
+                // Finished at intake (dead-lettered, skipped): it holds its customer no
+                // longer.
+                None => {
+                    if let Some((customer, first_seen)) = held {
+                        ctx.holds.release(&customer, &first_seen);
+                    }
                 }
             }
         }
@@ -100,7 +112,7 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
                 let (Ok(bytes), Some((record, ticket))) = (bytes, parked.take()) else {
                     return;
                 };
-                schedule_retry(&mut schedule, record, ticket, bytes);
+                schedule_retry(&ctx, &mut schedule, record, ticket, bytes);
                 continue;
             }
             // Full: the rest stay in the topic (its reader pauses, in its group) until one
@@ -122,13 +134,20 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
     }
 }
 
+/// Puts a retry in the schedule; it holds its customer until it comes out (after a
+/// restart, this is how the holds come back).
 fn schedule_retry(
+    ctx: &Context,
     schedule: &mut RetrySchedule<Waiting>,
     record: SourceRecord,
     ticket: Ticket,
     bytes: OwnedSemaphorePermit,
 ) {
     let state = retry_state(&record);
+    if let Some(customer) = customer_of(&record) {
+        ctx.holds
+            .add(customer, FirstSeen::of(&record), state.not_before_ms);
+    }
     schedule.insert(
         state.not_before_ms,
         Waiting {

@@ -133,8 +133,9 @@ async fn service_on_a_backlog(
     let mut ids = Vec::new();
     for i in 0..count {
         let id = format!("{prefix}-{i}");
-        let value = point_add(&id, &format!("c{i}"), 1);
-        produce(&producer, &topics[0], Some("c"), value.as_bytes()).await;
+        let customer = format!("c{i}");
+        let value = point_add(&id, &customer, 1);
+        produce(&producer, &topics[0], Some(&customer), value.as_bytes()).await;
         ids.push(id);
     }
     let standin = standin().await;

@@ -239,12 +239,16 @@ async fn large_records_are_bounded_in_memory_by_bytes_not_only_by_count() {
     let mut ids = Vec::new();
     for i in 0..120 {
         let id = format!("large-{i}");
-        let value = point_add(&id, &format!("c{i}"), 1).replacen(
-            '{',
-            &format!(r#"{{"padding":"{padding}","#),
-            1,
-        );
-        produce(&producer, &service.topics[0], Some("c"), value.as_bytes()).await;
+        let customer = format!("c{i}");
+        let value =
+            point_add(&id, &customer, 1).replacen('{', &format!(r#"{{"padding":"{padding}","#), 1);
+        produce(
+            &producer,
+            &service.topics[0],
+            Some(&customer),
+            value.as_bytes(),
+        )
+        .await;
         ids.push(id);
     }
     let (mut most_records, mut most_bytes) = (0.0f64, 0.0f64);

@@ -10,6 +10,7 @@ mod hostile;
 mod hostile_records;
 mod merging;
 mod operations;
+mod ordering;
 mod pacing;
 mod resilience;
 mod retries;

@@ -1,0 +1,186 @@
+//! A customer's records reach mParticle in order through retries: while one of them waits
+//! for another attempt, the customer's later records wait behind it (written to the retry
+//! topic after it, with no attempt used), and other customers flow meanwhile; a record
+//! dead-lettered at last releases those behind it.
+
+use std::time::Duration;
+
+use mparticle_forwarder::standin::Fault;
+use serde_json::Value;
+
+use crate::support::*;
+
+/// A point add of `customer` whose spendable balance is `spendable`.
+fn balance(id: &str, customer: &str, spendable: usize) -> String {
+    format!(
+        r#"{{"id":"{id}","action":"point_add","customer":{{"id":"{customer}","tier":"gold","spendable":{spendable}}},"data":{{"points":1}}}}"#
+    )
+}
+
+/// The event ids of `customer` in the order mParticle accepted them, and the spendable
+/// balance of the last batch that carried one.
+fn accepted_of(batches: &[Value], customer: &str) -> (Vec<String>, Option<String>) {
+    let mut ids = Vec::new();
+    let mut latest = None;
+    for batch in batches {
+        if batch["user_identities"]["customer_id"].as_str() != Some(customer) {
+            continue;
+        }
+        for event in batch["events"].as_array().unwrap() {
+            ids.push(
+                event["data"]["source_message_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        latest = batch["user_attributes"]["antavo_spendable"]
+            .as_str()
+            .map(str::to_string);
+    }
+    (ids, latest)
+}
+
+/// Produces `r1` of customer "member", waits until the stand-in has answered it once,
+/// then produces `others` events of other customers and `r2`, `r3` of "member", each
+/// with a higher balance.
+async fn r1_then_the_rest(service: &TestService, others: usize) {
+    let producer = producer();
+    let topic = &service.topics[0];
+    let r1 = balance("r1", "member", 100);
+    produce(&producer, topic, Some("member"), r1.as_bytes()).await;
+    assert!(
+        eventually(Duration::from_secs(30), || service
+            .standin
+            .requests()
+            .iter()
+            .any(|r| r.ids.iter().any(|id| id == "r1")))
+        .await,
+        "r1 reached the stand-in"
+    );
+    if others > 0 {
+        produce_events(&service.topics, others, "other").await;
+    }
+    for (id, spendable) in [("r2", 150), ("r3", 200)] {
+        let value = balance(id, "member", spendable);
+        produce(&producer, topic, Some("member"), value.as_bytes()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_later_records_wait_behind_its_retry_and_arrive_in_order() {
+    let service = ServiceSpec::default()
+        .partitions(1)
+        .topics(1)
+        .env("RETRY_BACKOFF", "2s")
+        .spawn()
+        .await;
+    service
+        .standin
+        .add_fault(Fault::status(429).when_id("r1").times(1));
+    service
+        .standin
+        .add_fault(Fault::status(503).when_id("r1").times(1));
+    r1_then_the_rest(&service, 1_000).await;
+    assert!(
+        eventually(Duration::from_secs(60), || service
+            .standin
+            .accepted_event_count()
+            >= 1_003)
+        .await,
+        "every event delivered"
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    assert_eq!(service.standin.accepted_event_count(), 1_003, "each once");
+
+    let (order, latest) = accepted_of(&service.standin.accepted(), "member");
+    assert_eq!(order, ["r1", "r2", "r3"]);
+    assert_eq!(
+        latest.as_deref(),
+        Some("200"),
+        "r3's balance is the last word"
+    );
+
+    // Only the member's records went through the retry topic: r1 on its failure, r2 and r3
+    // behind it, in that order, with no attempt used.
+    let retried = read_all(&service.retry_topic);
+    let seen: Vec<(String, String, String)> = retried
+        .iter()
+        .map(|r| {
+            let value: Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+            (
+                value["id"].as_str().unwrap().to_string(),
+                r.header("forwarder-error-kind").unwrap().to_string(),
+                r.header("forwarder-attempt").unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("r1", "http_5xx", "1"),
+        ("r2", "held_behind", "0"),
+        ("r3", "held_behind", "0"),
+    ]
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()));
+    assert_eq!(seen, expected);
+    assert!(
+        retried
+            .iter()
+            .all(|r| r.key.as_deref() == Some(b"member".as_slice()))
+    );
+
+    let metrics = scrape(service.admin);
+    let value = |series: &str| metric_value(&metrics, series).unwrap_or(-1.0);
+    assert_eq!(
+        value(r#"mparticle_forwarder_events_retried_total{action="point_add",kind="held_behind"}"#),
+        2.0
+    );
+    assert_eq!(
+        value("mparticle_forwarder_customers_held_behind_retry"),
+        0.0
+    );
+    assert_eq!(value("mparticle_forwarder_records_held_behind_retry"), 0.0);
+    assert!(read_all(&service.dlq_topic).is_empty());
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_dead_lettered_at_last_releases_the_records_behind_it_in_order() {
+    let service = ServiceSpec::default()
+        .partitions(1)
+        .topics(1)
+        .env("RETRY_BACKOFF", "1s")
+        .env("RETRY_MAX_ATTEMPTS", "2")
+        .spawn()
+        .await;
+    service.standin.add_fault(Fault::status(503).when_id("r1"));
+    r1_then_the_rest(&service, 0).await;
+    assert!(
+        eventually(Duration::from_secs(60), || service
+            .standin
+            .accepted_event_count()
+            >= 2)
+        .await,
+        "r2 and r3 delivered"
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    let (order, latest) = accepted_of(&service.standin.accepted(), "member");
+    assert_eq!(order, ["r2", "r3"]);
+    assert_eq!(latest.as_deref(), Some("200"));
+    // Nothing of the member was accepted before r1's last attempt failed.
+    let statuses: Vec<u16> = service
+        .standin
+        .requests()
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    let last_failure = statuses.iter().rposition(|s| *s == 503).unwrap();
+    let first_success = statuses.iter().position(|s| *s == 202).unwrap();
+    assert!(last_failure < first_success, "{statuses:?}");
+    let dead = read_all(&service.dlq_topic);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].header("forwarder-error-kind"),
+        Some("attempts_exhausted")
+    );
+    service.stop().await;
+}
