@@ -11,7 +11,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mparticle_forwarder::standin::{StandIn, StandInConfig};
+use mparticle_forwarder::standin::{Fault, StandIn, StandInConfig};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -421,9 +421,14 @@ async fn latency(a: &Args) {
         .unwrap()
         .port();
     let admin = format!("127.0.0.1:{admin_port}");
-    let mut child =
-        a.bench
-            .spawn_forwarder(&sink, &subscribed, &group, &[("ADMIN_ADDR", admin.clone())]);
+    // With MPF_BENCH_HELD_CUSTOMER, one customer's events (one in a thousand) are held
+    // behind its first, which fails three times: the others' latency should not move.
+    let held = std::env::var_os("MPF_BENCH_HELD_CUSTOMER").is_some();
+    let mut env = vec![("ADMIN_ADDR", admin.clone())];
+    if held {
+        env.push(("RETRY_BACKOFF", "1s".to_string()));
+    }
+    let mut child = a.bench.spawn_forwarder(&sink, &subscribed, &group, &env);
     // Produce only once the consumer has joined its group (readyz), so that the join is
     // not counted as latency.
     let ready_url = format!("http://{admin}/readyz");
@@ -448,8 +453,28 @@ async fn latency(a: &Args) {
         );
     }
     let (measured_from, unique_before) = (sink.latencies_ms().len(), sink.unique_accepted());
-    let mut acks = produce_paced(&producer, &topics, 0, rate, seconds).await;
+    if held {
+        sink.add_fault(Fault::status(503).when_id(event_id(HELD_FIRST)).times(3));
+    }
+    let mut acks = produce_paced(&producer, &topics, 0, rate, seconds, held).await;
     wait_for_acceptance(&sink, unique_before + rate * seconds).await;
+    if held {
+        let metrics = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let behind: f64 = metrics
+            .lines()
+            .filter(|l| l.contains("events_retried_total") && l.contains("held_behind"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        println!(
+            "held customer: {} of its events in the window, {behind:.0} written to the retry topic behind its first",
+            rate * seconds / HELD_EVERY
+        );
+    }
     let _ = child.kill();
     let _ = child.wait();
     let mut latencies = sink.latencies_ms().split_off(measured_from);
@@ -506,15 +531,25 @@ fn paced_producer(bootstrap: &str) -> FutureProducer {
         .unwrap()
 }
 
+/// With `MPF_BENCH_HELD_CUSTOMER`, every this many events one is the held customer's,
+/// from event `HELD_FIRST` on.
+const HELD_EVERY: usize = 1_000;
+const HELD_FIRST: usize = 500;
+
+fn event_id(i: usize) -> String {
+    format!("bench-{i:09}")
+}
+
 /// Produces `rate` events a second for `seconds`, alternating between `topics`, numbered
-/// from `first`; returns each record's time from send to the broker's acknowledgement, in
-/// send order.
+/// from `first` (with `held`, one in [`HELD_EVERY`] keyed as one customer's); returns each
+/// record's time from send to the broker's acknowledgement, in send order.
 async fn produce_paced(
     producer: &FutureProducer,
     topics: &[String],
     first: usize,
     rate: usize,
     seconds: usize,
+    held: bool,
 ) -> Vec<i64> {
     let started = Instant::now();
     let acks: std::sync::Arc<std::sync::Mutex<Vec<i64>>> =
@@ -524,7 +559,11 @@ async fn produce_paced(
         let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
         tokio::time::sleep_until(due.into()).await;
         let value = event(first + i, false);
-        let key = format!("cust-{:06}", (first + i) % 100_000);
+        let key = if held && (first + i) % HELD_EVERY == HELD_FIRST {
+            "cust-held".to_string()
+        } else {
+            format!("cust-{:06}", (first + i) % 100_000)
+        };
         let sent_at = Instant::now();
         let delivery = producer
             .send_result(
@@ -581,7 +620,7 @@ async fn warm_up(
     loop {
         let (from, unique_before) = (sink.latencies_ms().len(), sink.unique_accepted());
         let first = WARM_UP_FIRST_EVENT + window * rate * 5;
-        produce_paced(producer, &[topic.to_string()], first, rate, 5).await;
+        produce_paced(producer, &[topic.to_string()], first, rate, 5, false).await;
         wait_for_acceptance(sink, unique_before + rate * 5).await;
         let mut latencies = sink.latencies_ms().split_off(from);
         latencies.sort_unstable();

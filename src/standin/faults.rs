@@ -146,6 +146,10 @@ impl FaultScript {
     }
 
     /// The rule for a request holding batches or events with `ids`, if any; counts it down.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     pub fn take(&mut self, ids: &[String]) -> Option<Fault> {
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
