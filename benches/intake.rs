@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use mparticle_forwarder::event::LoyaltyEvent;
-use mparticle_forwarder::mapping::FieldAssignments;
+use mparticle_forwarder::mapping::{FieldAssignments, UserAttributes};
 use mparticle_forwarder::mparticle::Environment;
 
 #[path = "support/events.rs"]
@@ -81,7 +81,13 @@ fn main() {
         next += 1;
         black_box(
             assignments
-                .map_into(event, Environment::Production, Some(0), &mut out)
+                .map_into(
+                    event,
+                    Environment::Production,
+                    Some(0),
+                    UserAttributes::Write,
+                    &mut out,
+                )
                 .expect("a batch"),
         );
     });
@@ -94,7 +100,13 @@ fn main() {
         let event = LoyaltyEvent::read(&document, paths).expect("an event");
         black_box(
             assignments
-                .map_into(&event, Environment::Production, Some(0), &mut out)
+                .map_into(
+                    &event,
+                    Environment::Production,
+                    Some(0),
+                    UserAttributes::Write,
+                    &mut out,
+                )
                 .expect("a batch"),
         );
     });

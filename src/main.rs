@@ -77,6 +77,10 @@ enum Command {
         /// List what would be replayed; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Send the replayed events with their user attributes. By default they go
+        /// without: the customer's later records have set newer values since.
+        #[arg(long)]
+        with_attributes: bool,
     },
 }
 
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             until,
             max_replays,
             dry_run,
+            with_attributes,
         } => {
             let (since_ms, until_ms) =
                 match (parse_time("--since", since), parse_time("--until", until)) {
@@ -111,6 +116,7 @@ fn main() -> ExitCode {
                 since_ms,
                 until_ms,
                 max_replays,
+                with_attributes,
             };
             replay_dlq(filter, dry_run)
         }

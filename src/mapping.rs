@@ -145,6 +145,15 @@ pub struct MappedBatch {
     pub truncated_values: u32,
 }
 
+/// Whether a batch carries the event's user attributes: a replayed dead letter's are left
+/// out (unless replayed `--with-attributes`), since the customer's later records will have
+/// set newer values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserAttributes {
+    Write,
+    LeaveOut,
+}
+
 /// What [`FieldAssignments::map_into`] wrote besides the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {

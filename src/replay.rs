@@ -20,7 +20,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::kafka::ffi;
-use crate::kafka::headers::{ERROR_KIND, ORIGINAL_TOPIC, REPLAY_COUNT};
+use crate::kafka::headers::{ERROR_KIND, ORIGINAL_TOPIC, REPLAY_ATTRIBUTES, REPLAY_COUNT};
 use crate::kafka::record::{HeaderList, SourceRecord};
 use crate::kafka::settings;
 use crate::kafka::shortened::is_shortened;
@@ -39,6 +39,9 @@ pub struct ReplayFilter {
     pub until_ms: Option<i64>,
     /// Replays a record may have had already.
     pub max_replays: u32,
+    /// Replayed records keep their user attributes (by default the service leaves them
+    /// out: the customer's later records have set newer values since).
+    pub with_attributes: bool,
 }
 
 /// What to do with one dead letter.
@@ -100,8 +103,13 @@ pub fn decide(record: &SourceRecord, filter: &ReplayFilter) -> Decision {
 }
 
 /// The headers of the replayed record: the original ones without any `forwarder-*`
-/// header, plus the new replay count.
-pub fn replay_headers(record: &SourceRecord, replay_count: u32) -> HeaderList {
+/// header, plus the new replay count (and, `with_attributes`, the request to keep its
+/// user attributes).
+pub fn replay_headers(
+    record: &SourceRecord,
+    replay_count: u32,
+    with_attributes: bool,
+) -> HeaderList {
     let mut headers: HeaderList = record
         .headers()
         .iter()
@@ -112,6 +120,9 @@ pub fn replay_headers(record: &SourceRecord, replay_count: u32) -> HeaderList {
         REPLAY_COUNT.into(),
         Some(replay_count.to_string().into_bytes()),
     ));
+    if with_attributes {
+        headers.push((REPLAY_ATTRIBUTES.into(), Some(b"keep".to_vec())));
+    }
     headers
 }
 
@@ -320,7 +331,11 @@ pub async fn run(
                     *report.replayed.entry(target).or_default() += 1;
                     continue;
                 }
-                let headers = ffi::write_headers(&replay_headers(&record, replay_count));
+                let headers = ffi::write_headers(&replay_headers(
+                    &record,
+                    replay_count,
+                    filter.with_attributes,
+                ));
                 replays.send(&target, &record, headers, &mut report).await;
             }
         }
@@ -439,10 +454,16 @@ mod tests {
             EVENT,
             0,
         );
-        let headers = replay_headers(&record, 2);
+        let headers = replay_headers(&record, 2, false);
         let names: Vec<&[u8]> = headers.iter().map(|(n, _)| n.as_bytes()).collect();
         assert_eq!(names, [&b"traceparent"[..], REPLAY_COUNT.as_bytes()]);
         assert_eq!(headers[1].1.as_deref(), Some(&b"2"[..]));
+        let kept = replay_headers(&record, 2, true);
+        assert_eq!(
+            kept.last().unwrap().0.as_bytes(),
+            REPLAY_ATTRIBUTES.as_bytes()
+        );
+        assert_eq!(kept.last().unwrap().1.as_deref(), Some(&b"keep"[..]));
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod oracle;
 use std::sync::LazyLock;
 
 use mparticle_forwarder::event::LoyaltyEvent;
-use mparticle_forwarder::mapping::FieldAssignments;
+use mparticle_forwarder::mapping::{FieldAssignments, UserAttributes};
 use mparticle_forwarder::mparticle::Environment;
 use mparticle_forwarder::random::Xorshift;
 use oracle::{Expected, expected, normalized};
@@ -27,7 +27,13 @@ fn engine(assignments: &FieldAssignments, value: &[u8]) -> Expected {
         Err(invalid) => return Expected::Refused(invalid.kind().as_str()),
     };
     let mut out = b"before".to_vec();
-    match assignments.map_into(&event, Environment::Development, Some(7), &mut out) {
+    match assignments.map_into(
+        &event,
+        Environment::Development,
+        Some(7),
+        UserAttributes::Write,
+        &mut out,
+    ) {
         Ok(_) => {
             let batch = serde_json::from_slice(&out[b"before".len()..]).expect("a batch is JSON");
             Expected::Batch(batch)

@@ -20,6 +20,9 @@ pub const ERROR: &str = "forwarder-error";
 pub const HTTP_STATUS: &str = "forwarder-http-status";
 pub const HTTP_BODY: &str = "forwarder-http-body";
 pub const REPLAY_COUNT: &str = "forwarder-replay-count";
+/// On a replayed record, `keep`: its batch carries its user attributes (`replay-dlq
+/// --with-attributes`); without it a replayed record's are left out.
+pub const REPLAY_ATTRIBUTES: &str = "forwarder-replay-attributes";
 
 /// Headers that describe the latest failure and are replaced at each one.
 const PER_FAILURE: &[&str] = &[

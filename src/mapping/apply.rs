@@ -6,7 +6,8 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use super::{
-    Assignment, EventDefinition, FieldAssignments, MapError, MappedBatch, Source, Written,
+    Assignment, EventDefinition, FieldAssignments, MapError, MappedBatch, Source, UserAttributes,
+    Written,
 };
 use crate::event::LoyaltyEvent;
 use crate::json::{self, JsonValueTrait, Value, ValueRef, write_number, write_str};
@@ -22,7 +23,13 @@ impl FieldAssignments {
         fallback_timestamp_ms: Option<i64>,
     ) -> Result<MappedBatch, MapError> {
         let mut json = Vec::new();
-        let written = self.map_into(event, environment, fallback_timestamp_ms, &mut json)?;
+        let written = self.map_into(
+            event,
+            environment,
+            fallback_timestamp_ms,
+            UserAttributes::Write,
+            &mut json,
+        )?;
         Ok(MappedBatch {
             json,
             truncated_values: written.truncated_values,
@@ -36,6 +43,7 @@ impl FieldAssignments {
         event: &LoyaltyEvent<'_>,
         environment: Environment,
         fallback_timestamp_ms: Option<i64>,
+        user_attributes: UserAttributes,
         out: &mut Vec<u8>,
     ) -> Result<Written, MapError> {
         let definition = self
@@ -43,19 +51,18 @@ impl FieldAssignments {
             .get(event.action)
             .ok_or_else(|| MapError::Unmapped(event.action.to_string()))?;
         let start = out.len();
-        let mut truncated = 0u32;
         let written = self.write_batch(
             out,
             definition,
             event,
             environment,
             fallback_timestamp_ms,
-            &mut truncated,
+            user_attributes,
         );
         let size = out.len() - start;
         let result = match written {
             Ok(_) if size >= MAX_BATCH_BYTES => Err(MapError::TooLarge { size }),
-            Ok(identities) => Ok(Written {
+            Ok((identities, truncated)) => Ok(Written {
                 truncated_values: truncated,
                 identities: identities.start - start..identities.end - start,
             }),
@@ -77,11 +84,15 @@ impl FieldAssignments {
         event: &LoyaltyEvent<'_>,
         environment: Environment,
         fallback_timestamp_ms: Option<i64>,
-        truncated: &mut u32,
-    ) -> Result<Range<usize>, MapError> {
+        user_attributes: UserAttributes,
+    ) -> Result<(Range<usize>, u32), MapError> {
+        let mut truncated = 0u32;
         out.extend_from_slice(batch_head(environment));
         write_str(out, event.id);
-        let mut members = Members { event, truncated };
+        let mut members = Members {
+            event,
+            truncated: &mut truncated,
+        };
         let identities = out.len();
         members.write(
             out,
@@ -91,13 +102,15 @@ impl FieldAssignments {
             Empty::LeaveOut,
         )?;
         let identities = identities..out.len();
-        members.write(
-            out,
-            br#","user_attributes":"#,
-            &self.user_attributes,
-            Shape::TextOrList,
-            Empty::LeaveOut,
-        )?;
+        if user_attributes == UserAttributes::Write {
+            members.write(
+                out,
+                br#","user_attributes":"#,
+                &self.user_attributes,
+                Shape::TextOrList,
+                Empty::LeaveOut,
+            )?;
+        }
         out.extend_from_slice(&definition.opening);
         if let Some(ms) = event.created_at_ms.or(fallback_timestamp_ms) {
             out.extend_from_slice(br#""timestamp_unixtime_ms":"#);
@@ -125,7 +138,7 @@ impl FieldAssignments {
             out.extend_from_slice(b"]}");
         }
         out.extend_from_slice(b"}}]}");
-        Ok(identities)
+        Ok((identities, truncated))
     }
 }
 

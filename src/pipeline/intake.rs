@@ -9,10 +9,10 @@ use std::sync::Arc;
 use super::{Context, InFlight};
 use crate::config::UnmappedAction;
 use crate::event::LoyaltyEvent;
-use crate::kafka::headers::Failure;
+use crate::kafka::headers::{Failure, REPLAY_ATTRIBUTES, REPLAY_COUNT};
 use crate::kafka::record::SourceRecord;
 
-use crate::mapping::{FieldAssignments, MapError};
+use crate::mapping::{FieldAssignments, MapError, UserAttributes};
 use crate::mparticle::Environment;
 
 /// What to do with a consumed record.
@@ -88,9 +88,13 @@ pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>
         }
     };
     let start = out.len();
-    let mapped = rules
-        .assignments
-        .map_into(&event, rules.environment, record.timestamp_ms, out);
+    let mapped = rules.assignments.map_into(
+        &event,
+        rules.environment,
+        record.timestamp_ms,
+        user_attributes(record),
+        out,
+    );
     let action = match rules.assignments.defined_action(event.action) {
         Some(name) => EventText::Defined(name),
         None => EventText::Owned(event.action.into()),
@@ -116,6 +120,18 @@ pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>
             action,
             failure: never_sent(error.kind(), error.to_string()),
         },
+    }
+}
+
+/// A replayed dead letter's user attributes are older than what the customer's later
+/// records set meanwhile: they are left out, unless the replay asked to keep them.
+fn user_attributes(record: &SourceRecord) -> UserAttributes {
+    let replayed = record.header_text(REPLAY_COUNT).is_some();
+    let keep = record.header_text(REPLAY_ATTRIBUTES).map(str::trim) == Some("keep");
+    if replayed && !keep {
+        UserAttributes::LeaveOut
+    } else {
+        UserAttributes::Write
     }
 }
 
@@ -221,6 +237,24 @@ mod tests {
             event_max_bytes: 1024,
             unmapped_action: unmapped,
         })
+    }
+
+    #[test]
+    fn a_replayed_record_keeps_its_user_attributes_only_when_asked() {
+        let with = |headers: &[(&str, &str)]| {
+            let headers = headers
+                .iter()
+                .map(|(k, v)| ((*k).into(), Some(v.as_bytes().to_vec())))
+                .collect();
+            let record = SourceRecord::new(Topic::named("t"), 0, 0, None, None, None, headers);
+            user_attributes(&record)
+        };
+        assert_eq!(with(&[]), UserAttributes::Write);
+        assert_eq!(with(&[(REPLAY_COUNT, "1")]), UserAttributes::LeaveOut);
+        assert_eq!(
+            with(&[(REPLAY_COUNT, "1"), (REPLAY_ATTRIBUTES, "keep")]),
+            UserAttributes::Write
+        );
     }
 
     #[test]

@@ -478,6 +478,27 @@ async fn replay_dlq_sends_dead_letters_back_and_stops_a_record_from_looping() {
             == ["refused-once"])
         .await
     );
+    // Replayed, it goes without its user attributes (newer records of the customer may
+    // have set them since), which a record consumed afresh carries.
+    produce(
+        &producer,
+        &service.topics[0],
+        Some("c1"),
+        point_add("fresh", "c1", 1).as_bytes(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || service.standin.accepted().len()
+            == 2)
+        .await
+    );
+    let batches = service.standin.accepted();
+    assert!(
+        batches[0].get("user_attributes").is_none(),
+        "{}",
+        batches[0]
+    );
+    assert!(batches[1]["user_attributes"].is_object(), "{}", batches[1]);
     service.stop().await;
 }
 

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use mparticle_forwarder::event::LoyaltyEvent;
-use mparticle_forwarder::mapping::FieldAssignments;
+use mparticle_forwarder::mapping::{FieldAssignments, UserAttributes};
 use mparticle_forwarder::mparticle::Environment;
 use mparticle_forwarder::standin::contract::check_batch;
 
@@ -40,7 +40,13 @@ fuzz_target!(|data: &[u8]| {
             Err(invalid) => Expected::Refused(invalid.kind().as_str()),
             Ok(event) => {
                 let mut out = Vec::new();
-                match assignments.map_into(&event, Environment::Development, Some(7), &mut out) {
+                match assignments.map_into(
+                    &event,
+                    Environment::Development,
+                    Some(7),
+                    UserAttributes::Write,
+                    &mut out,
+                ) {
                     Err(error) => Expected::Refused(error.kind().as_str()),
                     Ok(_) => {
                         let value: serde_json::Value =
