@@ -23,6 +23,9 @@ pub const REPLAY_COUNT: &str = "forwarder-replay-count";
 /// On a replayed record, `keep`: its batch carries its user attributes (`replay-dlq
 /// --with-attributes`); without it a replayed record's are left out.
 pub const REPLAY_ATTRIBUTES: &str = "forwarder-replay-attributes";
+/// On a dead letter: the customer's later records that waited behind it and go on without
+/// it, each as `topic/partition/offset` where it was first consumed.
+pub const LATER_RECORDS: &str = "forwarder-later-records";
 
 /// Headers that describe the latest failure and are replaced at each one.
 const PER_FAILURE: &[&str] = &[
@@ -33,6 +36,7 @@ const PER_FAILURE: &[&str] = &[
     ERROR,
     HTTP_STATUS,
     HTTP_BODY,
+    LATER_RECORDS,
 ];
 
 /// Headers set once, at the first failure.
@@ -58,6 +62,9 @@ pub struct Failure {
     pub attempt: u32,
     pub first_attempt_ms: Option<i64>,
     pub last_attempt_ms: Option<i64>,
+    /// For a dead letter: the customer's later records that waited behind it
+    /// ([`LATER_RECORDS`]).
+    pub later_records: Vec<String>,
     /// For a retry record: when the next attempt may start.
     pub not_before_ms: Option<i64>,
 }
@@ -94,6 +101,9 @@ pub fn failure_headers(record: &SourceRecord, failure: &Failure) -> HeaderList {
     }
     if let Some(body) = &failure.http_body {
         add(HTTP_BODY, cut(body));
+    }
+    if !failure.later_records.is_empty() {
+        add(LATER_RECORDS, cut(&failure.later_records.join(",")));
     }
     if let Some(ms) = failure.first_attempt_ms {
         if !has(record.headers(), FIRST_ATTEMPT_MS) {
@@ -160,6 +170,7 @@ mod tests {
             first_attempt_ms: Some(1000),
             last_attempt_ms: Some(1000),
             not_before_ms: Some(11_000),
+            later_records: Vec::new(),
         }
     }
 

@@ -107,11 +107,21 @@ impl Assembly<'_> {
             };
             match o.item.origin {
                 // Back from the retry topic: it holds its customer no longer, and its
-                // lane keeps it in order from here.
+                // lane keeps it in order from here; unless an earlier record of the
+                // customer failed again meanwhile, which it then waits behind again.
                 Origin::Retries => {
                     let first_seen = FirstSeen::of(&o.item.record);
-                    self.ctx.holds.release(&customer, &first_seen);
-                    lanes.push(o, Some(customer));
+                    match self
+                        .ctx
+                        .holds
+                        .ahead_due_ms(&customer, &first_seen, unix_ms())
+                    {
+                        Some(due_ms) => self.hold_back(&customer, vec![o], due_ms),
+                        None => {
+                            self.ctx.holds.came_back(&customer, &first_seen);
+                            lanes.push(o, Some(customer));
+                        }
+                    }
                 }
                 Origin::Source => match self.ctx.holds.due_ms(&customer, unix_ms()) {
                     Some(due_ms) => self.hold_back(&customer, vec![o], due_ms),
@@ -190,6 +200,7 @@ async fn write_held(ctx: Arc<Context>, mut held: mpsc::UnboundedReceiver<(Outbou
             first_attempt_ms: item.first_attempt_ms,
             last_attempt_ms: None,
             not_before_ms: Some(due_ms),
+            later_records: Vec::new(),
         };
         ctx.retry_later(item, failure).await;
     }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::outbound::{Outbound, members};
-use super::{Context, InFlight};
+use super::{Context, Destination, InFlight};
 use crate::clock::unix_ms;
 use crate::config::RetryConfig;
 use crate::gate::{Change, Reason};
@@ -50,6 +50,7 @@ fn failure(item: &InFlight, kind: ErrorKind, answer: &Answer, attempt_ms: i64) -
         first_attempt_ms: item.first_attempt_ms,
         last_attempt_ms: Some(attempt_ms),
         not_before_ms: None,
+        later_records: Vec::new(),
     }
 }
 
@@ -267,18 +268,28 @@ fn settle(ctx: &Arc<Context>, judgement: Judgement) -> Option<Vec<Outbound>> {
         delivered(ctx, judgement.delivered);
     }
     // A customer's retries are written one after another, so that the retry topic holds
-    // them in their order; customers' retries are written side by side.
-    for retries in by_customer(judgement.retry_later) {
+    // them in their order, and its dead letters after them, so that a dead letter names
+    // them among the records that go on without it; customers are written side by side.
+    let failed = judgement
+        .retry_later
+        .into_iter()
+        .map(|(o, f)| (o, f, Destination::Retry))
+        .chain(
+            judgement
+                .dead_letter
+                .into_iter()
+                .map(|(o, f)| (o, f, Destination::DeadLetter)),
+        );
+    for records in by_customer(failed) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            for (o, f) in retries {
-                ctx.retry_later(o.item, f).await;
+            for (o, f, to) in records {
+                match to {
+                    Destination::Retry => ctx.retry_later(o.item, f).await,
+                    Destination::DeadLetter => ctx.dead_letter(o.item, f).await,
+                }
             }
         });
-    }
-    for (o, f) in judgement.dead_letter {
-        let ctx = ctx.clone();
-        tokio::spawn(async move { ctx.dead_letter(o.item, f).await });
     }
     let mut again = judgement
         .again
@@ -293,19 +304,21 @@ fn settle(ctx: &Arc<Context>, judgement: Judgement) -> Option<Vec<Outbound>> {
 
 /// `failed` in groups of one customer's records each, in order; a record without a
 /// customer is a group of its own.
-fn by_customer(failed: Vec<(Outbound, Failure)>) -> Vec<Vec<(Outbound, Failure)>> {
-    let mut groups: Vec<Vec<(Outbound, Failure)>> = Vec::new();
+fn by_customer<T>(
+    failed: impl Iterator<Item = (Outbound, Failure, T)>,
+) -> Vec<Vec<(Outbound, Failure, T)>> {
+    let mut groups: Vec<Vec<(Outbound, Failure, T)>> = Vec::new();
     let mut index: HashMap<Box<[u8]>, usize> = HashMap::new();
-    for (o, f) in failed {
-        match o.customer() {
+    for failed in failed {
+        match failed.0.customer() {
             Some(customer) => match index.entry(customer) {
-                Entry::Occupied(at) => groups[*at.get()].push((o, f)),
+                Entry::Occupied(at) => groups[*at.get()].push(failed),
                 Entry::Vacant(slot) => {
                     slot.insert(groups.len());
-                    groups.push(vec![(o, f)]);
+                    groups.push(vec![failed]);
                 }
             },
-            None => groups.push(vec![(o, f)]),
+            None => groups.push(vec![failed]),
         }
     }
     groups

@@ -8,8 +8,10 @@
 //! A hold lists the held records by where they were first consumed, so that reading one
 //! again (after a restart, or a rebalance) counts it once. It ends when the last of them
 //! comes back out of the retry schedule (bulk assembly then keeps them in order), is
-//! finished at intake, or has been due for longer than [`STALE_AFTER`] (its retry
+//! finished at intake, or has been due for longer than [`STALE_AFTER_MS`] (its retry
 //! partition is another replica's to read, and this replica would never see it back).
+//! Records back and not yet finished are still listed, for the dead letter of one of the
+//! customer's records to name those that go on without it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +23,10 @@ use crate::kafka::record::SourceRecord;
 /// How long after it was due a held record that has not come back stops holding its
 /// customer.
 pub const STALE_AFTER_MS: i64 = 60_000;
+
+/// A record back from the retry topic behind an earlier one still waiting is due again no
+/// sooner than this.
+pub const RECHECK_MS: i64 = 1_000;
 
 /// The customer whose record this is: its Kafka key, when it has a non-empty one.
 pub(crate) fn customer_of(record: &SourceRecord) -> Option<&[u8]> {
@@ -59,8 +65,19 @@ impl FirstSeen {
     }
 }
 
+impl std::fmt::Display for FirstSeen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+}
+
+#[derive(Default)]
 struct Hold {
-    records: HashSet<FirstSeen>,
+    /// In the retry topic or the retry schedule: these hold the customer.
+    waiting: HashSet<FirstSeen>,
+    /// Back from the retry schedule and not finished yet: these no longer hold it, but a
+    /// dead letter of the customer names them among the records going on without it.
+    back: HashSet<FirstSeen>,
     /// When the latest-due of them is due: a record held behind them is due then too.
     due_ms: i64,
 }
@@ -70,8 +87,8 @@ struct Hold {
 #[derive(Default)]
 pub(crate) struct Holds {
     customers: Mutex<HashMap<Box<[u8]>, Hold>>,
-    /// How many customers are held, read without the lock on every record.
-    held: AtomicUsize,
+    /// How many customers have an entry, read without the lock on every record.
+    entries: AtomicUsize,
 }
 
 impl Holds {
@@ -79,58 +96,130 @@ impl Holds {
         self.customers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn count(&self, customers: &HashMap<Box<[u8]>, Hold>) {
-        self.held.store(customers.len(), Ordering::Relaxed);
+    /// Changes the entry of `customer` (if it has one), dropping it once empty.
+    fn change(&self, customer: &[u8], change: impl FnOnce(&mut Hold)) {
+        if self.is_empty() {
+            return;
+        }
+        let mut customers = self.lock();
+        if let Some(hold) = customers.get_mut(customer) {
+            change(hold);
+            if hold.waiting.is_empty() && hold.back.is_empty() {
+                customers.remove(customer);
+            }
+        }
+        self.entries.store(customers.len(), Ordering::Relaxed);
+    }
+
+    /// No customer has an entry (the cheap check before each record).
+    pub fn is_empty(&self) -> bool {
+        self.entries.load(Ordering::Relaxed) == 0
     }
 
     /// `record` of `customer` waits for a retry due at `due_ms`.
     pub fn add(&self, customer: &[u8], record: FirstSeen, due_ms: i64) {
         let mut customers = self.lock();
-        let hold = customers.entry(customer.into()).or_insert_with(|| Hold {
-            records: HashSet::new(),
-            due_ms,
-        });
-        hold.records.insert(record);
+        let hold = customers.entry(customer.into()).or_default();
+        hold.waiting.insert(record);
         hold.due_ms = hold.due_ms.max(due_ms);
-        self.count(&customers);
+        self.entries.store(customers.len(), Ordering::Relaxed);
     }
 
-    /// `record` of `customer` came back (or was finished): it holds nobody any more.
-    pub fn release(&self, customer: &[u8], record: &FirstSeen) {
-        if self.held.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let mut customers = self.lock();
-        if let Some(hold) = customers.get_mut(customer) {
-            hold.records.remove(record);
-            if hold.records.is_empty() {
-                customers.remove(customer);
+    /// `record` of `customer` came back out of the retry schedule: it holds nobody any
+    /// more, and is named in the customer's dead letters until it finishes.
+    pub fn came_back(&self, customer: &[u8], record: &FirstSeen) {
+        self.change(customer, |hold| {
+            if hold.waiting.remove(record) {
+                hold.back.insert(record.clone());
             }
-        }
-        self.count(&customers);
+        });
+    }
+
+    /// `record` of `customer`, back from the retry topic, has its outcome.
+    pub fn finished(&self, customer: &[u8], record: &FirstSeen) {
+        self.change(customer, |hold| {
+            hold.back.remove(record);
+        });
+    }
+
+    /// `record` of `customer` will not come back (finished at intake, or dead-lettered
+    /// instead of retried).
+    pub fn release(&self, customer: &[u8], record: &FirstSeen) {
+        self.change(customer, |hold| {
+            hold.waiting.remove(record);
+            hold.back.remove(record);
+        });
     }
 
     /// When a record of `customer` held behind the others now would be due, if the
     /// customer is held.
     pub fn due_ms(&self, customer: &[u8], now_ms: i64) -> Option<i64> {
-        if self.held.load(Ordering::Relaxed) == 0 {
+        if self.is_empty() {
             return None;
         }
         let mut customers = self.lock();
-        let due_ms = customers.get(customer)?.due_ms;
-        if due_ms + STALE_AFTER_MS < now_ms {
-            customers.remove(customer);
-            self.count(&customers);
+        let hold = customers.get_mut(customer)?;
+        if hold.waiting.is_empty() {
             return None;
         }
-        Some(due_ms)
+        if hold.due_ms + STALE_AFTER_MS < now_ms {
+            hold.waiting.clear();
+            if hold.back.is_empty() {
+                customers.remove(customer);
+            }
+            self.entries.store(customers.len(), Ordering::Relaxed);
+            return None;
+        }
+        Some(hold.due_ms)
+    }
+
+    /// When `record` of `customer`, back from the retry schedule, must wait again: one of
+    /// the customer's earlier records (consumed before it from the same partition) still
+    /// waits for its retry. (Records held behind one come back due with it, so one that
+    /// failed again meanwhile is found here.) It is due with that one, and at least
+    /// [`RECHECK_MS`] from now, so that a record waiting behind one that is overdue (not
+    /// read back yet) does not go round the retry topic as fast as it can.
+    pub fn ahead_due_ms(&self, customer: &[u8], record: &FirstSeen, now_ms: i64) -> Option<i64> {
+        if self.is_empty() {
+            return None;
+        }
+        let customers = self.lock();
+        let hold = customers.get(customer)?;
+        let ahead = hold.waiting.iter().any(|r| {
+            r.topic == record.topic && r.partition == record.partition && r.offset < record.offset
+        });
+        let stale = hold.due_ms + STALE_AFTER_MS < now_ms;
+        (ahead && !stale).then_some(hold.due_ms.max(now_ms + RECHECK_MS))
+    }
+
+    /// The records of `customer` in the retry path other than `record` (waiting, or back
+    /// and not finished), in the order they were first consumed: when `record` is
+    /// dead-lettered, they go on without it.
+    pub fn others(&self, customer: &[u8], record: &FirstSeen) -> Vec<FirstSeen> {
+        let customers = self.lock();
+        let mut others: Vec<FirstSeen> = customers
+            .get(customer)
+            .map(|h| {
+                h.waiting
+                    .iter()
+                    .chain(&h.back)
+                    .filter(|r| *r != record)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        others.sort_by(|a, b| {
+            (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset))
+        });
+        others.dedup();
+        others
     }
 
     /// Customers held, and the records holding them (for the gauges).
     pub fn sizes(&self) -> (usize, usize) {
         let customers = self.lock();
-        let records = customers.values().map(|h| h.records.len()).sum();
-        (customers.len(), records)
+        let held = customers.values().filter(|h| !h.waiting.is_empty());
+        held.fold((0, 0), |(c, r), h| (c + 1, r + h.waiting.len()))
     }
 }
 
@@ -157,11 +246,64 @@ mod tests {
         assert_eq!(holds.due_ms(b"c1", 0), Some(5_000), "the latest due");
         assert_eq!(holds.due_ms(b"c2", 0), None);
         assert_eq!(holds.sizes(), (1, 2));
-        holds.release(b"c1", &seen(1));
+        assert_eq!(holds.others(b"c1", &seen(1)), [seen(2)]);
+        assert_eq!(seen(2).to_string(), "t/0/2");
+        holds.came_back(b"c1", &seen(1));
         assert_eq!(holds.due_ms(b"c1", 0), Some(5_000));
-        holds.release(b"c1", &seen(2));
-        assert_eq!(holds.due_ms(b"c1", 0), None);
+        holds.came_back(b"c1", &seen(2));
+        assert_eq!(holds.due_ms(b"c1", 0), None, "both back");
         assert_eq!(holds.sizes(), (0, 0));
+        // Back and not finished, they are still named by the customer's dead letters.
+        assert_eq!(holds.others(b"c1", &seen(3)), [seen(1), seen(2)]);
+        holds.finished(b"c1", &seen(1));
+        holds.finished(b"c1", &seen(2));
+        assert!(holds.others(b"c1", &seen(3)).is_empty());
+        assert!(holds.is_empty());
+    }
+
+    #[test]
+    fn a_record_retried_again_after_it_came_back_holds_its_customer_again() {
+        let holds = Holds::default();
+        holds.add(b"c1", seen(1), 1_000);
+        holds.came_back(b"c1", &seen(1));
+        // Failed again: held from before it is written, then finished.
+        holds.add(b"c1", seen(1), 2_000);
+        holds.finished(b"c1", &seen(1));
+        assert_eq!(holds.due_ms(b"c1", 0), Some(2_000));
+        holds.release(b"c1", &seen(1));
+        assert_eq!(holds.due_ms(b"c1", 0), None);
+    }
+
+    #[test]
+    fn a_record_back_while_an_earlier_one_waits_again_must_wait_too() {
+        let holds = Holds::default();
+        for offset in 1..=3 {
+            holds.add(b"c1", seen(offset), 1_000);
+        }
+        assert_eq!(
+            holds.ahead_due_ms(b"c1", &seen(1), 0),
+            None,
+            "the first goes"
+        );
+        holds.came_back(b"c1", &seen(1));
+        assert_eq!(
+            holds.ahead_due_ms(b"c1", &seen(2), 0),
+            None,
+            "so does the next"
+        );
+        holds.came_back(b"c1", &seen(2));
+        // The first failed again before the third came back.
+        holds.add(b"c1", seen(1), 9_000);
+        assert_eq!(holds.ahead_due_ms(b"c1", &seen(3), 0), Some(9_000));
+        assert_eq!(
+            holds.ahead_due_ms(b"c1", &seen(3), 9_500),
+            Some(9_500 + RECHECK_MS),
+            "overdue: not at once"
+        );
+        assert_eq!(
+            holds.ahead_due_ms(b"c1", &seen(3), 9_001 + STALE_AFTER_MS),
+            None
+        );
     }
 
     #[test]

@@ -145,6 +145,7 @@ fn never_sent(kind: crate::outcome::ErrorKind, error: String) -> Failure {
         first_attempt_ms: None,
         last_attempt_ms: None,
         not_before_ms: None,
+        later_records: Vec::new(),
     }
 }
 

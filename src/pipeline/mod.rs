@@ -213,6 +213,15 @@ impl Context {
         };
         self.source.complete(from(Origin::Source));
         self.retries.complete(from(Origin::Retries));
+        if !self.holds.is_empty() {
+            let retries = records.iter().map(|r| r.borrow());
+            for item in retries.filter(|r| r.origin == Origin::Retries) {
+                if let Some(customer) = holds::customer_of(&item.record) {
+                    let first_seen = holds::FirstSeen::of(&item.record);
+                    self.holds.finished(customer, &first_seen);
+                }
+            }
+        }
         self.metrics.records_in_flight_add(-(records.len() as i64));
         let slots = merged_slots(&mut records);
         // The records' memory goes before their slots let new records in.
@@ -271,6 +280,15 @@ impl Context {
             }
             _ => None,
         };
+        if let (Destination::DeadLetter, Some(customer)) = (to, holds::customer_of(&item.record)) {
+            let first_seen = holds::FirstSeen::of(&item.record);
+            failure.later_records = self
+                .holds
+                .others(customer, &first_seen)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+        }
         let mut written = match to {
             Destination::DeadLetter => self.publisher.dead_letter(&item.record, &failure).await,
             Destination::Retry => self.publisher.retry(&item.record, &failure).await,

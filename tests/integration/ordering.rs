@@ -1,11 +1,11 @@
 //! A customer's records reach mParticle in order through retries: while one of them waits
 //! for another attempt, the customer's later records wait behind it (written to the retry
 //! topic after it, with no attempt used), and other customers flow meanwhile; a record
-//! dead-lettered at last releases those behind it.
+//! dead-lettered at last releases those behind it, and its dead letter names them.
 
 use std::time::Duration;
 
-use mparticle_forwarder::standin::Fault;
+use mparticle_forwarder::standin::{Fault, StandIn};
 use serde_json::Value;
 
 use crate::support::*;
@@ -182,5 +182,73 @@ async fn a_record_dead_lettered_at_last_releases_the_records_behind_it_in_order(
         dead[0].header("forwarder-error-kind"),
         Some("attempts_exhausted")
     );
+    // It names the customer's records that go on without it (where each was consumed).
+    let topic = &service.topics[0];
+    assert_eq!(
+        dead[0].header("forwarder-later-records"),
+        Some(format!("{topic}/0/1,{topic}/0/2").as_str())
+    );
     service.stop().await;
+}
+
+/// Two replicas of one group on four partitions, each having taken its share.
+async fn two_replicas(standin: &StandIn) -> (TestService, TestService) {
+    let spec = || {
+        ServiceSpec::default()
+            .partitions(4)
+            .topics(1)
+            .env("RETRY_BACKOFF", "2s")
+    };
+    let first = spec().spawn_with(standin.clone()).await;
+    let second = spec()
+        .start(
+            standin.clone(),
+            first.topics.clone(),
+            first.retry_topic.clone(),
+            first.dlq_topic.clone(),
+            first.group.clone(),
+        )
+        .await;
+    // Settled once the second is a member of both groups (and a moment for the first to
+    // give up what it had before).
+    let assigned = |s: &TestService| {
+        metric_value(
+            &scrape(s.admin),
+            r#"mparticle_forwarder_rebalances_total{kind="assign"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || assigned(&second) >= 2.0).await,
+        "the second replica joined both groups"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    (first, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_replicas_a_customers_records_still_arrive_in_order_through_retries() {
+    let standin = standin().await;
+    standin.add_fault(Fault::status(429).when_id("r1").times(1));
+    standin.add_fault(Fault::status(503).when_id("r1").times(1));
+    let (first, second) = two_replicas(&standin).await;
+    r1_then_the_rest(&first, 1_000).await;
+    assert!(
+        eventually(Duration::from_secs(60), || standin.accepted_event_count()
+            >= 1_003)
+        .await,
+        "every event delivered"
+    );
+    assert!(first.wait_fully_committed(Duration::from_secs(20)).await);
+    assert_eq!(standin.accepted_event_count(), 1_003, "each once");
+    let (order, latest) = accepted_of(&standin.accepted(), "member");
+    assert_eq!(order, ["r1", "r2", "r3"]);
+    assert_eq!(latest.as_deref(), Some("200"));
+    let kinds: Vec<String> = read_all(&first.retry_topic)
+        .iter()
+        .map(|r| r.header("forwarder-error-kind").unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["http_5xx", "held_behind", "held_behind"]);
+    first.stop().await;
+    second.stop().await;
 }

@@ -189,9 +189,11 @@ async fn a_retry_due_in_30_s_does_not_delay_one_due_in_1_s_behind_it() {
     let service = ServiceSpec::default().partitions(1).topics(1).spawn().await;
     let producer = producer();
     let now = mparticle_forwarder::clock::unix_ms();
-    let retry_record = |id: &str, due_ms: i64| {
+    // Two customers': one customer's later record waits behind its earlier one whatever
+    // their due times (ordering.rs).
+    let retry_record = |id: &str, customer: &str, due_ms: i64| {
         (
-            point_add(id, "c1", 1),
+            point_add(id, customer, 1),
             vec![
                 ("forwarder-attempt".to_string(), "1".to_string()),
                 ("forwarder-not-before-ms".to_string(), due_ms.to_string()),
@@ -202,13 +204,16 @@ async fn a_retry_due_in_30_s_does_not_delay_one_due_in_1_s_behind_it() {
             ],
         )
     };
-    for (id, due) in [("due-in-30s", now + 30_000), ("due-in-1s", now + 1_000)] {
-        let (value, headers) = retry_record(id, due);
+    for (id, customer, due) in [
+        ("due-in-30s", "c1", now + 30_000),
+        ("due-in-1s", "c2", now + 1_000),
+    ] {
+        let (value, headers) = retry_record(id, customer, due);
         produce_with_headers(
             &producer,
             &service.retry_topic,
             0,
-            "c1",
+            customer,
             value.as_bytes(),
             &headers,
         )
@@ -352,12 +357,15 @@ async fn an_outage_pauses_consumption_instead_of_burning_every_attempt() {
         .await;
     service.standin.add_fault(Fault::status(503));
     let producer = producer();
+    // Twelve customers: one customer's later records would wait behind its first retry
+    // and never make ten requests.
     for i in 0..12 {
+        let customer = format!("c{i}");
         produce(
             &producer,
             &service.topics[0],
-            Some("c1"),
-            point_add(&format!("outage-{i}"), "c1", 1).as_bytes(),
+            Some(&customer),
+            point_add(&format!("outage-{i}"), &customer, 1).as_bytes(),
         )
         .await;
         tokio::time::sleep(Duration::from_millis(30)).await;
