@@ -200,15 +200,7 @@ async fn two_replicas(standin: &StandIn) -> (TestService, TestService) {
             .env("RETRY_BACKOFF", "2s")
     };
     let first = spec().spawn_with(standin.clone()).await;
-    let second = spec()
-        .start(
-            standin.clone(),
-            first.topics.clone(),
-            first.retry_topic.clone(),
-            first.dlq_topic.clone(),
-            first.group.clone(),
-        )
-        .await;
+    let second = spec().replica_of(&first, standin.clone()).await;
     // Settled once the second is a member of both groups (and a moment for the first to
     // give up what it had before).
     let assigned = |s: &TestService| {

@@ -36,15 +36,7 @@ async fn replicas(standin: &StandIn, count: usize, env: &[(&str, &str)]) -> Vec<
     let first = spec(env).spawn_with(standin.clone()).await;
     let mut all = Vec::new();
     for _ in 1..count {
-        let next = spec(env)
-            .start(
-                standin.clone(),
-                first.topics.clone(),
-                first.retry_topic.clone(),
-                first.dlq_topic.clone(),
-                first.group.clone(),
-            )
-            .await;
+        let next = spec(env).replica_of(&first, standin.clone()).await;
         all.push(next);
     }
     all.insert(0, first);

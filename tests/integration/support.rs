@@ -391,6 +391,18 @@ impl ServiceSpec {
             .await
     }
 
+    /// Starts another replica of `first`: its topics and group, against `standin`.
+    pub async fn replica_of(self, first: &TestService, standin: StandIn) -> TestService {
+        self.start(
+            standin,
+            first.topics.clone(),
+            first.retry_topic.clone(),
+            first.dlq_topic.clone(),
+            first.group.clone(),
+        )
+        .await
+    }
+
     /// Starts a service on existing topics and group (a second replica, a restart).
     pub async fn start(
         self,
