@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
 use super::delivery;
-use super::holds::FirstSeen;
+use super::holds::{Customer, FirstSeen};
 use super::lanes::{Lanes, Turn};
 use super::outbound::{Outbound, members};
 use super::{Context, Origin};
@@ -31,7 +31,7 @@ use crate::outcome::ErrorKind;
 /// Runs until `pieces` closes and every record handed on has been handed to a delivery
 /// task (or written behind its customer's retry).
 pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<Outbound>>) {
-    let mut lanes: Lanes<Outbound, Box<[u8]>> = Lanes::new();
+    let mut lanes: Lanes<Outbound, Customer> = Lanes::new();
     // Records held behind a retry are written one after another, in order.
     let (held_tx, held_rx) = mpsc::unbounded_channel();
     tokio::spawn(write_held(ctx.clone(), held_rx));
@@ -99,7 +99,7 @@ struct Assembly<'a> {
 impl Assembly<'_> {
     /// Puts each record of `piece` in its customer's lane, or, while the customer is held
     /// behind a retry, on its way to the retry topic behind it.
-    fn line_up(&self, lanes: &mut Lanes<Outbound, Box<[u8]>>, piece: Vec<Outbound>) {
+    fn line_up(&self, lanes: &mut Lanes<Outbound, Customer>, piece: Vec<Outbound>) {
         for o in piece {
             let Some(customer) = o.customer() else {
                 lanes.push(o, None);
@@ -123,7 +123,7 @@ impl Assembly<'_> {
                         }
                     }
                 }
-                Origin::Source => match self.ctx.holds.due_ms(&customer, unix_ms()) {
+                Origin::Source => match self.ctx.holds.due_now(&customer) {
                     Some(due_ms) => self.hold_back(&customer, vec![o], due_ms),
                     None => lanes.push(o, Some(customer)),
                 },
@@ -133,9 +133,9 @@ impl Assembly<'_> {
 
     /// Lets the customers whose batches have their outcomes send their next records, or,
     /// when the batch went to the retry topic, writes those records behind it.
-    fn next_turns(&self, lanes: &mut Lanes<Outbound, Box<[u8]>>) {
+    fn next_turns(&self, lanes: &mut Lanes<Outbound, Customer>) {
         for customer in self.ctx.finished.take() {
-            if let Some(due_ms) = self.ctx.holds.due_ms(&customer, unix_ms()) {
+            if let Some(due_ms) = self.ctx.holds.due_now(&customer) {
                 let waiting = lanes.drain(customer.clone());
                 self.hold_back(&customer, waiting, due_ms);
             }
@@ -160,14 +160,13 @@ impl Assembly<'_> {
     /// A request's worth of batches: from each ready lane the customer's first records,
     /// merged into one batch ([`Outbound::merge`]) when several join; those that cannot be
     /// merged stay first in their lane. Each batch of a customer is its turn ([`Turn`]).
-    fn take(&self, lanes: &mut Lanes<Outbound, Box<[u8]>>) -> Vec<Outbound> {
+    fn take(&self, lanes: &mut Lanes<Outbound, Customer>) -> Vec<Outbound> {
         let most = self.ctx.pacer.batches_per_request();
         let max_events = self.ctx.max_events_per_batch;
         let batches = lanes.take(most, max_events, |o| o.batch.len(), Outbound::joins);
         let mut bulk = Vec::with_capacity(batches.len());
-        for mut members in batches {
+        for (customer, mut members) in batches {
             let mut lead = members.remove(0);
-            let customer = lead.customer();
             if !members.is_empty() {
                 if let Err(followers) = lead.merge(members) {
                     lanes.put_back(followers, customer.clone());

@@ -22,6 +22,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::holds::Customer;
 use super::outbound::{Outbound, members};
 use super::{Context, Destination, InFlight};
 use crate::clock::unix_ms;
@@ -308,7 +309,7 @@ fn by_customer<T>(
     failed: impl Iterator<Item = (Outbound, Failure, T)>,
 ) -> Vec<Vec<(Outbound, Failure, T)>> {
     let mut groups: Vec<Vec<(Outbound, Failure, T)>> = Vec::new();
-    let mut index: HashMap<Box<[u8]>, usize> = HashMap::new();
+    let mut index: HashMap<Customer, usize> = HashMap::new();
     for failed in failed {
         match failed.0.customer() {
             Some(customer) => match index.entry(customer) {

@@ -28,6 +28,10 @@ pub const STALE_AFTER_MS: i64 = 60_000;
 /// sooner than this.
 pub const RECHECK_MS: i64 = 1_000;
 
+/// A customer as bulk assembly keeps it: its records' Kafka key, shared by its lane, its
+/// batch's turn and the finished list without a copy each.
+pub(crate) type Customer = std::sync::Arc<[u8]>;
+
 /// The customer whose record this is: its Kafka key, when it has a non-empty one.
 pub(crate) fn customer_of(record: &SourceRecord) -> Option<&[u8]> {
     record.key().filter(|key| !key.is_empty())
@@ -190,6 +194,14 @@ impl Holds {
         });
         let stale = hold.due_ms + STALE_AFTER_MS < now_ms;
         (ahead && !stale).then_some(hold.due_ms.max(now_ms + RECHECK_MS))
+    }
+
+    /// [`due_ms`](Self::due_ms) now; the clock is read only while a customer is held.
+    pub fn due_now(&self, customer: &[u8]) -> Option<i64> {
+        if self.is_empty() {
+            return None;
+        }
+        self.due_ms(customer, crate::clock::unix_ms())
     }
 
     /// The records of `customer` in the retry path other than `record` (waiting, or back

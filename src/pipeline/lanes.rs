@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use super::holds::Customer;
+
 use crate::mparticle::body::array_size;
 use crate::mparticle::{MAX_BATCH_BYTES, MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
 
@@ -115,16 +117,17 @@ impl<T, K: Hash + Eq + Clone> Lanes<T, K> {
             .map_or_else(Vec::new, Vec::from)
     }
 
-    /// The records of up to `most` batches: from each ready lane its first records, as
-    /// long as `joins` the first and under the batch limit (up to `max_events`), the
-    /// request under its limit. A customer's lane is then busy until [`done`](Self::done).
+    /// The records of up to `most` batches, each with its customer: from each ready lane
+    /// its first records, as long as `joins` the first and under the batch limit (up to
+    /// `max_events`), the request under its limit. A customer's lane is then busy until
+    /// [`done`](Self::done).
     pub fn take(
         &mut self,
         most: usize,
         max_events: usize,
         batch_len: impl Fn(&T) -> usize,
         joins: impl Fn(&T, &T) -> bool,
-    ) -> Vec<Vec<T>> {
+    ) -> Vec<(Option<K>, Vec<T>)> {
         let mut batches = Vec::new();
         let mut size = array_size([]);
         while batches.len() < most.min(MAX_BATCHES_PER_BULK) {
@@ -157,10 +160,14 @@ impl<T, K: Hash + Eq + Clone> Lanes<T, K> {
             if self.records[&lane].is_empty() {
                 self.records.remove(&lane);
             }
-            if let Lane::Customer(k) = lane {
-                self.busy.insert(k);
-            }
-            batches.push(batch);
+            let customer = match lane {
+                Lane::Customer(k) => {
+                    self.busy.insert(k.clone());
+                    Some(k)
+                }
+                Lane::Alone(_) => None,
+            };
+            batches.push((customer, batch));
         }
         batches
     }
@@ -169,12 +176,12 @@ impl<T, K: Hash + Eq + Clone> Lanes<T, K> {
 /// The customers whose batches have their outcomes, for bulk assembly to collect.
 #[derive(Default)]
 pub(crate) struct Finished {
-    customers: Mutex<Vec<Box<[u8]>>>,
+    customers: Mutex<Vec<Customer>>,
     notify: Notify,
 }
 
 impl Finished {
-    pub fn take(&self) -> Vec<Box<[u8]>> {
+    pub fn take(&self) -> Vec<Customer> {
         std::mem::take(&mut *self.customers.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -188,19 +195,19 @@ impl Finished {
 /// A customer's batch under way, shared by its records: when the last of them has its
 /// outcome (and is dropped), bulk assembly learns that the customer's next records may go.
 pub(crate) struct Turn {
-    customer: Box<[u8]>,
+    customer: Customer,
     finished: Arc<Finished>,
 }
 
 impl Turn {
-    pub fn new(customer: Box<[u8]>, finished: Arc<Finished>) -> Arc<Turn> {
+    pub fn new(customer: Customer, finished: Arc<Finished>) -> Arc<Turn> {
         Arc::new(Turn { customer, finished })
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        let customer = std::mem::take(&mut self.customer);
+        let customer = self.customer.clone();
         self.finished
             .customers
             .lock()
@@ -229,10 +236,10 @@ mod tests {
         numbers(&lanes.take(most, max_events, |r| r.1, |_, _| true))
     }
 
-    fn numbers(batches: &[Vec<Record>]) -> Vec<Vec<usize>> {
+    fn numbers(batches: &[(Option<char>, Vec<Record>)]) -> Vec<Vec<usize>> {
         batches
             .iter()
-            .map(|b| b.iter().map(|r| r.0).collect())
+            .map(|(_, b)| b.iter().map(|r| r.0).collect())
             .collect()
     }
 
@@ -261,7 +268,7 @@ mod tests {
         let mut taken = lanes.take(2, 2, |r| r.1, |_, _| true);
         assert_eq!(numbers(&taken), [vec![3, 5], vec![6]]);
         // Given back unsent, a's records are first again once its batch is done.
-        lanes.put_back(taken.remove(0), a);
+        lanes.put_back(taken.remove(0).1, a);
         assert_eq!(take(&mut lanes, 1, 2), Vec::<Vec<usize>>::new());
         lanes.done('a');
         assert_eq!(take(&mut lanes, 1, 2), [vec![3, 5]]);

@@ -10,6 +10,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::InFlight;
+use super::holds::Customer;
 use super::intake::Taken;
 use crate::mparticle::body::Batch;
 use crate::mparticle::merge::merged;
@@ -52,8 +53,8 @@ impl Outbound {
 
     /// Whose record this is, for keeping a customer's records in order: its Kafka key
     /// (upstream keys records by customer); `None` without one.
-    pub fn customer(&self) -> Option<Box<[u8]>> {
-        super::holds::customer_of(&self.item.record).map(Box::from)
+    pub fn customer(&self) -> Option<Customer> {
+        super::holds::customer_of(&self.item.record).map(Customer::from)
     }
 
     /// Whether `next` may share this record's batch: the same mapped identities, from the
