@@ -285,10 +285,7 @@ fn settle(ctx: &Arc<Context>, judgement: Judgement) -> Option<Vec<Outbound>> {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             for (o, f, to) in records {
-                match to {
-                    Destination::Retry => ctx.retry_later(o.item, f).await,
-                    Destination::DeadLetter => ctx.dead_letter(o.item, f).await,
-                }
+                ctx.write_on(o.item, f, to).await;
             }
         });
     }
@@ -303,12 +300,13 @@ fn settle(ctx: &Arc<Context>, judgement: Judgement) -> Option<Vec<Outbound>> {
     first
 }
 
+/// A record that failed, with its failure and where it is written.
+type Failed = (Outbound, Failure, Destination);
+
 /// `failed` in groups of one customer's records each, in order; a record without a
 /// customer is a group of its own.
-fn by_customer<T>(
-    failed: impl Iterator<Item = (Outbound, Failure, T)>,
-) -> Vec<Vec<(Outbound, Failure, T)>> {
-    let mut groups: Vec<Vec<(Outbound, Failure, T)>> = Vec::new();
+fn by_customer(failed: impl Iterator<Item = Failed>) -> Vec<Vec<Failed>> {
+    let mut groups: Vec<Vec<Failed>> = Vec::new();
     let mut index: HashMap<Customer, usize> = HashMap::new();
     for failed in failed {
         match failed.0.customer() {

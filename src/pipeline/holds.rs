@@ -86,6 +86,13 @@ struct Hold {
     due_ms: i64,
 }
 
+impl Hold {
+    /// Its records have been due for longer than [`STALE_AFTER_MS`] without coming back.
+    fn stale(&self, now_ms: i64) -> bool {
+        self.due_ms + STALE_AFTER_MS < now_ms
+    }
+}
+
 /// The held customers of this replica, shared by delivery, the retry reader and bulk
 /// assembly.
 #[derive(Default)]
@@ -166,7 +173,7 @@ impl Holds {
         if hold.waiting.is_empty() {
             return None;
         }
-        if hold.due_ms + STALE_AFTER_MS < now_ms {
+        if hold.stale(now_ms) {
             hold.waiting.clear();
             if hold.back.is_empty() {
                 customers.remove(customer);
@@ -192,8 +199,7 @@ impl Holds {
         let ahead = hold.waiting.iter().any(|r| {
             r.topic == record.topic && r.partition == record.partition && r.offset < record.offset
         });
-        let stale = hold.due_ms + STALE_AFTER_MS < now_ms;
-        (ahead && !stale).then_some(hold.due_ms.max(now_ms + RECHECK_MS))
+        (ahead && !hold.stale(now_ms)).then_some(hold.due_ms.max(now_ms + RECHECK_MS))
     }
 
     /// [`due_ms`](Self::due_ms) now; the clock is read only while a customer is held.

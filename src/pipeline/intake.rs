@@ -127,8 +127,7 @@ pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>
 /// records set meanwhile: they are left out, unless the replay asked to keep them.
 fn user_attributes(record: &SourceRecord) -> UserAttributes {
     let replayed = record.header_text(REPLAY_COUNT).is_some();
-    let keep = record.header_text(REPLAY_ATTRIBUTES).map(str::trim) == Some("keep");
-    if replayed && !keep {
+    if replayed && record.header_text(REPLAY_ATTRIBUTES).map(str::trim) != Some("keep") {
         UserAttributes::LeaveOut
     } else {
         UserAttributes::Write

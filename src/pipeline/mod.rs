@@ -268,26 +268,24 @@ impl Context {
         self.write_on(item, failure, Destination::Retry).await;
     }
 
+    /// Writes a record to the retry or the dead-letter topic, then finishes it.
     async fn write_on(&self, item: InFlight, mut failure: Failure, mut to: Destination) {
         // A retry holds its customer from before it is written (it may be read back at
         // once) until it comes back; the customer's later records wait behind it.
-        let hold = match (to, holds::customer_of(&item.record)) {
-            (Destination::Retry, Some(customer)) => {
-                let first_seen = holds::FirstSeen::of(&item.record);
-                let due_ms = failure.not_before_ms.unwrap_or(0);
-                self.holds.add(customer, first_seen.clone(), due_ms);
-                Some((customer, first_seen))
+        // A dead letter names the customer's records that go on without it.
+        let customer = holds::customer_of(&item.record)
+            .map(|customer| (customer, holds::FirstSeen::of(&item.record)));
+        if let Some((customer, first_seen)) = &customer {
+            match to {
+                Destination::Retry => {
+                    let due_ms = failure.not_before_ms.unwrap_or(0);
+                    self.holds.add(customer, first_seen.clone(), due_ms);
+                }
+                Destination::DeadLetter => {
+                    let others = self.holds.others(customer, first_seen);
+                    failure.later_records = others.iter().map(ToString::to_string).collect();
+                }
             }
-            _ => None,
-        };
-        if let (Destination::DeadLetter, Some(customer)) = (to, holds::customer_of(&item.record)) {
-            let first_seen = holds::FirstSeen::of(&item.record);
-            failure.later_records = self
-                .holds
-                .others(customer, &first_seen)
-                .iter()
-                .map(ToString::to_string)
-                .collect();
         }
         let mut written = match to {
             Destination::DeadLetter => self.publisher.dead_letter(&item.record, &failure).await,
@@ -299,7 +297,7 @@ impl Context {
                 // will be at every attempt: its fate has to be readable now.
                 failure = too_large_to_retry(failure);
                 to = Destination::DeadLetter;
-                if let Some((customer, first_seen)) = &hold {
+                if let Some((customer, first_seen)) = &customer {
                     self.holds.release(customer, first_seen);
                 }
                 written = self.publisher.dead_letter(&item.record, &failure).await;

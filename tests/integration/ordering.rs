@@ -41,6 +41,18 @@ fn accepted_of(batches: &[Value], customer: &str) -> (Vec<String>, Option<String
     (ids, latest)
 }
 
+/// Waits until `standin` has accepted `events` events and `service`'s group has committed
+/// every source record.
+async fn delivered_and_committed(service: &TestService, standin: &StandIn, events: usize) {
+    assert!(
+        eventually(Duration::from_secs(60), || standin.accepted_event_count()
+            >= events)
+        .await,
+        "{events} events delivered"
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+}
+
 /// Produces `r1` of customer "member", waits until the stand-in has answered it once,
 /// then produces `others` events of other customers and `r2`, `r3` of "member", each
 /// with a higher balance.
@@ -82,15 +94,7 @@ async fn a_customers_later_records_wait_behind_its_retry_and_arrive_in_order() {
         .standin
         .add_fault(Fault::status(503).when_id("r1").times(1));
     r1_then_the_rest(&service, 1_000).await;
-    assert!(
-        eventually(Duration::from_secs(60), || service
-            .standin
-            .accepted_event_count()
-            >= 1_003)
-        .await,
-        "every event delivered"
-    );
-    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    delivered_and_committed(&service, &service.standin, 1_003).await;
     assert_eq!(service.standin.accepted_event_count(), 1_003, "each once");
 
     let (order, latest) = accepted_of(&service.standin.accepted(), "member");
@@ -154,15 +158,7 @@ async fn a_record_dead_lettered_at_last_releases_the_records_behind_it_in_order(
         .await;
     service.standin.add_fault(Fault::status(503).when_id("r1"));
     r1_then_the_rest(&service, 0).await;
-    assert!(
-        eventually(Duration::from_secs(60), || service
-            .standin
-            .accepted_event_count()
-            >= 2)
-        .await,
-        "r2 and r3 delivered"
-    );
-    assert!(service.wait_fully_committed(Duration::from_secs(20)).await);
+    delivered_and_committed(&service, &service.standin, 2).await;
     let (order, latest) = accepted_of(&service.standin.accepted(), "member");
     assert_eq!(order, ["r2", "r3"]);
     assert_eq!(latest.as_deref(), Some("200"));
@@ -225,13 +221,7 @@ async fn with_two_replicas_a_customers_records_still_arrive_in_order_through_ret
     standin.add_fault(Fault::status(503).when_id("r1").times(1));
     let (first, second) = two_replicas(&standin).await;
     r1_then_the_rest(&first, 1_000).await;
-    assert!(
-        eventually(Duration::from_secs(60), || standin.accepted_event_count()
-            >= 1_003)
-        .await,
-        "every event delivered"
-    );
-    assert!(first.wait_fully_committed(Duration::from_secs(20)).await);
+    delivered_and_committed(&first, &standin, 1_003).await;
     assert_eq!(standin.accepted_event_count(), 1_003, "each once");
     let (order, latest) = accepted_of(&standin.accepted(), "member");
     assert_eq!(order, ["r1", "r2", "r3"]);
