@@ -189,19 +189,6 @@ pub enum KafkaPropertyValue {
     Secret(Secret),
 }
 
-impl KafkaConfig {
-    /// The static member id of this process in `group`: the instance id in the source
-    /// group, with the suffix the group adds to `KAFKA_GROUP_ID` (`.retry`) in the other,
-    /// so that the two consumers never share one.
-    pub fn static_member_id(&self, group: &str) -> Option<String> {
-        let instance = self.group_instance_id.as_deref()?;
-        Some(match group.strip_prefix(self.group_id.as_str()) {
-            Some(suffix) => format!("{instance}{suffix}"),
-            None => format!("{instance}.{group}"),
-        })
-    }
-}
-
 impl KafkaPropertyValue {
     pub fn expose(&self) -> &str {
         match self {

@@ -37,7 +37,7 @@ fn defaults_follow_the_interface() {
 }
 
 #[test]
-fn a_static_member_id_differs_between_the_two_consumers() {
+fn a_static_member_id_is_read_and_checked() {
     let mut pairs = minimal();
     pairs.extend(vars(&[
         (KAFKA_GROUP_ID, "fwd"),
@@ -45,15 +45,11 @@ fn a_static_member_id_differs_between_the_two_consumers() {
     ]));
     let kafka = Config::from_vars(pairs).unwrap().kafka;
     assert_eq!(
-        kafka.static_member_id("fwd").as_deref(),
+        kafka.group_instance_id.as_deref(),
         Some("mparticle-forwarder-7d9f-x2k")
     );
-    assert_eq!(
-        kafka.static_member_id("fwd.retry").as_deref(),
-        Some("mparticle-forwarder-7d9f-x2k.retry")
-    );
     let unset = Config::from_vars(minimal()).unwrap().kafka;
-    assert_eq!(unset.static_member_id("mparticle-forwarder"), None);
+    assert_eq!(unset.group_instance_id, None);
     let mut bad = minimal();
     bad.extend(vars(&[(KAFKA_GROUP_INSTANCE_ID, "pod one")]));
     let problems = Config::from_vars(bad).unwrap_err().to_string();

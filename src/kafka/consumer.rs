@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use rdkafka::config::RDKafkaLogLevel;
@@ -25,6 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::admin::{Health, Heartbeat};
 use crate::config::KafkaConfig;
+use crate::kafka::follow::Follower;
 use crate::kafka::offsets::{OffsetLedger, Ticket};
 use crate::kafka::record::SourceRecord;
 use crate::kafka::settings;
@@ -44,6 +45,8 @@ pub struct GroupState {
     metrics: Metrics,
     /// Counts polls, for liveness.
     polls: Arc<Heartbeat>,
+    /// The retry consumer that follows this one's assignment, if one does.
+    follower: OnceLock<Follower>,
 }
 
 impl GroupState {
@@ -117,6 +120,14 @@ impl ClientContext for GroupContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // The retry consumer asks to hear of each partition's end; that is not a fault.
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_)
+                | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        ) {
+            return;
+        }
         warn!(target: "librdkafka", %error, "{reason}");
     }
 
@@ -142,6 +153,9 @@ impl ConsumerContext for GroupContext {
         };
         self.state.metrics.rebalance("revoke");
         self.state.revocations.fetch_add(1, Ordering::SeqCst);
+        if let Some(follower) = self.state.follower.get() {
+            follower.revoked(revoked);
+        }
         let mut done = TopicPartitionList::new();
         {
             let mut ledger = self.state.ledger();
@@ -179,6 +193,14 @@ impl ConsumerContext for GroupContext {
                     ledger.assign(element.topic(), element.partition());
                 }
                 drop(ledger);
+                if let Some(follower) = self.state.follower.get() {
+                    let catching_up = follower.assigned(consumer, assigned);
+                    if catching_up.count() > 0 {
+                        if let Err(error) = consumer.pause(&catching_up) {
+                            warn!(%error, "cannot pause partitions until their retries are read");
+                        }
+                    }
+                }
                 self.state.health.joined.store(true, Ordering::SeqCst);
                 info!(
                     group = %self.state.group,
@@ -260,6 +282,38 @@ impl SourceConsumer {
         metrics: Metrics,
         health: Arc<Health>,
     ) -> Result<SourceConsumer, KafkaError> {
+        let mut config = settings::consumer(kafka, group);
+        if let Some(member) = &kafka.group_instance_id {
+            config.set("group.instance.id", member);
+        }
+        let consumer = SourceConsumer::create(config, group, topics, metrics, health)?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.consumer.subscribe(&names)?;
+        Ok(consumer)
+    }
+
+    /// Creates a consumer of `topic` that commits as `group` but reads only the partitions
+    /// it is given ([`take`](Self::take)), and reports reaching the end of each
+    /// (`KafkaError::PartitionEOF`): the retry consumer, which follows the source one.
+    pub fn assigned_by_hand(
+        kafka: &KafkaConfig,
+        group: &str,
+        topic: &str,
+        metrics: Metrics,
+    ) -> Result<SourceConsumer, KafkaError> {
+        let mut config = settings::consumer(kafka, group);
+        config.set("enable.partition.eof", "true");
+        let topics = [topic.to_string()];
+        SourceConsumer::create(config, group, &topics, metrics, Arc::default())
+    }
+
+    fn create(
+        config: rdkafka::ClientConfig,
+        group: &str,
+        topics: &[String],
+        metrics: Metrics,
+        health: Arc<Health>,
+    ) -> Result<SourceConsumer, KafkaError> {
         let state = Arc::new(GroupState {
             group: group.to_string(),
             ledger: Mutex::new(OffsetLedger::new()),
@@ -268,23 +322,100 @@ impl SourceConsumer {
             health,
             metrics,
             polls: Arc::default(),
+            follower: OnceLock::new(),
         });
         let context = GroupContext {
             state: state.clone(),
         };
-        let mut config = settings::consumer(kafka, group);
-        if let Some(member) = kafka.static_member_id(group) {
-            config.set("group.instance.id", member);
-        }
         let consumer: BaseConsumer<GroupContext> = config.create_with_context(context)?;
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&names)?;
         Ok(SourceConsumer {
             consumer,
             state,
             topics: topics.iter().map(|t| Topic::named(t)).collect(),
             hold_messages: false,
         })
+    }
+
+    /// Has `follower` take and give up retry partitions as this consumer's partitions come
+    /// and go. Set before the first poll.
+    pub fn lead(&self, follower: Follower) {
+        let _ = self.state.follower.set(follower);
+    }
+
+    /// Starts reading `partitions` of `topic` from their committed offsets (a consumer
+    /// [assigned by hand](Self::assigned_by_hand)).
+    pub fn take(&self, topic: &str, partitions: &[i32]) {
+        let mut list = TopicPartitionList::new();
+        {
+            let mut ledger = self.state.ledger();
+            for partition in partitions {
+                ledger.assign(topic, *partition);
+                list.add_partition(topic, *partition);
+            }
+        }
+        if self.state.pause().any() {
+            // Paused for the gate or a full schedule: these wait with the rest.
+            let _ = self.consumer.incremental_assign(&list);
+            let _ = self.consumer.pause(&list);
+        } else if let Err(error) = self.consumer.incremental_assign(&list) {
+            warn!(%error, group = %self.state.group, "cannot take partitions");
+            return;
+        }
+        info!(group = %self.state.group, partitions = %describe(&list), "partitions taken");
+    }
+
+    /// Stops reading `partitions` of `topic`, committing what is done of them first, so
+    /// that the next owner starts there.
+    pub fn give_up(&self, topic: &str, partitions: &[i32]) {
+        self.state.revocations.fetch_add(1, Ordering::SeqCst);
+        let mut list = TopicPartitionList::new();
+        let mut done = TopicPartitionList::new();
+        {
+            let mut ledger = self.state.ledger();
+            for partition in partitions {
+                list.add_partition(topic, *partition);
+                if let Some(point) = ledger.revoke(topic, *partition) {
+                    let _ = done.add_partition_offset(topic, *partition, Offset::Offset(point));
+                }
+                self.state.metrics.forget_consumer_lag(topic, *partition);
+            }
+        }
+        if done.count() > 0 {
+            if let Err(error) = self.consumer.commit(&done, CommitMode::Sync) {
+                warn!(%error, "commit before giving up partitions failed; the next owner repeats some retries");
+            }
+        }
+        if let Err(error) = self.consumer.incremental_unassign(&list) {
+            warn!(%error, group = %self.state.group, "cannot give up partitions");
+        }
+        info!(group = %self.state.group, partitions = %describe(&list), "partitions given up");
+    }
+
+    /// The follower has read retry partition `retry` to its end: the source partitions
+    /// that waited only for it go on.
+    pub fn caught_up(&self, retry: i32) {
+        if let Some(follower) = self.state.follower.get() {
+            self.go_on(follower.caught_up(retry));
+        }
+    }
+
+    /// Resumes source partitions that waited for their retry partitions, unless the whole
+    /// consumer is paused (they resume with the rest then).
+    fn go_on(&self, partitions: Vec<(String, i32)>) {
+        if partitions.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in &partitions {
+            list.add_partition(topic, *partition);
+        }
+        info!(group = %self.state.group, partitions = %describe(&list), "retries read; partitions go on");
+        if self.state.pause().any() {
+            return;
+        }
+        if let Err(error) = self.consumer.resume(&list) {
+            warn!(%error, "cannot resume partitions");
+        }
     }
 
     /// Its records keep librdkafka's messages rather than copies, for a reader whose
@@ -306,13 +437,23 @@ impl SourceConsumer {
         if paused == before {
             return;
         }
-        let assignment = match self.consumer.assignment() {
+        let mut assignment = match self.consumer.assignment() {
             Ok(assignment) => assignment,
             Err(error) => {
                 warn!(%error, "cannot read the assignment to pause or resume it");
                 return;
             }
         };
+        if let (false, Some(follower)) = (paused, self.state.follower.get()) {
+            // Partitions still waiting for their retries stay paused.
+            let mut resume = TopicPartitionList::new();
+            for element in assignment.elements() {
+                if !follower.is_catching_up(element.topic(), element.partition()) {
+                    resume.add_partition(element.topic(), element.partition());
+                }
+            }
+            assignment = resume;
+        }
         let result = if paused {
             self.consumer.pause(&assignment)
         } else {
@@ -363,6 +504,9 @@ impl SourceConsumer {
     /// while paused. `None` when nothing arrived in time.
     pub fn poll(self: &Arc<Self>, timeout: Duration) -> Option<Polled> {
         self.state.polls.beat();
+        if let Some(follower) = self.state.follower.get() {
+            self.go_on(follower.overdue());
+        }
         let message = match self.consumer.poll(timeout)? {
             Ok(message) => message,
             Err(error) => return Some(Err(error)),

@@ -13,6 +13,7 @@ use crate::config::KafkaConfig;
 use crate::kafka::ffi;
 use crate::kafka::headers::{Failure, failure_headers};
 use crate::kafka::record::{HeaderList, SourceRecord};
+use crate::kafka::retry_partitions::SharedRetryPartitions;
 use crate::kafka::settings;
 use crate::kafka::shortened::{Cut, shorten};
 
@@ -45,14 +46,20 @@ pub struct FailurePublisher {
     producer: FutureProducer,
     dlq_topic: String,
     retry_topic: String,
+    retry_partitions: SharedRetryPartitions,
 }
 
 impl FailurePublisher {
-    pub fn new(kafka: &KafkaConfig) -> Result<FailurePublisher, KafkaError> {
+    /// A retry goes to the partition `retry_partitions` give its first place.
+    pub fn new(
+        kafka: &KafkaConfig,
+        retry_partitions: SharedRetryPartitions,
+    ) -> Result<FailurePublisher, KafkaError> {
         Ok(FailurePublisher {
             producer: settings::producer(kafka).create()?,
             dlq_topic: kafka.dlq_topic.clone(),
             retry_topic: kafka.retry_topic.clone(),
+            retry_partitions,
         })
     }
 
@@ -66,7 +73,13 @@ impl FailurePublisher {
     ) -> Result<(), PublishError> {
         let headers = failure_headers(record, failure);
         let mut outcome = self
-            .write(&self.dlq_topic, record.key(), record.value(), &headers)
+            .write(
+                &self.dlq_topic,
+                None,
+                record.key(),
+                record.value(),
+                &headers,
+            )
             .await;
         for cut in [Cut::Prefix, Cut::Bare] {
             match &outcome {
@@ -77,6 +90,7 @@ impl FailurePublisher {
             outcome = self
                 .write(
                     &self.dlq_topic,
+                    None,
                     short.key.as_deref(),
                     short.value.as_deref(),
                     &short.headers,
@@ -94,19 +108,30 @@ impl FailurePublisher {
         failure: &Failure,
     ) -> Result<(), PublishError> {
         let headers = failure_headers(record, failure);
-        self.write(&self.retry_topic, record.key(), record.value(), &headers)
-            .await
+        let partition = self.retry_partitions.of_record(record);
+        self.write(
+            &self.retry_topic,
+            partition,
+            record.key(),
+            record.value(),
+            &headers,
+        )
+        .await
     }
 
     async fn write(
         &self,
         topic: &str,
+        partition: Option<i32>,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers_out: &HeaderList,
     ) -> Result<(), PublishError> {
         let mut out: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(topic).headers(ffi::write_headers(headers_out));
+        if let Some(partition) = partition {
+            out = out.partition(partition);
+        }
         if let Some(key) = key {
             out = out.key(key);
         }

@@ -34,10 +34,12 @@ use crate::admin::Health;
 use crate::config::{Config, RetryConfig, UnmappedAction};
 use crate::gate::Gate;
 use crate::kafka::consumer::SourceConsumer;
+use crate::kafka::follow::Follower;
 use crate::kafka::headers::Failure;
 use crate::kafka::offsets::Ticket;
 use crate::kafka::producer::{FailurePublisher, PublishError};
 use crate::kafka::record::SourceRecord;
+use crate::kafka::retry_partitions::SharedRetryPartitions;
 use crate::mapping::FieldAssignments;
 use crate::metrics::Metrics;
 use crate::mparticle::Environment;
@@ -406,19 +408,28 @@ impl Pipeline {
             health.clone(),
         )?
         .holding_messages();
-        let retries = SourceConsumer::subscribe(
+        // The retry consumer reads the retry partitions of the source partitions this
+        // replica owns, committing in a group of its own that has no members.
+        let retries = Arc::new(SourceConsumer::assigned_by_hand(
             kafka,
             &retry_group(&kafka.group_id),
-            std::slice::from_ref(&kafka.retry_topic),
+            &kafka.retry_topic,
             metrics.clone(),
-            Arc::new(Health::default()),
-        )?;
+        )?);
+        let retry_partitions = SharedRetryPartitions::default();
+        source.lead(Follower::new(
+            retries.clone(),
+            &kafka.retry_topic,
+            &kafka.topics,
+            retry_partitions.clone(),
+            shutdown.clone(),
+        ));
         health.watch("source reader", source.polls());
         health.watch("retry reader", retries.polls());
         let ctx = Context {
             source: Arc::new(source),
-            retries: Arc::new(retries),
-            publisher: FailurePublisher::new(kafka)?,
+            retries,
+            publisher: FailurePublisher::new(kafka, retry_partitions)?,
             client: Client::new(&config.mparticle)?,
             assignments,
             metrics,

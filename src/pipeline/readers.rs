@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rdkafka::error::KafkaError;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Duration, Instant, sleep_until};
 use tracing::warn;
@@ -124,6 +125,12 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
         };
         let (record, ticket) = match next {
             Ok(next) => next,
+            // Every record before it is in the schedule, its customer held: the source
+            // partition whose retries these are may go on.
+            Err(KafkaError::PartitionEOF(partition)) => {
+                ctx.source.caught_up(partition);
+                continue;
+            }
             Err(error) => {
                 warn!(%error, "consume error on the retry topic");
                 continue;

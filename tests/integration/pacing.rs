@@ -204,10 +204,11 @@ async fn a_long_retry_after_keeps_the_consumer_in_its_group() {
         .env("KAFKA_PROPERTY_MAX_POLL_INTERVAL_MS", "7000")
         .spawn()
         .await;
-    let joined = || scrape(service.admin).contains(r#"rebalances_total{kind="assign"} 2"#);
+    // The source consumer is the one in a group (the retry one follows it).
+    let joined = || scrape(service.admin).contains(r#"rebalances_total{kind="assign"} 1"#);
     assert!(
         eventually(Duration::from_secs(30), joined).await,
-        "both consumers joined"
+        "the consumer joined its group"
     );
     service
         .standin

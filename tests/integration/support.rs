@@ -383,9 +383,11 @@ impl ServiceSpec {
         let retry_topic = unique("retry");
         let dlq_topic = unique("dlq");
         let mut all: Vec<&str> = topics.iter().map(String::as_str).collect();
-        all.push(&retry_topic);
         all.push(&dlq_topic);
         create_topics(&all, self.partitions).await;
+        // A retry partition for every source partition, as deploy/ creates it.
+        let retry_partitions = self.partitions * self.topic_count as i32;
+        create_topics(&[&retry_topic], retry_partitions).await;
         let group = unique("group");
         self.start(standin, topics, retry_topic, dlq_topic, group)
             .await
