@@ -21,8 +21,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "Kafka: a single-node KRaft broker on 127.0.0.1:9092"
 scripts/kafka.sh start
-for topic in loyalty.point-add loyalty.reward-claim mparticle-forwarder.retry mparticle-forwarder.dlq; do
-  scripts/kafka.sh topics create "$topic" 3 2>/dev/null | grep -v WARNING || true
+# The retry topic has a partition for each source partition (2 topics x 3).
+for spec in loyalty.point-add:3 loyalty.reward-claim:3 mparticle-forwarder.retry:6 mparticle-forwarder.dlq:3; do
+  scripts/kafka.sh topics create "${spec%:*}" "${spec#*:}" 2>/dev/null | grep -v WARNING || true
 done
 
 step "Building ($profile)"

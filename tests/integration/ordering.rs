@@ -3,11 +3,13 @@
 //! topic after it, with no attempt used), and other customers flow meanwhile; a record
 //! dead-lettered at last releases those behind it, and its dead letter names them.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use mparticle_forwarder::standin::{Fault, StandIn};
 use serde_json::Value;
 
+use crate::resilience::{spawn_forwarder, topics};
 use crate::support::*;
 
 /// A point add of `customer` whose spendable balance is `spendable`.
@@ -235,4 +237,129 @@ async fn with_two_replicas_a_customers_records_still_arrive_in_order_through_ret
     assert_eq!(kinds, ["http_5xx", "held_behind", "held_behind"]);
     first.stop().await;
     second.stop().await;
+}
+
+/// The source partitions of `topic` that the forwarder serving metrics at `admin` reports
+/// a lag for: those it consumes.
+fn lagging_partitions(admin: &str, topic: &str) -> Vec<i32> {
+    let metrics = scrape(admin.parse().unwrap());
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("mparticle_forwarder_consumer_lag{"))
+        .filter(|l| l.contains(&format!(r#"topic="{topic}""#)))
+        .filter_map(|l| {
+            let rest = &l[l.find(r#"partition=""#)? + 11..];
+            rest[..rest.find('"')?].parse().ok()
+        })
+        .collect()
+}
+
+/// A port nobody listens on now, for a forwarder's admin server.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_records_stay_in_order_when_the_replica_holding_its_retry_is_killed() {
+    let standin = standin().await;
+    standin.add_fault(Fault::status(429).when_id("r1").times(1));
+    standin.add_fault(Fault::status(503).when_id("r1").times(1));
+    let t = topics(3).await;
+    let admins = [free_port(), free_port()].map(|port| format!("127.0.0.1:{port}"));
+    let spawn = |admin: &str| {
+        let env = [
+            ("RETRY_BACKOFF", "3s"),
+            ("ADMIN_ADDR", admin),
+            ("KAFKA_PROPERTY_STATISTICS_INTERVAL_MS", "500"),
+        ];
+        spawn_forwarder(&standin, &t, &env)
+    };
+    let mut replicas = [spawn(&admins[0]), spawn(&admins[1])];
+    // Both in the group, each with its share of the six source partitions (a second
+    // member's share comes a rebalance after it joins).
+    let assigned = |admin: &str| {
+        let metrics = scrape(admin.parse().unwrap());
+        metric_value(
+            &metrics,
+            r#"mparticle_forwarder_rebalances_total{kind="assign"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || admins
+            .iter()
+            .all(|a| assigned(a) >= 1.0))
+        .await,
+        "both replicas in the group"
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let producer = producer();
+    let topic = &t.sources[0];
+    let r1 = balance("r1", "member", 100);
+    let (partition, _) = produce(&producer, topic, Some("member"), r1.as_bytes()).await;
+    // r1 was answered 429 and written to the retry topic by the replica that owns its
+    // partition; that one is killed.
+    let retried = || {
+        read_all(&t.retry)
+            .iter()
+            .any(|r| r.key.as_deref() == Some(b"member".as_slice()))
+    };
+    assert!(
+        eventually(Duration::from_secs(30), retried).await,
+        "r1 in the retry topic"
+    );
+    let mut owner = None;
+    let found = eventually(Duration::from_secs(15), || {
+        owner = (0..2).find(|i| lagging_partitions(&admins[*i], topic).contains(&partition));
+        owner.is_some()
+    })
+    .await;
+    assert!(found, "one replica reports {topic}/{partition}");
+    let owner = owner.unwrap();
+    replicas[owner].kill().unwrap(); // SIGKILL
+    replicas[owner].wait().unwrap();
+
+    // Meanwhile: the member's r2 and r3, and 1,000 events of other customers. The survivor
+    // takes the partition over once the group has noticed (6 s).
+    let others = produce_events(&t.sources, 1_000, "other").await;
+    for (id, spendable) in [("r2", 150), ("r3", 200)] {
+        let value = balance(id, "member", spendable);
+        let (p, _) = produce(&producer, topic, Some("member"), value.as_bytes()).await;
+        assert_eq!(p, partition);
+    }
+    let everything_delivered = || {
+        let accepted: HashSet<String> = standin.accepted_event_ids().into_iter().collect();
+        others.iter().all(|id| accepted.contains(id))
+            && ["r1", "r2", "r3"].iter().all(|id| accepted.contains(*id))
+    };
+    assert!(
+        eventually(Duration::from_secs(90), everything_delivered).await,
+        "every event delivered"
+    );
+    // A record the killed replica had not committed may arrive twice; what counts is the
+    // order in which each first arrived, and the last word.
+    let (order, latest) = accepted_of(&standin.accepted(), "member");
+    let mut first_arrivals: Vec<String> = Vec::new();
+    for id in &order {
+        if !first_arrivals.contains(id) {
+            first_arrivals.push(id.clone());
+        }
+    }
+    assert_eq!(first_arrivals, ["r1", "r2", "r3"], "arrivals: {order:?}");
+    assert_eq!(
+        order.last().map(String::as_str),
+        Some("r3"),
+        "arrivals: {order:?}"
+    );
+    assert_eq!(latest.as_deref(), Some("200"));
+    assert!(read_all(&t.dlq).is_empty(), "nothing dead-lettered");
+    let survivor = &mut replicas[1 - owner];
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
+    standin.stop();
 }

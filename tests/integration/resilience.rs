@@ -11,14 +11,14 @@ use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mparticle-forwarder");
 
-struct Topics {
-    sources: Vec<String>,
-    retry: String,
-    dlq: String,
-    group: String,
+pub(crate) struct Topics {
+    pub sources: Vec<String>,
+    pub retry: String,
+    pub dlq: String,
+    pub group: String,
 }
 
-async fn topics(partitions: i32) -> Topics {
+pub(crate) async fn topics(partitions: i32) -> Topics {
     let t = Topics {
         sources: vec![unique("src0"), unique("src1")],
         retry: unique("retry"),
@@ -32,7 +32,7 @@ async fn topics(partitions: i32) -> Topics {
     t
 }
 
-fn spawn_forwarder(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) -> Child {
+pub(crate) fn spawn_forwarder(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) -> Child {
     forwarder_command(standin, t, extra)
         .spawn()
         .expect("start the forwarder")
