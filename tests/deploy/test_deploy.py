@@ -196,9 +196,13 @@ def test_compose_agrees_with_the_service_configuration():
     assert result.returncode == 0, result.stderr
     mounted = [v.split(":")[1] for v in services["forwarder"]["volumes"]]
     assert env["FIELD_ASSIGNMENTS_FILE"] in mounted
-    created = re.search(r"for topic in ([^;]+);", services["kafka-init"]["command"][0])[1].split()
-    wanted = env["KAFKA_TOPICS"].split(",") + [env["KAFKA_RETRY_TOPIC"], env["KAFKA_DLQ_TOPIC"]]
+    specs = re.search(r"for spec in ([^;]+);", services["kafka-init"]["command"][0])[1].split()
+    created = dict((name, int(count)) for name, count in (s.split(":") for s in specs))
+    sources = env["KAFKA_TOPICS"].split(",")
+    wanted = sources + [env["KAFKA_RETRY_TOPIC"], env["KAFKA_DLQ_TOPIC"]]
     assert sorted(created) == sorted(wanted), "kafka-init creates exactly the topics the service uses"
+    most = max(created[t] for t in sources)
+    assert created[env["KAFKA_RETRY_TOPIC"]] >= most * len(sources), "a retry partition per source partition"
     standin_port = services["mparticle-standin"]["command"][1].split(":")[1]
     assert env["MPARTICLE_API_URL"] == f"http://mparticle-standin:{standin_port}/s2s/v2/events"
     admin_port = env["ADMIN_ADDR"].split(":")[1]
