@@ -32,10 +32,35 @@ pub(crate) async fn topics(partitions: i32) -> Topics {
     t
 }
 
-pub(crate) fn spawn_forwarder(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) -> Child {
-    forwarder_command(standin, t, extra)
-        .spawn()
-        .expect("start the forwarder")
+/// A forwarder process, killed when dropped: a test that fails midway leaves none behind.
+pub(crate) struct Forwarder(Child);
+
+impl std::ops::Deref for Forwarder {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Forwarder {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn spawn_forwarder(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) -> Forwarder {
+    Forwarder(
+        forwarder_command(standin, t, extra)
+            .spawn()
+            .expect("start the forwarder"),
+    )
 }
 
 fn forwarder_command(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) -> Command {
