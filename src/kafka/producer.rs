@@ -100,15 +100,22 @@ impl FailurePublisher {
         outcome
     }
 
-    /// Writes `record` to the retry topic and waits for the acknowledgement. A record too
-    /// large for it fails with [`PublishError::is_too_large`].
+    /// The retry partition of `record`'s source partition (`None` before the first
+    /// assignment, when the producer's partitioner chooses).
+    pub fn retry_partition_of(&self, record: &SourceRecord) -> Option<i32> {
+        self.retry_partitions.of_record(record)
+    }
+
+    /// Writes `record` to the retry topic, on `partition` if one is given, and waits for
+    /// the acknowledgement. A record too large for it fails with
+    /// [`PublishError::is_too_large`].
     pub async fn retry(
         &self,
         record: &SourceRecord,
         failure: &Failure,
+        partition: Option<i32>,
     ) -> Result<(), PublishError> {
         let headers = failure_headers(record, failure);
-        let partition = self.retry_partitions.of_record(record);
         self.write(
             &self.retry_topic,
             partition,

@@ -148,9 +148,9 @@ impl Assembly<'_> {
     /// overtakes them while they are written.
     fn hold_back(&self, customer: &[u8], records: Vec<Outbound>, due_ms: i64) {
         for o in members(records) {
-            self.ctx
-                .holds
-                .add(customer, FirstSeen::of(&o.item.record), due_ms);
+            // Held already, so the hold's retry partition stands.
+            let first_seen = FirstSeen::of(&o.item.record);
+            self.ctx.holds.add(customer, first_seen, due_ms, None);
             // Closed only when the writer is gone, at shutdown: the record is then left
             // unfinished, to be consumed again.
             let _ = self.held.send((o, due_ms));

@@ -84,6 +84,10 @@ struct Hold {
     back: HashSet<FirstSeen>,
     /// When the latest-due of them is due: a record held behind them is due then too.
     due_ms: i64,
+    /// The retry partition of the first of them: the records held behind it are written
+    /// there too, so that they come back behind it in order, whichever source partition
+    /// (of another topic, say) they came from.
+    retry_partition: Option<i32>,
 }
 
 impl Hold {
@@ -127,10 +131,19 @@ impl Holds {
         self.entries.load(Ordering::Relaxed) == 0
     }
 
-    /// `record` of `customer` waits for a retry due at `due_ms`.
-    pub fn add(&self, customer: &[u8], record: FirstSeen, due_ms: i64) {
+    /// `record` of `customer` waits for a retry due at `due_ms`, on `retry_partition`.
+    pub fn add(
+        &self,
+        customer: &[u8],
+        record: FirstSeen,
+        due_ms: i64,
+        retry_partition: Option<i32>,
+    ) {
         let mut customers = self.lock();
         let hold = customers.entry(customer.into()).or_default();
+        if hold.waiting.is_empty() {
+            hold.retry_partition = retry_partition;
+        }
         hold.waiting.insert(record);
         hold.due_ms = hold.due_ms.max(due_ms);
         self.entries.store(customers.len(), Ordering::Relaxed);
@@ -160,6 +173,20 @@ impl Holds {
             hold.waiting.remove(record);
             hold.back.remove(record);
         });
+    }
+
+    /// The retry partition that records held behind `customer`'s retries go to, while it
+    /// is held.
+    pub fn retry_partition(&self, customer: &[u8]) -> Option<i32> {
+        if self.is_empty() {
+            return None;
+        }
+        let customers = self.lock();
+        let hold = customers.get(customer)?;
+        if hold.waiting.is_empty() {
+            return None;
+        }
+        hold.retry_partition
     }
 
     /// When a record of `customer` held behind the others now would be due, if the
@@ -257,10 +284,10 @@ mod tests {
     fn a_customer_is_held_until_each_of_its_records_is_back() {
         let holds = Holds::default();
         assert_eq!(holds.due_ms(b"c1", 0), None);
-        holds.add(b"c1", seen(1), 5_000);
-        holds.add(b"c1", seen(2), 4_000);
+        holds.add(b"c1", seen(1), 5_000, None);
+        holds.add(b"c1", seen(2), 4_000, None);
         // Read again after a restart: still one record.
-        holds.add(b"c1", seen(1), 5_000);
+        holds.add(b"c1", seen(1), 5_000, None);
         assert_eq!(holds.due_ms(b"c1", 0), Some(5_000), "the latest due");
         assert_eq!(holds.due_ms(b"c2", 0), None);
         assert_eq!(holds.sizes(), (1, 2));
@@ -282,10 +309,10 @@ mod tests {
     #[test]
     fn a_record_retried_again_after_it_came_back_holds_its_customer_again() {
         let holds = Holds::default();
-        holds.add(b"c1", seen(1), 1_000);
+        holds.add(b"c1", seen(1), 1_000, None);
         holds.came_back(b"c1", &seen(1));
         // Failed again: held from before it is written, then finished.
-        holds.add(b"c1", seen(1), 2_000);
+        holds.add(b"c1", seen(1), 2_000, None);
         holds.finished(b"c1", &seen(1));
         assert_eq!(holds.due_ms(b"c1", 0), Some(2_000));
         holds.release(b"c1", &seen(1));
@@ -296,7 +323,7 @@ mod tests {
     fn a_record_back_while_an_earlier_one_waits_again_must_wait_too() {
         let holds = Holds::default();
         for offset in 1..=3 {
-            holds.add(b"c1", seen(offset), 1_000);
+            holds.add(b"c1", seen(offset), 1_000, None);
         }
         assert_eq!(
             holds.ahead_due_ms(b"c1", &seen(1), 0),
@@ -311,7 +338,7 @@ mod tests {
         );
         holds.came_back(b"c1", &seen(2));
         // The first failed again before the third came back.
-        holds.add(b"c1", seen(1), 9_000);
+        holds.add(b"c1", seen(1), 9_000, None);
         assert_eq!(holds.ahead_due_ms(b"c1", &seen(3), 0), Some(9_000));
         assert_eq!(
             holds.ahead_due_ms(b"c1", &seen(3), 9_500),
@@ -327,7 +354,7 @@ mod tests {
     #[test]
     fn a_hold_whose_records_never_come_back_ends() {
         let holds = Holds::default();
-        holds.add(b"c1", seen(1), 1_000);
+        holds.add(b"c1", seen(1), 1_000, None);
         assert!(holds.due_ms(b"c1", 1_000 + STALE_AFTER_MS).is_some());
         assert!(holds.due_ms(b"c1", 1_001 + STALE_AFTER_MS).is_none());
         assert_eq!(holds.sizes(), (0, 0));
@@ -358,5 +385,20 @@ mod tests {
                 offset: 41
             }
         );
+    }
+
+    #[test]
+    fn records_held_behind_go_to_the_retry_partition_of_the_first_retry() {
+        let holds = Holds::default();
+        assert_eq!(holds.retry_partition(b"c1"), None);
+        holds.add(b"c1", seen(1), 1_000, Some(4));
+        // Another topic's record of the customer, held behind it.
+        holds.add(b"c1", seen(2), 1_000, Some(1));
+        assert_eq!(holds.retry_partition(b"c1"), Some(4));
+        holds.came_back(b"c1", &seen(1));
+        holds.came_back(b"c1", &seen(2));
+        assert_eq!(holds.retry_partition(b"c1"), None, "held no more");
+        holds.add(b"c1", seen(2), 2_000, Some(1));
+        assert_eq!(holds.retry_partition(b"c1"), Some(1));
     }
 }

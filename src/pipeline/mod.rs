@@ -277,11 +277,22 @@ impl Context {
         // A dead letter names the customer's records that go on without it.
         let customer = holds::customer_of(&item.record)
             .map(|customer| (customer, holds::FirstSeen::of(&item.record)));
+        // A retry goes to the retry partition of its source partition; one held behind
+        // its customer's retry goes where that one is, to come back behind it.
+        let held_in = match (&customer, failure.kind) {
+            (Some((customer, _)), crate::outcome::ErrorKind::HeldBehind) => {
+                self.holds.retry_partition(customer)
+            }
+            _ => None,
+        };
+        let retry_partition = held_in.or_else(|| self.publisher.retry_partition_of(&item.record));
         if let Some((customer, first_seen)) = &customer {
             match to {
                 Destination::Retry => {
                     let due_ms = failure.not_before_ms.unwrap_or(0);
-                    self.holds.add(customer, first_seen.clone(), due_ms);
+                    let first_seen = first_seen.clone();
+                    self.holds
+                        .add(customer, first_seen, due_ms, retry_partition);
                 }
                 Destination::DeadLetter => {
                     let others = self.holds.others(customer, first_seen);
@@ -291,7 +302,11 @@ impl Context {
         }
         let mut written = match to {
             Destination::DeadLetter => self.publisher.dead_letter(&item.record, &failure).await,
-            Destination::Retry => self.publisher.retry(&item.record, &failure).await,
+            Destination::Retry => {
+                self.publisher
+                    .retry(&item.record, &failure, retry_partition)
+                    .await
+            }
         };
         if let (Destination::Retry, Err(error)) = (to, &written) {
             if error.is_too_large() {

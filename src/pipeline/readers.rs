@@ -152,8 +152,12 @@ fn schedule_retry(
 ) {
     let state = retry_state(&record);
     if let Some(customer) = customer_of(&record) {
-        ctx.holds
-            .add(customer, FirstSeen::of(&record), state.not_before_ms);
+        ctx.holds.add(
+            customer,
+            FirstSeen::of(&record),
+            state.not_before_ms,
+            Some(record.partition),
+        );
     }
     schedule.insert(
         state.not_before_ms,

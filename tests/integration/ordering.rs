@@ -189,6 +189,53 @@ async fn a_record_dead_lettered_at_last_releases_the_records_behind_it_in_order(
     service.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_record_of_another_topic_waits_behind_its_retry_once() {
+    // Two source topics: the member's records in them have two source partitions, and
+    // so two retry partitions of their own.
+    let service = ServiceSpec::default()
+        .partitions(1)
+        .topics(2)
+        .env("RETRY_BACKOFF", "2s")
+        .spawn()
+        .await;
+    service
+        .standin
+        .add_fault(Fault::status(503).when_id("r1").times(1));
+    let producer = producer();
+    let r1 = balance("r1", "member", 100);
+    produce(&producer, &service.topics[0], Some("member"), r1.as_bytes()).await;
+    assert!(
+        eventually(Duration::from_secs(30), || !read_all(&service.retry_topic)
+            .is_empty())
+        .await,
+        "r1 in the retry topic"
+    );
+    let r2 = balance("r2", "member", 150);
+    produce(&producer, &service.topics[1], Some("member"), r2.as_bytes()).await;
+    delivered_and_committed(&service, &service.standin, 2).await;
+    let (order, latest) = accepted_of(&service.standin.accepted(), "member");
+    assert_eq!(order, ["r1", "r2"]);
+    assert_eq!(latest.as_deref(), Some("150"));
+    // r2 went behind r1 on r1's retry partition and came back behind it, once: on a
+    // partition of its own it would come back before r1 and go round again.
+    let metrics = scrape(service.admin);
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"mparticle_forwarder_events_retried_total{action="point_add",kind="held_behind"}"#
+        ),
+        Some(1.0)
+    );
+    let partitions: Vec<i32> = read_all(&service.retry_topic)
+        .iter()
+        .map(|r| r.partition)
+        .collect();
+    assert_eq!(partitions.len(), 2);
+    assert_eq!(partitions[0], partitions[1], "one retry partition");
+    service.stop().await;
+}
+
 /// Two replicas of one group on four partitions, each having taken its share.
 async fn two_replicas(standin: &StandIn) -> (TestService, TestService) {
     let spec = || {

@@ -127,6 +127,7 @@ pub async fn produce_with_headers(
 /// A record read back from a topic.
 #[derive(Debug, Clone)]
 pub struct ReadRecord {
+    pub partition: i32,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: HashMap<String, String>,
@@ -198,6 +199,7 @@ pub fn read_all(topic: &str) -> Vec<ReadRecord> {
                 })
                 .collect();
             records.push(ReadRecord {
+                partition: m.partition(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec),
                 headers,
