@@ -364,6 +364,34 @@ impl SourceConsumer {
         info!(group = %self.state.group, partitions = %describe(&list), "partitions taken");
     }
 
+    /// Those of `partitions` of `topic` with records after the group's committed offset
+    /// (from the start, without one), as the broker says now. A partition the broker does
+    /// not answer for counts as unread.
+    pub fn unread(&self, topic: &str, partitions: &[i32], timeout: Duration) -> Vec<i32> {
+        let mut list = TopicPartitionList::new();
+        for partition in partitions {
+            list.add_partition(topic, *partition);
+        }
+        let committed = self.consumer.committed_offsets(list, timeout).ok();
+        partitions
+            .iter()
+            .copied()
+            .filter(|partition| {
+                let Ok((low, high)) = self.consumer.fetch_watermarks(topic, *partition, timeout)
+                else {
+                    return true;
+                };
+                let from = committed
+                    .as_ref()
+                    .and_then(|c| c.find_partition(topic, *partition))
+                    .and_then(|e| e.offset().to_raw())
+                    .filter(|offset| *offset >= 0)
+                    .unwrap_or(low);
+                from < high
+            })
+            .collect()
+    }
+
     /// Stops reading `partitions` of `topic`, committing what is done of them first, so
     /// that the next owner starts there.
     pub fn give_up(&self, topic: &str, partitions: &[i32]) {

@@ -25,8 +25,9 @@ use crate::shutdown::{Shutdown, StopReason};
 /// partition goes on, and a customer's new record there may overtake a retry not yet read.
 pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
 
-/// How long reading the topics' partition counts may take in a rebalance.
-const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long each question to the broker in a rebalance (partition counts, offsets) may
+/// take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 type SourcePartition = (String, i32);
 
@@ -96,14 +97,16 @@ impl Follower {
                 continue;
             }
             retry_partitions.extend_from_slice(&read);
-            let _ = pause.add_partition(&source.0, source.1);
-            catching_up.insert(
-                source.clone(),
-                CatchingUp {
-                    unread: read.clone(),
-                    until: Instant::now() + CATCH_UP_LIMIT,
-                },
-            );
+            // Only retry partitions with records to read keep the source partition
+            // waiting: usually there are none, and it goes on at once.
+            let unread = self
+                .retries
+                .unread(&self.retry_topic, &read, METADATA_TIMEOUT);
+            if !unread.is_empty() {
+                let _ = pause.add_partition(&source.0, source.1);
+                let until = Instant::now() + CATCH_UP_LIMIT;
+                catching_up.insert(source.clone(), CatchingUp { unread, until });
+            }
             taken.insert(source, read);
         }
         self.catching_up_count
