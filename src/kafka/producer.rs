@@ -13,7 +13,6 @@ use crate::config::KafkaConfig;
 use crate::kafka::ffi;
 use crate::kafka::headers::{Failure, failure_headers};
 use crate::kafka::record::{HeaderList, SourceRecord};
-use crate::kafka::retry_partitions::SharedRetryPartitions;
 use crate::kafka::settings;
 use crate::kafka::shortened::{Cut, shorten};
 
@@ -46,20 +45,14 @@ pub struct FailurePublisher {
     producer: FutureProducer,
     dlq_topic: String,
     retry_topic: String,
-    retry_partitions: SharedRetryPartitions,
 }
 
 impl FailurePublisher {
-    /// A retry goes to the partition `retry_partitions` give its first place.
-    pub fn new(
-        kafka: &KafkaConfig,
-        retry_partitions: SharedRetryPartitions,
-    ) -> Result<FailurePublisher, KafkaError> {
+    pub fn new(kafka: &KafkaConfig) -> Result<FailurePublisher, KafkaError> {
         Ok(FailurePublisher {
             producer: settings::producer(kafka).create()?,
             dlq_topic: kafka.dlq_topic.clone(),
             retry_topic: kafka.retry_topic.clone(),
-            retry_partitions,
         })
     }
 
@@ -98,12 +91,6 @@ impl FailurePublisher {
                 .await;
         }
         outcome
-    }
-
-    /// The retry partition of `record`'s source partition (`None` before the first
-    /// assignment, when the producer's partitioner chooses).
-    pub fn retry_partition_of(&self, record: &SourceRecord) -> Option<i32> {
-        self.retry_partitions.of_record(record)
     }
 
     /// Writes `record` to the retry topic, on `partition` if one is given, and waits for

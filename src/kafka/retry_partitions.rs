@@ -13,9 +13,6 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::kafka::headers::{ORIGINAL_PARTITION, ORIGINAL_TOPIC};
-use crate::kafka::record::SourceRecord;
-
 /// The source topics' and the retry topic's partition counts, as the broker last said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPartitions {
@@ -71,19 +68,6 @@ impl RetryPartitions {
         }
     }
 
-    /// The retry partition of `record`: that of its first place (`forwarder-original-*`
-    /// when it is a retry already).
-    pub fn of_record(&self, record: &SourceRecord) -> i32 {
-        let original = record.header_text(ORIGINAL_TOPIC).map(str::trim);
-        let partition = record
-            .header_text(ORIGINAL_PARTITION)
-            .and_then(|p| p.trim().parse::<i32>().ok());
-        match (original, partition) {
-            (Some(topic), Some(partition)) => self.of(topic, partition),
-            _ => self.of(record.topic.as_str(), record.partition),
-        }
-    }
-
     /// The source partition that reads retry partition `retry`: the one whose records are
     /// written there, or for a partition nobody writes to, one of its column (or the
     /// first source topic's, when its column's topic has no partitions).
@@ -117,11 +101,12 @@ impl SharedRetryPartitions {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The retry partition of `record`; `None` before the first assignment (no record can
-    /// fail then), when the producer's own partitioner chooses.
-    pub fn of_record(&self, record: &SourceRecord) -> Option<i32> {
+    /// The retry partition of a record first consumed from `topic`, `partition`; `None`
+    /// before the first assignment (no record can fail then), when the producer's own
+    /// partitioner chooses.
+    pub fn of(&self, topic: &str, partition: i32) -> Option<i32> {
         let partitions = self.0.read().unwrap_or_else(|p| p.into_inner());
-        partitions.as_ref().map(|p| p.of_record(record))
+        partitions.as_ref().map(|p| p.of(topic, partition))
     }
 }
 
@@ -206,21 +191,5 @@ mod tests {
         // Read by the first partition writing there.
         assert_eq!(p.read_with("a", 0), [0]);
         assert!(p.read_with("a", 3).is_empty());
-    }
-
-    #[test]
-    fn a_retry_is_written_where_its_first_place_says() {
-        let p = partitions(&[("a", 3), ("b", 3)], 6);
-        let record = |headers: Vec<(&str, &[u8])>| {
-            let headers = headers
-                .into_iter()
-                .map(|(n, v)| (n.into(), Some(v.to_vec())))
-                .collect();
-            let topic = crate::kafka::topic::Topic::named("retry");
-            SourceRecord::new(topic, 5, 9, None, None, None, headers)
-        };
-        assert_eq!(p.of_record(&record(vec![])), p.of("retry", 5));
-        let record = record(vec![(ORIGINAL_TOPIC, b"b"), (ORIGINAL_PARTITION, b"2")]);
-        assert_eq!(p.of_record(&record), p.of("b", 2));
     }
 }

@@ -69,6 +69,16 @@ impl FirstSeen {
     }
 }
 
+impl FirstSeen {
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+}
+
 impl std::fmt::Display for FirstSeen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}/{}", self.topic, self.partition, self.offset)

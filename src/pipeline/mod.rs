@@ -163,6 +163,8 @@ pub(crate) struct Context {
     pub source: Arc<SourceConsumer>,
     pub retries: Arc<SourceConsumer>,
     pub publisher: FailurePublisher,
+    /// Where each source partition's retries go, as the last rebalance read them.
+    pub retry_partitions: SharedRetryPartitions,
     pub client: Client,
     pub assignments: FieldAssignments,
     pub metrics: Metrics,
@@ -275,18 +277,21 @@ impl Context {
         // A retry holds its customer from before it is written (it may be read back at
         // once) until it comes back; the customer's later records wait behind it.
         // A dead letter names the customer's records that go on without it.
-        let customer = holds::customer_of(&item.record)
-            .map(|customer| (customer, holds::FirstSeen::of(&item.record)));
+        let customer = holds::customer_of(&item.record);
+        let first_seen = holds::FirstSeen::of(&item.record);
         // A retry goes to the retry partition of its source partition; one held behind
         // its customer's retry goes where that one is, to come back behind it.
-        let held_in = match (&customer, failure.kind) {
-            (Some((customer, _)), crate::outcome::ErrorKind::HeldBehind) => {
-                self.holds.retry_partition(customer)
-            }
-            _ => None,
+        let retry_partition = match to {
+            Destination::DeadLetter => None,
+            Destination::Retry => customer
+                .filter(|_| failure.kind == crate::outcome::ErrorKind::HeldBehind)
+                .and_then(|customer| self.holds.retry_partition(customer))
+                .or_else(|| {
+                    let (topic, partition) = (first_seen.topic(), first_seen.partition());
+                    self.retry_partitions.of(topic, partition)
+                }),
         };
-        let retry_partition = held_in.or_else(|| self.publisher.retry_partition_of(&item.record));
-        if let Some((customer, first_seen)) = &customer {
+        if let Some(customer) = customer {
             match to {
                 Destination::Retry => {
                     let due_ms = failure.not_before_ms.unwrap_or(0);
@@ -295,7 +300,7 @@ impl Context {
                         .add(customer, first_seen, due_ms, retry_partition);
                 }
                 Destination::DeadLetter => {
-                    let others = self.holds.others(customer, first_seen);
+                    let others = self.holds.others(customer, &first_seen);
                     failure.later_records = others.iter().map(ToString::to_string).collect();
                 }
             }
@@ -314,8 +319,8 @@ impl Context {
                 // will be at every attempt: its fate has to be readable now.
                 failure = too_large_to_retry(failure);
                 to = Destination::DeadLetter;
-                if let Some((customer, first_seen)) = &customer {
-                    self.holds.release(customer, first_seen);
+                if let Some(customer) = customer {
+                    self.holds.release(customer, &first_seen);
                 }
                 written = self.publisher.dead_letter(&item.record, &failure).await;
             }
@@ -444,7 +449,8 @@ impl Pipeline {
         let ctx = Context {
             source: Arc::new(source),
             retries,
-            publisher: FailurePublisher::new(kafka, retry_partitions)?,
+            publisher: FailurePublisher::new(kafka)?,
+            retry_partitions,
             client: Client::new(&config.mparticle)?,
             assignments,
             metrics,
