@@ -1,5 +1,6 @@
 //! The admin endpoints: `/metrics` (Prometheus text), `/healthz` (the reader loops keep
-//! polling Kafka) and `/readyz` (joined the group and not stopped by an auth failure).
+//! polling Kafka), `/readyz` (joined the group, and some account's credentials accepted)
+//! and `/accounts` (each mParticle account's state, as JSON).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,8 +45,10 @@ struct Watched {
 pub struct Health {
     /// The consumer has joined its group.
     pub joined: AtomicBool,
-    /// mParticle refused the credentials; consuming is stopped.
+    /// mParticle refused the credentials of every account; consuming is stopped.
     pub auth_failed: AtomicBool,
+    /// Each account's state, a JSON array refreshed by the pipeline every second.
+    accounts: Mutex<String>,
     /// Shutting down: no longer taking records.
     pub draining: AtomicBool,
     watched: Mutex<Vec<Watched>>,
@@ -82,6 +85,20 @@ impl Health {
 
     fn lock_watched(&self) -> std::sync::MutexGuard<'_, Vec<Watched>> {
         self.watched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Each account's state, as `/accounts` shows it.
+    pub fn set_accounts(&self, report: String) {
+        *self.accounts.lock().unwrap_or_else(|p| p.into_inner()) = report;
+    }
+
+    fn accounts(&self) -> String {
+        let report = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        if report.is_empty() {
+            "[]".to_string()
+        } else {
+            report.clone()
+        }
     }
 
     pub fn ready(&self) -> bool {
@@ -130,12 +147,13 @@ fn route(method: &Method, path: &str, metrics: &Metrics, health: &Health) -> Htt
                 ),
             ),
         },
+        "/accounts" => http_server::json(StatusCode::OK, health.accounts()),
         "/readyz" if health.ready() => http_server::text(StatusCode::OK, "ready\n"),
         "/readyz" => {
             let why = if health.draining.load(Ordering::SeqCst) {
                 "draining"
             } else if health.auth_failed.load(Ordering::SeqCst) {
-                "stopped: mParticle refused the API key or secret"
+                "stopped: mParticle refused the API key or secret (of every account)"
             } else {
                 "not yet joined the consumer group"
             };
@@ -146,7 +164,7 @@ fn route(method: &Method, path: &str, metrics: &Metrics, health: &Health) -> Htt
         }
         _ => http_server::text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz, /readyz\n",
+            "not found: try /metrics, /healthz, /readyz, /accounts\n",
         ),
     }
 }

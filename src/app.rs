@@ -1,7 +1,9 @@
 //! The service as a whole: settings loaded and checked together, the admin endpoints and
 //! the pipeline started, and a reason to stop turned into an exit code.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use prometheus::Registry;
@@ -9,8 +11,9 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::admin::{self, Health};
+use crate::accounts::AccountsConfig;
 use crate::config::{Config, ConfigProblems, FIELD_ASSIGNMENTS_FILE};
-use crate::mapping::{FieldAssignments, Finding};
+use crate::mapping::{FieldAssignments, LoadError};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::shutdown::{Shutdown, StopReason};
@@ -23,40 +26,70 @@ pub const EXIT_FATAL: u8 = 1;
 /// Everything the service needs to start, checked.
 pub struct Settings {
     pub config: Config,
-    pub assignments: FieldAssignments,
-    pub warnings: Vec<Finding>,
+    /// The mParticle accounts (one without an accounts file) and their field assignments.
+    pub accounts: AccountsConfig,
 }
 
 impl Settings {
-    /// Reads the environment and the field-assignments file, reporting every problem of
-    /// both at once.
+    /// Reads the environment, the accounts file if one is named, and the field-assignments
+    /// files, reporting every problem of them all at once.
     pub fn load<I>(vars: I) -> Result<Settings, ConfigProblems>
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let vars: BTreeMap<String, String> = vars.into_iter().collect();
         let config = Config::from_vars(vars.clone());
-        let path = Config::field_assignments_path_from_vars(vars);
-        let assignments = FieldAssignments::load(&path);
-        match (config, assignments) {
-            (Ok(config), Ok((assignments, warnings))) => Ok(Settings {
-                config,
-                assignments,
-                warnings,
-            }),
-            (config, assignments) => {
-                let mut problems = config.err().unwrap_or_default();
-                if let Err(load_error) = assignments {
-                    for finding in load_error.errors {
-                        problems.push(format!(
-                            "{FIELD_ASSIGNMENTS_FILE} {}: {finding}",
-                            load_error.file
-                        ));
-                    }
+        let path = Config::field_assignments_path_from_vars(vars.clone());
+        let mut problems = ConfigProblems::default();
+        let accounts = match &config {
+            Ok(config) => match &config.accounts_file {
+                Some(file) => {
+                    crate::accounts::load(file, &config.mparticle, &path, &vars).map_err(|found| {
+                        for problem in found {
+                            problems.push(problem);
+                        }
+                    })
                 }
-                Err(problems)
+                None => single(config, &path, &mut problems),
+            },
+            Err(found) => {
+                problems.extend(found.clone());
+                // The field assignments are still checked, so that every problem shows.
+                if let Err(load_error) = FieldAssignments::load(&path) {
+                    report(&mut problems, load_error);
+                }
+                Err(())
             }
+        };
+        match (config, accounts) {
+            (Ok(config), Ok(accounts)) if problems.is_empty() => Ok(Settings { config, accounts }),
+            _ => Err(problems),
         }
+    }
+}
+
+/// The one account of the environment.
+fn single(config: &Config, path: &Path, problems: &mut ConfigProblems) -> Result<AccountsConfig, ()> {
+    match FieldAssignments::load(path) {
+        Ok((assignments, warnings)) => Ok(AccountsConfig::single(
+            config.mparticle.clone(),
+            path.to_path_buf(),
+            assignments,
+            warnings,
+        )),
+        Err(load_error) => {
+            report(problems, load_error);
+            Err(())
+        }
+    }
+}
+
+fn report(problems: &mut ConfigProblems, load_error: LoadError) {
+    for finding in load_error.errors {
+        problems.push(format!(
+            "{FIELD_ASSIGNMENTS_FILE} {}: {finding}",
+            load_error.file
+        ));
     }
 }
 
@@ -72,7 +105,7 @@ pub struct App {
 impl App {
     /// Registers the metrics and binds the admin address.
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
-        let metrics = Metrics::new(Registry::new(), settings.assignments.actions())?;
+        let metrics = Metrics::new(Registry::new(), settings.accounts.actions())?;
         let admin_listener = admin::bind(settings.config.admin_addr).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on ADMIN_ADDR {}: {e}",
@@ -109,8 +142,8 @@ impl App {
             shutdown,
             admin_listener,
         } = self;
-        for warning in &settings.warnings {
-            warn!(file = %settings.config.field_assignments_file.display(), "field assignments: {warning}");
+        for (file, warning) in &settings.accounts.warnings {
+            warn!(file = %file.display(), "field assignments: {warning}");
         }
         let admin = tokio::spawn(admin::serve(
             admin_listener,
@@ -121,19 +154,23 @@ impl App {
         let grace = settings.config.shutdown_grace;
         match Pipeline::new(
             &settings.config,
-            settings.assignments,
+            &settings.accounts,
             metrics,
             health,
             shutdown.clone(),
         ) {
             Ok(pipeline) => {
-                if settings.config.mparticle.credentials_in_clear() {
-                    warn!("{}", crate::config::CLEAR_CREDENTIALS_WARNING);
+                for account in &settings.accounts.accounts {
+                    if account.mparticle.credentials_in_clear() {
+                        warn!(account = %account.name, "{}", crate::config::CLEAR_CREDENTIALS_WARNING);
+                    }
                 }
+                let first = &settings.accounts.accounts[0];
                 info!(
                     topics = ?settings.config.kafka.topics,
                     group = %settings.config.kafka.group_id,
-                    mparticle = %crate::config::masked_url(&settings.config.mparticle.events_url),
+                    mparticle = %crate::config::masked_url(&first.mparticle.events_url),
+                    accounts = settings.accounts.accounts.len(),
                     "forwarding"
                 );
                 pipeline.run(grace).await;

@@ -22,6 +22,7 @@ mod tests;
 pub use kafka_properties::GUARANTEE_PROPERTIES;
 pub use names::*;
 pub use read::parse_duration;
+pub(crate) use read::api_urls;
 
 use kafka_properties::{PASS_THROUGH_PREFIX, is_secret_property, refused_pass_through};
 use read::{Env, Parser, valid_topic_name};
@@ -214,6 +215,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub retry: RetryConfig,
     pub field_assignments_file: PathBuf,
+    /// `MPARTICLE_ACCOUNTS_FILE`: several mParticle accounts, records routed among them.
+    pub accounts_file: Option<PathBuf>,
     pub unmapped_action: UnmappedAction,
     pub admin_addr: SocketAddr,
     pub log_format: LogFormat,
@@ -269,10 +272,23 @@ impl Config {
             problems: &mut problems,
         };
 
+        let accounts_file = env
+            .get(MPARTICLE_ACCOUNTS_FILE)
+            .map(|path| PathBuf::from(path.trim()))
+            .filter(|path| !path.as_os_str().is_empty());
         let api_url = p.text(env.get(MPARTICLE_API_URL), DEFAULT_API_URL);
         let (events_url, bulk_url) = p.api_urls(&api_url);
-        let api_key = p.required_secret(MPARTICLE_API_KEY, env.get(MPARTICLE_API_KEY));
-        let api_secret = p.required_secret(MPARTICLE_API_SECRET, env.get(MPARTICLE_API_SECRET));
+        // With an accounts file, each account names its own credentials.
+        let (api_key, api_secret) = match accounts_file {
+            Some(_) => (
+                Secret::new(env.get(MPARTICLE_API_KEY).unwrap_or_default().trim()),
+                Secret::new(env.get(MPARTICLE_API_SECRET).unwrap_or_default().trim()),
+            ),
+            None => (
+                p.required_secret(MPARTICLE_API_KEY, env.get(MPARTICLE_API_KEY)),
+                p.required_secret(MPARTICLE_API_SECRET, env.get(MPARTICLE_API_SECRET)),
+            ),
+        };
         let development = p.boolean(MPARTICLE_DEVELOPMENT, env.get(MPARTICLE_DEVELOPMENT), false);
         let max_batches_per_second = p.optional_rate(
             MPARTICLE_MAX_BATCHES_PER_SECOND,
@@ -496,6 +512,7 @@ impl Config {
                 backoff,
             },
             field_assignments_file,
+            accounts_file,
             unmapped_action,
             admin_addr,
             log_format,

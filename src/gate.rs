@@ -73,11 +73,17 @@ impl Default for Gate {
 
 impl Gate {
     pub fn new() -> Gate {
+        Gate::telling(watch::channel(0).0)
+    }
+
+    /// A gate that tells its changes on `changed`, which other gates may share (one
+    /// account's each, watched together by the readers).
+    pub fn telling(changed: watch::Sender<u64>) -> Gate {
         Gate {
             state: Mutex::new(State::Closed {
                 failures_in_a_row: 0,
             }),
-            changed: watch::channel(0).0,
+            changed,
         }
     }
 
@@ -269,6 +275,17 @@ impl Gate {
         match *self.state() {
             State::Open { until, .. } => Some(until),
             _ => None,
+        }
+    }
+
+    /// While the gate is not closed, the reason and the wait it is in (the next probe's
+    /// distance when open): how long its account's records are likely to wait.
+    pub fn stopped(&self) -> Option<(Reason, Duration)> {
+        match *self.state() {
+            State::Closed { .. } => None,
+            State::Open { reason, wait, .. } | State::HalfOpen { reason, wait, .. } => {
+                Some((reason, wait))
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod accounts;
 pub mod admin;
 pub mod app;
 pub mod clock;

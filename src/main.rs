@@ -273,37 +273,49 @@ fn check_config() -> ExitCode {
     };
     let c = &settings.config;
     println!("configuration is valid\n");
-    println!("mParticle");
-    println!(
-        "  events URL:          {}",
-        mparticle_forwarder::config::masked_url(&c.mparticle.events_url)
-    );
-    if c.mparticle.credentials_in_clear() {
+    let accounts = &settings.accounts;
+    if let Some(file) = &accounts.file {
+        println!("mParticle accounts ({}): {}", file.display(), accounts.accounts.len());
+        println!("  routing:             {}", describe_routing(&accounts.routing));
+    } else {
+        println!("mParticle");
+    }
+    for account in &accounts.accounts {
+        let m = &account.mparticle;
+        if accounts.file.is_some() {
+            println!("  account {}", account.name);
+        }
         println!(
-            "  warning:             {}",
-            mparticle_forwarder::config::CLEAR_CREDENTIALS_WARNING
+            "  events URL:          {}",
+            mparticle_forwarder::config::masked_url(&m.events_url)
+        );
+        if m.credentials_in_clear() {
+            println!(
+                "  warning:             {}",
+                mparticle_forwarder::config::CLEAR_CREDENTIALS_WARNING
+            );
+        }
+        println!(
+            "  bulk URL:            {}",
+            mparticle_forwarder::config::masked_url(&m.bulk_url)
+        );
+        println!("  API key / secret:    {} / {}", m.api_key, m.api_secret);
+        println!(
+            "  environment:         {}",
+            Environment::from_development_flag(m.development).as_str()
+        );
+        println!(
+            "  rate:                {}",
+            m.max_batches_per_second
+                .map_or("learnt from mParticle's answers".to_string(), |r| format!(
+                    "learnt from mParticle's answers, at most {r} batches/s"
+                ))
+        );
+        println!(
+            "  field assignments:   {}",
+            account.field_assignments_file.display()
         );
     }
-    println!(
-        "  bulk URL:            {}",
-        mparticle_forwarder::config::masked_url(&c.mparticle.bulk_url)
-    );
-    println!(
-        "  API key / secret:    {} / {}",
-        c.mparticle.api_key, c.mparticle.api_secret
-    );
-    println!(
-        "  environment:         {}",
-        Environment::from_development_flag(c.mparticle.development).as_str()
-    );
-    println!(
-        "  rate:                {}",
-        c.mparticle
-            .max_batches_per_second
-            .map_or("learnt from mParticle's answers".to_string(), |r| format!(
-                "learnt from mParticle's answers, at most {r} batches/s"
-            ))
-    );
     println!("  timeout:             {:?}", c.mparticle.timeout);
     println!(
         "  concurrent requests: {}",
@@ -337,17 +349,47 @@ fn check_config() -> ExitCode {
     );
     println!("Admin: {}   log format: {:?}", c.admin_addr, c.log_format);
     println!("Worker threads: {}", c.worker_threads);
-    println!(
-        "\nField assignments ({})",
-        c.field_assignments_file.display()
-    );
-    for line in settings.assignments.describe().lines() {
-        println!("  {line}");
+    let mut described: Vec<&std::path::Path> = Vec::new();
+    for account in &accounts.accounts {
+        let file = account.field_assignments_file.as_path();
+        if described.contains(&file) {
+            continue;
+        }
+        described.push(file);
+        println!("\nField assignments ({})", file.display());
+        for line in account.assignments.describe().lines() {
+            println!("  {line}");
+        }
     }
-    for warning in &settings.warnings {
-        println!("warning: {}: {warning}", c.field_assignments_file.display());
+    for (file, warning) in &accounts.warnings {
+        println!("warning: {}: {warning}", file.display());
     }
     ExitCode::SUCCESS
+}
+
+/// The routing rule in words.
+fn describe_routing(routing: &mparticle_forwarder::accounts::Routing) -> String {
+    use mparticle_forwarder::accounts::routing::{Route, Routing};
+    let Routing::Rule {
+        routes,
+        names,
+        default,
+    } = routing
+    else {
+        return "every record to the one account".to_string();
+    };
+    let mut parts: Vec<String> = routes
+        .iter()
+        .map(|route| match route {
+            Route::Header(header) => format!("header {header}"),
+            Route::Path(path) => format!("event field {}", path.join(".")),
+        })
+        .collect();
+    parts.push(match default {
+        Some(id) => format!("else {}", names[*id]),
+        None => "else dead-lettered (unknown_account)".to_string(),
+    });
+    parts.join(", then ")
 }
 
 fn map(file: Option<PathBuf>, development: bool) -> ExitCode {

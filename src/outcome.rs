@@ -32,6 +32,12 @@ pub enum ErrorKind {
     /// Not sent yet: an earlier record of the customer waits for a retry, and this one
     /// waits behind it (no attempt used).
     HeldBehind,
+    /// The record names no account of the accounts file (or none, without a default).
+    UnknownAccount,
+    /// Not sent yet: its account cannot send (refused credentials, an outage, rate
+    /// limited) and its records in memory are at their bound, so it waits in the retry
+    /// topic (no attempt used).
+    AccountStopped,
 }
 
 impl ErrorKind {
@@ -49,6 +55,8 @@ impl ErrorKind {
             ErrorKind::Unmapped => "unmapped_action",
             ErrorKind::AttemptsExhausted => "attempts_exhausted",
             ErrorKind::HeldBehind => "held_behind",
+            ErrorKind::UnknownAccount => "unknown_account",
+            ErrorKind::AccountStopped => "account_stopped",
         }
     }
 
@@ -72,6 +80,8 @@ pub const ALL_KINDS: &[ErrorKind] = &[
     ErrorKind::Unmapped,
     ErrorKind::AttemptsExhausted,
     ErrorKind::HeldBehind,
+    ErrorKind::UnknownAccount,
+    ErrorKind::AccountStopped,
 ];
 
 impl fmt::Display for ErrorKind {

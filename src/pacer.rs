@@ -27,7 +27,12 @@ pub struct Pacer {
     hold_until: Mutex<Option<Instant>>,
     /// When a request last had to wait for the rate or a hold.
     last_held: Mutex<Option<Instant>>,
+    /// When mParticle last refused a request with a 429.
+    last_refused: Mutex<Option<Instant>>,
 }
+
+/// How long after a 429 the sender counts as refused ([`Pacer::refused`]).
+pub const REFUSED_FOR: Duration = Duration::from_secs(5);
 
 /// How long after a request last waited the limit still counts as binding.
 const BINDING_FOR: Duration = Duration::from_secs(1);
@@ -54,6 +59,7 @@ impl Pacer {
             control: Mutex::new(control),
             hold_until: Mutex::new(None),
             last_held: Mutex::new(None),
+            last_refused: Mutex::new(None),
         }
     }
 
@@ -111,7 +117,24 @@ impl Pacer {
 
     /// What the answer to a request that left at `sent_at` says about the rate.
     pub fn observe(&self, sent_at: Instant, signal: Signal) {
-        lock(&self.control).observe(Instant::now(), sent_at, signal);
+        let now = Instant::now();
+        if matches!(signal, Signal::Refused(_)) {
+            *lock(&self.last_refused) = Some(now);
+        }
+        lock(&self.control).observe(now, sent_at, signal);
+    }
+
+    /// While mParticle refuses this sender: how long its requests are held
+    /// (`Retry-After`), or [`REFUSED_FOR`] when it answered 429 within that long.
+    pub fn refused(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let held = lock(&self.hold_until)
+            .filter(|until| *until > now)
+            .map(|until| until - now);
+        let recently = lock(&self.last_refused)
+            .filter(|at| now.duration_since(*at) < REFUSED_FOR)
+            .map(|_| REFUSED_FOR);
+        held.max(recently)
     }
 
     /// No request may start for `wait` (a 429's `Retry-After`); returns how much longer

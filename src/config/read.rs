@@ -139,27 +139,10 @@ impl Parser<'_> {
     }
 
     pub(super) fn api_urls(&mut self, url: &str) -> (String, String) {
-        let parsed = reqwest::Url::parse(url);
-        let shown = masked_url(url);
-        let url_for_problems = shown.as_str();
-        let valid_scheme =
-            matches!(&parsed, Ok(u) if u.scheme() == "https" || u.scheme() == "http");
-        let path_ok = matches!(&parsed, Ok(u) if u.path().ends_with("/events"));
-        if !valid_scheme {
-            self.problems.push(format!(
-                "MPARTICLE_API_URL is {url_for_problems:?}; it must be an http or https URL"
-            ));
-        } else if !path_ok {
-            self.problems.push(format!(
-                "MPARTICLE_API_URL is {url_for_problems:?}; its path must end in /events (the \
-                 bulk URL is derived by replacing it with /bulkevents)"
-            ));
+        let (events, bulk, problem) = api_urls(MPARTICLE_API_URL, url);
+        if let Some(problem) = problem {
+            self.problems.push(problem);
         }
-        let events = url.trim_end_matches('/').to_string();
-        let bulk = match events.strip_suffix("/events") {
-            Some(base) => format!("{base}/bulkevents"),
-            None => events.clone(),
-        };
         (events, bulk)
     }
 
@@ -247,4 +230,31 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_millis(millis))
+}
+
+/// The events and bulk URLs of an Events API URL given as `name`, and what is wrong with
+/// it, if anything.
+pub(crate) fn api_urls(name: &str, url: &str) -> (String, String, Option<String>) {
+    let parsed = reqwest::Url::parse(url);
+    let shown = masked_url(url);
+    let valid_scheme = matches!(&parsed, Ok(u) if u.scheme() == "https" || u.scheme() == "http");
+    let path_ok = matches!(&parsed, Ok(u) if u.path().ends_with("/events"));
+    let problem = if !valid_scheme {
+        Some(format!(
+            "{name} is {shown:?}; it must be an http or https URL"
+        ))
+    } else if !path_ok {
+        Some(format!(
+            "{name} is {shown:?}; its path must end in /events (the bulk URL is derived by \
+             replacing it with /bulkevents)"
+        ))
+    } else {
+        None
+    };
+    let events = url.trim_end_matches('/').to_string();
+    let bulk = match events.strip_suffix("/events") {
+        Some(base) => format!("{base}/bulkevents"),
+        None => events.clone(),
+    };
+    (events, bulk, problem)
 }

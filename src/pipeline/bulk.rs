@@ -15,33 +15,51 @@
 //! behind it, due with it, until it comes back.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
 use super::delivery;
 use super::holds::{Customer, FirstSeen};
-use super::lanes::{Lanes, Turn};
+use super::lanes::{Finished, Lanes, Turn};
 use super::outbound::{Outbound, members};
 use super::{Context, Origin};
+use crate::accounts::AccountId;
+use crate::accounts::live::{Account, Stuck};
 use crate::clock::unix_ms;
 use crate::kafka::headers::Failure;
 use crate::outcome::ErrorKind;
 
-/// Runs until `pieces` closes and every record handed on has been handed to a delivery
-/// task (or written behind its customer's retry).
-pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<Outbound>>) {
+/// Runs until `pieces` closes and every record of `account` handed on has been handed to
+/// a delivery task (or written to the retry topic behind its customer's retry).
+///
+/// When several accounts share the process, it keeps taking pieces in while its account
+/// waits for its gate or its pacer, so that a stopped or rate-limited account never stops
+/// the readers; what that account cannot keep in memory is parked in the retry topic
+/// ([`Assembly::parks`]).
+pub(super) async fn assemble(
+    ctx: Arc<Context>,
+    account: AccountId,
+    mut pieces: mpsc::Receiver<Vec<Outbound>>,
+) {
     let mut lanes: Lanes<Outbound, Customer> = Lanes::new();
     // Records held behind a retry are written one after another, in order.
     let (held_tx, held_rx) = mpsc::unbounded_channel();
     tokio::spawn(write_held(ctx.clone(), held_rx));
+    let finished = Arc::new(Finished::default());
     let assembly = Assembly {
         ctx: &ctx,
+        account: ctx.accounts.get(account),
+        shared: ctx.accounts.are_shared(),
         held: held_tx,
+        finished: finished.clone(),
     };
+    let pacer = &assembly.account.pacer;
     let mut open = true;
     loop {
         assembly.next_turns(&mut lanes);
+        assembly.park_waiting(&mut lanes);
         if lanes.ready() == 0 {
             if !open && lanes.is_empty() {
                 return;
@@ -52,23 +70,40 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
                     Some(piece) => assembly.line_up(&mut lanes, piece),
                     None => open = false,
                 },
-                _ = ctx.finished.wait() => {}
+                _ = finished.wait() => {}
             }
             continue;
         }
-        let Some(admitted) = delivery::admit(&ctx).await else {
-            return;
+        let admitted = tokio::select! {
+            _ = ctx.shutdown.wait() => return,
+            admitted = delivery::admit(assembly.account) => match admitted {
+                Some(admitted) => admitted,
+                None => return,
+            },
+            piece = pieces.recv(), if open && assembly.shared => {
+                match piece {
+                    Some(piece) => assembly.line_up(&mut lanes, piece),
+                    None => open = false,
+                }
+                continue;
+            }
         };
-        if ctx.pacer.binds() {
+        if pacer.binds() {
             // Records wait anyway: the request is composed when its turn at the pacer
             // comes, so that what arrives meanwhile joins it.
-            tokio::select! {
-                _ = ctx.shutdown.wait() => return,
-                _ = ctx.pacer.next_turn() => {}
+            loop {
+                tokio::select! {
+                    _ = ctx.shutdown.wait() => return,
+                    _ = pacer.next_turn() => break,
+                    piece = pieces.recv(), if open && assembly.shared => match piece {
+                        Some(piece) => assembly.line_up(&mut lanes, piece),
+                        None => open = false,
+                    },
+                }
             }
         } else {
             let deadline = Instant::now() + ctx.bulk_linger;
-            while open && lanes.ready() < ctx.pacer.batches_per_request() {
+            while open && lanes.ready() < pacer.batches_per_request() {
                 match timeout_at(deadline, pieces.recv()).await {
                     Ok(Some(piece)) => assembly.line_up(&mut lanes, piece),
                     Ok(None) => open = false,
@@ -84,17 +119,50 @@ pub(super) async fn assemble(ctx: Arc<Context>, mut pieces: mpsc::Receiver<Vec<O
         if bulk.is_empty() {
             continue;
         }
-        let Some(cleared) = delivery::pass_pacer(&ctx, admitted, bulk.len()).await else {
+        if assembly.shared {
+            // The delivery task waits for the pacer, so that this account's pieces keep
+            // being taken in meanwhile.
+            let passed = delivery::Passed::Admitted(admitted);
+            tokio::spawn(delivery::deliver(ctx.clone(), bulk, passed));
+            continue;
+        }
+        let Some(cleared) = delivery::pass_pacer(&ctx, pacer, admitted, bulk.len()).await else {
             return;
         };
-        tokio::spawn(delivery::deliver(ctx.clone(), bulk, Some(cleared)));
+        let passed = delivery::Passed::Cleared(cleared);
+        tokio::spawn(delivery::deliver(ctx.clone(), bulk, passed));
     }
 }
 
 struct Assembly<'a> {
     ctx: &'a Arc<Context>,
-    held: mpsc::UnboundedSender<(Outbound, i64)>,
+    account: &'a Account,
+    /// Several accounts share the process.
+    shared: bool,
+    held: mpsc::UnboundedSender<(Outbound, Waits)>,
+    /// Customers of this account whose batch under way has its outcome.
+    finished: Arc<Finished>,
 }
+
+/// Why a record goes to the retry topic without using an attempt, and until when.
+#[derive(Clone, Copy)]
+enum Waits {
+    /// Behind its customer's retry, due with it.
+    Behind { due_ms: i64 },
+    /// Its account cannot send and its records in memory are at their bound.
+    Parked { due_ms: i64, why: Stuck },
+}
+
+impl Waits {
+    fn due_ms(self) -> i64 {
+        match self {
+            Waits::Behind { due_ms } | Waits::Parked { due_ms, .. } => due_ms,
+        }
+    }
+}
+
+/// A parked record comes back no sooner than this, however soon its account may send.
+const LEAST_PARKED_FOR: Duration = Duration::from_secs(5);
 
 impl Assembly<'_> {
     /// Puts each record of `piece` in its customer's lane, or, while the customer is held
@@ -102,7 +170,10 @@ impl Assembly<'_> {
     fn line_up(&self, lanes: &mut Lanes<Outbound, Customer>, piece: Vec<Outbound>) {
         for o in piece {
             let Some(customer) = o.customer() else {
-                lanes.push(o, None);
+                match self.parks(o.item.origin) {
+                    Some(waits) => self.send_on(vec![o], waits),
+                    None => lanes.push(o, None),
+                }
                 continue;
             };
             match o.item.origin {
@@ -119,22 +190,101 @@ impl Assembly<'_> {
                         Some(due_ms) => self.hold_back(&customer, vec![o], due_ms),
                         None => {
                             self.ctx.holds.came_back(&customer, &first_seen);
-                            lanes.push(o, Some(customer));
+                            self.push_or_park(lanes, o, customer);
                         }
                     }
                 }
                 Origin::Source => match self.ctx.holds.due_now(&customer) {
                     Some(due_ms) => self.hold_back(&customer, vec![o], due_ms),
-                    None => lanes.push(o, Some(customer)),
+                    None => self.push_or_park(lanes, o, customer),
                 },
             }
+        }
+    }
+
+    /// Queues a record of a customer not held in its lane, unless it parks.
+    fn push_or_park(&self, lanes: &mut Lanes<Outbound, Customer>, o: Outbound, customer: Customer) {
+        match self.parks(o.item.origin) {
+            Some(waits) => self.park(&customer, vec![o], waits),
+            None => lanes.push(o, Some(customer)),
+        }
+    }
+
+    /// Whether a record of `origin` parks in the retry topic, and until when: when several
+    /// accounts share the process, this one cannot send (its gate is not closed, or
+    /// mParticle refuses it with 429), and less than a quarter of the records in memory
+    /// (or of their bytes) of that origin is free. A stopped account's records thus wait
+    /// in memory up to that bound, holding their partitions' offsets back, and beyond it
+    /// in the retry topic, so that the other accounts' records can still be read.
+    fn parks(&self, origin: Origin) -> Option<Waits> {
+        if !self.shared {
+            return None;
+        }
+        let (stuck, wait) = self.account.stuck()?;
+        let ctx = self.ctx;
+        let (slots, bytes) = match origin {
+            Origin::Source => (&ctx.record_slots, &ctx.record_bytes),
+            Origin::Retries => (&ctx.retry_slots, &ctx.retry_bytes),
+        };
+        let scarce = |free: usize, all: usize| free.saturating_mul(4) < all;
+        let pressed = scarce(slots.available_permits(), ctx.max_in_flight_records)
+            || scarce(
+                bytes.available_permits(),
+                ctx.max_in_flight_bytes as usize,
+            );
+        pressed.then(|| Waits::Parked {
+            due_ms: unix_ms() + wait.max(LEAST_PARKED_FOR).as_millis() as i64,
+            why: stuck,
+        })
+    }
+
+    /// Parks every record waiting in the lanes while the account cannot send and memory
+    /// is short ([`parks`](Self::parks)): records that came in before it stopped must not
+    /// keep the readers from the other accounts' records.
+    fn park_waiting(&self, lanes: &mut Lanes<Outbound, Customer>) {
+        if !self.shared || lanes.is_empty() {
+            return;
+        }
+        let Some(waits) = self.parks(Origin::Source).or_else(|| self.parks(Origin::Retries))
+        else {
+            return;
+        };
+        for (customer, records) in lanes.drain_all() {
+            match customer {
+                Some(customer) => self.park(&customer, records, waits),
+                None => self.send_on(records, waits),
+            }
+        }
+    }
+
+    /// Parks `records` of `customer` (in order) in the retry topic; the first holds the
+    /// customer from now on, so that its later records wait behind it.
+    fn park(&self, customer: &[u8], records: Vec<Outbound>, waits: Waits) {
+        for o in members(records) {
+            let first_seen = FirstSeen::of(&o.item.record);
+            let partition = self
+                .ctx
+                .holds
+                .retry_partition(customer)
+                .or_else(|| self.ctx.retry_partitions.of(first_seen.topic(), first_seen.partition()));
+            self.ctx
+                .holds
+                .add(customer, first_seen, waits.due_ms(), partition);
+            let _ = self.held.send((o, waits));
+        }
+    }
+
+    /// Sends records to the retry topic as they are, in order.
+    fn send_on(&self, records: Vec<Outbound>, waits: Waits) {
+        for o in members(records) {
+            let _ = self.held.send((o, waits));
         }
     }
 
     /// Lets the customers whose batches have their outcomes send their next records, or,
     /// when the batch went to the retry topic, writes those records behind it.
     fn next_turns(&self, lanes: &mut Lanes<Outbound, Customer>) {
-        for customer in self.ctx.finished.take() {
+        for customer in self.finished.take() {
             if let Some(due_ms) = self.ctx.holds.due_now(&customer) {
                 let waiting = lanes.drain(customer.clone());
                 self.hold_back(&customer, waiting, due_ms);
@@ -153,7 +303,7 @@ impl Assembly<'_> {
             self.ctx.holds.add(customer, first_seen, due_ms, None);
             // Closed only when the writer is gone, at shutdown: the record is then left
             // unfinished, to be consumed again.
-            let _ = self.held.send((o, due_ms));
+            let _ = self.held.send((o, Waits::Behind { due_ms }));
         }
     }
 
@@ -161,7 +311,7 @@ impl Assembly<'_> {
     /// merged into one batch ([`Outbound::merge`]) when several join; those that cannot be
     /// merged stay first in their lane. Each batch of a customer is its turn ([`Turn`]).
     fn take(&self, lanes: &mut Lanes<Outbound, Customer>) -> Vec<Outbound> {
-        let most = self.ctx.pacer.batches_per_request();
+        let most = self.account.pacer.batches_per_request();
         let max_events = self.ctx.max_events_per_batch;
         let batches = lanes.take(most, max_events, |o| o.batch.len(), Outbound::joins);
         let mut bulk = Vec::with_capacity(batches.len());
@@ -173,7 +323,7 @@ impl Assembly<'_> {
                 }
             }
             if let Some(customer) = customer {
-                let turn = Turn::new(customer, self.ctx.finished.clone());
+                let turn = Turn::new(customer, self.finished.clone());
                 for record in lead.records_mut() {
                     record.turn = Some(turn.clone());
                 }
@@ -184,21 +334,37 @@ impl Assembly<'_> {
     }
 }
 
-/// Writes held records to the retry topic in the order they were held back, each due with
-/// the retry it waits behind and with no attempt used.
-async fn write_held(ctx: Arc<Context>, mut held: mpsc::UnboundedReceiver<(Outbound, i64)>) {
-    while let Some((o, due_ms)) = held.recv().await {
+/// Writes held and parked records to the retry topic in the order they were held back,
+/// each due with the retry it waits behind (or when its account may send again) and with
+/// no attempt used.
+async fn write_held(ctx: Arc<Context>, mut held: mpsc::UnboundedReceiver<(Outbound, Waits)>) {
+    while let Some((o, waits)) = held.recv().await {
         let item = o.item;
+        let (kind, error) = match waits {
+            Waits::Behind { .. } => (
+                ErrorKind::HeldBehind,
+                "waiting behind an earlier record of the customer, which waits for a retry"
+                    .to_string(),
+            ),
+            Waits::Parked { why, .. } => (
+                ErrorKind::AccountStopped,
+                format!(
+                    "waiting for its account {}, which cannot send now ({}), with no room left \
+                     in memory",
+                    ctx.accounts.get(item.account.unwrap_or_default()).name,
+                    why.as_str()
+                ),
+            ),
+        };
         let failure = Failure {
-            kind: ErrorKind::HeldBehind,
-            error: "waiting behind an earlier record of the customer, which waits for a retry"
-                .to_string(),
+            kind,
+            error,
             http_status: None,
             http_body: None,
             attempt: item.attempts,
             first_attempt_ms: item.first_attempt_ms,
             last_attempt_ms: None,
-            not_before_ms: Some(due_ms),
+            not_before_ms: Some(waits.due_ms()),
             later_records: Vec::new(),
         };
         ctx.retry_later(item, failure).await;

@@ -25,6 +25,7 @@ use tracing::{debug, error, info, warn};
 use super::holds::Customer;
 use super::outbound::{Outbound, members};
 use super::{Context, Destination, InFlight};
+use crate::accounts::Account;
 use crate::clock::unix_ms;
 use crate::config::RetryConfig;
 use crate::gate::{Change, Reason};
@@ -34,7 +35,7 @@ use crate::mparticle::client::Answer;
 use crate::mparticle::refusals::Refusals;
 use crate::mparticle::response::{LimitHit, Verdict, status_label};
 use crate::outcome::ErrorKind;
-use crate::pacer::Signal;
+use crate::pacer::{Pacer, Signal};
 use crate::retry::{NextStep, next_step};
 
 fn failure(item: &InFlight, kind: ErrorKind, answer: &Answer, attempt_ms: i64) -> Failure {
@@ -55,71 +56,92 @@ fn failure(item: &InFlight, kind: ErrorKind, answer: &Answer, attempt_ms: i64) -
     }
 }
 
-/// A request slot held and the gate passed: what a request needs before its turn at the
-/// pacer ([`admit`]).
+/// A request slot of the account held and its gate passed: what a request needs before
+/// its turn at the pacer ([`admit`]).
 pub(super) struct Admitted(OwnedSemaphorePermit);
 
 /// A request that may leave now: slot, gate and pacer passed ([`pass_pacer`]).
 pub(super) struct Cleared(OwnedSemaphorePermit);
 
-/// Waits for a request slot, then for the gate; `None` at shutdown. (Waiting for the slot
-/// first lets bulk assembly fill a request while earlier ones run.)
-pub(super) async fn admit(ctx: &Context) -> Option<Admitted> {
-    let slot = ctx.request_slots.clone().acquire_owned().await.ok()?;
-    tokio::select! {
-        _ = ctx.shutdown.wait() => None,
-        _ = ctx.gate.admit() => Some(Admitted(slot)),
-    }
+/// How far a request handed to [`deliver`] has come.
+pub(super) enum Passed {
+    Nothing,
+    Admitted(Admitted),
+    Cleared(Cleared),
 }
 
-/// Waits for the turn of a request of `batches` batches at the pacer; `None` at shutdown.
+/// Waits for a request slot of `account`, then for its gate; `None` at shutdown. (Waiting
+/// for the slot first lets bulk assembly fill a request while earlier ones run.)
+pub(super) async fn admit(account: &Account) -> Option<Admitted> {
+    let slot = account.request_slots.clone().acquire_owned().await.ok()?;
+    account.gate.admit().await;
+    Some(Admitted(slot))
+}
+
+/// Waits for the turn of a request of `batches` batches at `pacer`; `None` at shutdown.
 /// Bulk assembly passes the pacer before it hands a request on, so that requests leave in
 /// the order they were composed and the limit is seen to bind by the next one composed.
 pub(super) async fn pass_pacer(
     ctx: &Context,
+    pacer: &Pacer,
     Admitted(slot): Admitted,
     batches: usize,
 ) -> Option<Cleared> {
     let waited = tokio::select! {
         _ = ctx.shutdown.wait() => return None,
-        waited = ctx.pacer.acquire(batches) => waited,
+        waited = pacer.acquire(batches) => waited,
     };
     ctx.metrics.pacing_held(waited);
     Some(Cleared(slot))
 }
 
-/// Sends `items` as one request (`cleared` when bulk assembly has already passed the
-/// pacer for it) and carries each record to its outcome. Boxed, because a split bulk
-/// spawns deliveries of its halves.
+/// Sends `items` (records of one account) as one request, from where `passed` says it
+/// has come, and carries each record to its outcome. Boxed, because a split bulk spawns
+/// deliveries of its halves.
 pub(super) fn deliver(
     ctx: Arc<Context>,
     items: Vec<Outbound>,
-    cleared: Option<Cleared>,
+    passed: Passed,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(deliver_request(ctx, items, cleared))
+    Box::pin(deliver_request(ctx, items, passed))
 }
 
-async fn deliver_request(
-    ctx: Arc<Context>,
-    mut items: Vec<Outbound>,
-    mut cleared: Option<Cleared>,
-) {
+async fn deliver_request(ctx: Arc<Context>, mut items: Vec<Outbound>, mut passed: Passed) {
+    let Some(account) = items.first().and_then(|o| o.item.account) else {
+        return;
+    };
+    let account = ctx.accounts.get(account);
     loop {
         // A request never carries more batches than the pace lets through: the rest go as
         // requests of their own (assembled at a faster pace, or refused with 429).
-        let most = ctx.pacer.batches_per_request();
+        let most = account.pacer.batches_per_request();
         if items.len() > most {
             let rest = items.split_off(most);
-            tokio::spawn(deliver(ctx.clone(), rest, None));
+            tokio::spawn(deliver(ctx.clone(), rest, Passed::Nothing));
         }
         // Records left unfinished at shutdown keep their offsets back: consumed again later.
-        let Cleared(permit) = match cleared.take() {
-            Some(cleared) => cleared,
-            None => {
-                let Some(admitted) = admit(&ctx).await else {
-                    return;
+        let admitted = match std::mem::replace(&mut passed, Passed::Nothing) {
+            Passed::Cleared(cleared) => Ok(cleared),
+            Passed::Admitted(admitted) => Err(Some(admitted)),
+            Passed::Nothing => Err(None),
+        };
+        let Cleared(permit) = match admitted {
+            Ok(cleared) => cleared,
+            Err(admitted) => {
+                let admitted = match admitted {
+                    Some(admitted) => admitted,
+                    None => {
+                        let admitted = tokio::select! {
+                            _ = ctx.shutdown.wait() => None,
+                            admitted = admit(account) => admitted,
+                        };
+                        let Some(admitted) = admitted else {
+                            return;
+                        };
+                        admitted
+                    }
                 };
-                match pass_pacer(&ctx, admitted, items.len()).await {
+                match pass_pacer(&ctx, &account.pacer, admitted, items.len()).await {
                     Some(cleared) => cleared,
                     None => return,
                 }
@@ -149,7 +171,7 @@ async fn deliver_request(
             record.first_attempt_ms.get_or_insert(attempt_ms);
         }
         ctx.metrics.requests_in_flight_add(1);
-        let answer = ctx
+        let answer = account
             .client
             .send(RequestBody::of(items.iter().map(Outbound::sent)))
             .await;
@@ -163,15 +185,16 @@ async fn deliver_request(
             status_label,
         );
         ctx.metrics.http_request(label, answer.elapsed, items.len());
+        ctx.metrics.account_http_request(account.name, label);
         // Backoff counts from the failure's answer, so the gap between two attempts is at
         // least the configured backoff.
         let answered_ms = unix_ms();
-        if let Some(change) = ctx.gate.record(&answer.verdict) {
-            gate_changed(&ctx, change, &answer);
+        if let Some(change) = account.gate.record(&answer.verdict) {
+            gate_changed(&ctx, account, change, &answer);
         }
-        pace(&ctx, sent_at, items.len(), &answer);
+        pace(&ctx, account, sent_at, items.len(), &answer);
         let judgement = judge(items, &answer, &ctx.retry, attempt_ms, answered_ms);
-        match settle(&ctx, judgement) {
+        match settle(&ctx, account, judgement) {
             Some(again) => items = again,
             None => return,
         }
@@ -264,9 +287,9 @@ fn judge(
 /// Acts on a judgement: the delivered finish, the failed go to the retry or dead-letter
 /// topic, and of the groups to send again the first comes back to the caller's loop, the
 /// others go as deliveries of their own.
-fn settle(ctx: &Arc<Context>, judgement: Judgement) -> Option<Vec<Outbound>> {
+fn settle(ctx: &Arc<Context>, account: &Account, judgement: Judgement) -> Option<Vec<Outbound>> {
     if !judgement.delivered.is_empty() {
-        delivered(ctx, judgement.delivered);
+        delivered(ctx, account, judgement.delivered);
     }
     // A customer's retries are written one after another, so that the retry topic holds
     // them in their order, and its dead letters after them, so that a dead letter names
@@ -295,7 +318,7 @@ fn settle(ctx: &Arc<Context>, judgement: Judgement) -> Option<Vec<Outbound>> {
         .filter(|group| !group.is_empty());
     let first = again.next();
     for group in again {
-        tokio::spawn(deliver(ctx.clone(), group, None));
+        tokio::spawn(deliver(ctx.clone(), group, Passed::Nothing));
     }
     first
 }
@@ -325,7 +348,7 @@ fn by_customer(failed: impl Iterator<Item = Failed>) -> Vec<Vec<Failed>> {
 
 /// What an answer tells the pacer: the account's room, and a `Retry-After` that holds the
 /// whole sender, not only these records.
-fn pace(ctx: &Context, sent_at: Instant, batches: usize, answer: &Answer) {
+fn pace(ctx: &Context, account: &Account, sent_at: Instant, batches: usize, answer: &Answer) {
     let signal = match answer.verdict {
         Verdict::Delivered => Some(Signal::Accepted {
             batches,
@@ -334,45 +357,57 @@ fn pace(ctx: &Context, sent_at: Instant, batches: usize, answer: &Answer) {
         Verdict::RateLimited => {
             let limit = answer.limit_hit.unwrap_or(LimitHit::Unnamed);
             ctx.metrics.rate_limited(limit);
-            debug!(limit = limit.as_str(), retry_after = ?answer.retry_after, "mParticle answered 429");
+            ctx.metrics.account_rate_limited(account.name, limit);
+            debug!(account = account.name, limit = limit.as_str(), retry_after = ?answer.retry_after, "mParticle answered 429");
             Some(Signal::Refused(limit))
         }
         _ => None,
     };
     if let Some(signal) = signal {
-        ctx.pacer.observe(sent_at, signal);
+        account.pacer.observe(sent_at, signal);
     }
     if let (Some(wait), Verdict::RateLimited | Verdict::Retryable(_)) =
         (answer.retry_after, &answer.verdict)
     {
-        ctx.metrics.pacing_held(ctx.pacer.hold(wait));
+        ctx.metrics.pacing_held(account.pacer.hold(wait));
     }
 }
 
-fn gate_changed(ctx: &Context, change: Change, answer: &Answer) {
-    let auth_failed = ctx.gate.auth_failed();
+fn gate_changed(ctx: &Context, account: &Account, change: Change, answer: &Answer) {
+    // The process is not ready when no account can deliver; the gauge shows any account
+    // stopped (the account's own gauge says which).
+    let auth_failed = ctx.accounts.auth_failed_everywhere();
     ctx.health.auth_failed.store(auth_failed, Ordering::SeqCst);
-    ctx.metrics.set_auth_failed(auth_failed);
+    ctx.metrics
+        .set_auth_failed(ctx.accounts.auth_failed_anywhere());
+    let name = account.name;
     match change {
         Change::Opened(Reason::Auth) if answer.status.is_some_and(|s| (300..400).contains(&s)) => {
             error!(
+                account = name,
                 status = answer.status,
                 "mParticle's URL answered a redirect (never followed): check MPARTICLE_API_URL; \
                  consumption stopped until it answers"
             )
         }
         Change::Opened(Reason::Auth) => error!(
+            account = name,
             status = answer.status,
-            "mParticle refused the API key or secret; consumption stopped until it accepts them"
+            "mParticle refused the API key or secret; the account's records wait until it accepts them"
         ),
         Change::Opened(Reason::Outage) => warn!(
+            account = name,
             status = answer.status,
             detail = %answer.detail,
-            "every recent request to mParticle failed; consumption paused, probing"
+            "every recent request to mParticle failed; the account's records wait, probing"
         ),
-        Change::Closed(reason) => info!(?reason, "mParticle answers again; consumption resumed"),
+        Change::Closed(reason) => info!(account = name, ?reason, "mParticle answers again; the account's records go on"),
     }
-    ctx.metrics.gate_changed(change);
+    let outage = ctx
+        .accounts
+        .iter()
+        .any(|a| a.gate.stopped().is_some_and(|(r, _)| r == Reason::Outage));
+    ctx.metrics.gate_changed(change, outage);
 }
 
 /// A 2xx whose body names refused batches: the others are delivered, and each refused one
@@ -432,10 +467,11 @@ fn split_halves<T>(mut items: Vec<T>) -> (Vec<T>, Vec<T>) {
     (items, right)
 }
 
-fn delivered(ctx: &Context, items: Vec<Outbound>) {
+fn delivered(ctx: &Context, account: &Account, items: Vec<Outbound>) {
     ctx.metrics
         .batches_delivered(items.iter().map(Outbound::events));
     let items = members(items);
+    ctx.metrics.account_delivered(account.name, items.len() as u64);
     let now = unix_ms();
     // A request holds one or two actions: a short list beats hashing every record's. A
     // sent record's action is the field assignments' own copy of the name

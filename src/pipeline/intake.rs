@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::{Context, InFlight};
+use crate::accounts::{AccountId, Routing};
 use crate::config::UnmappedAction;
 use crate::event::LoyaltyEvent;
 use crate::kafka::headers::{Failure, REPLAY_ATTRIBUTES, REPLAY_COUNT};
@@ -14,12 +15,14 @@ use crate::kafka::record::SourceRecord;
 
 use crate::mapping::{FieldAssignments, MapError, UserAttributes};
 use crate::mparticle::Environment;
+use crate::outcome::ErrorKind;
 
 /// What to do with a consumed record.
 #[derive(Debug)]
 pub enum Prepared {
-    /// Send the batch at `batch` of the caller's buffer to mParticle.
+    /// Send the batch at `batch` of the caller's buffer to mParticle, on `account`.
     Send {
+        account: AccountId,
         event_id: EventText,
         action: EventText,
         batch: Range<usize>,
@@ -30,12 +33,15 @@ pub enum Prepared {
     },
     /// Skipped by configuration (`UNMAPPED_ACTION=skip`), counted under `reason`.
     Skip {
+        account: AccountId,
         event_id: EventText,
         action: EventText,
         reason: &'static str,
     },
-    /// Never sendable: to the dead-letter topic with this failure.
+    /// Never sendable: to the dead-letter topic with this failure (the record's account,
+    /// when it was routed to one).
     Reject {
+        account: Option<AccountId>,
         event_id: EventText,
         action: EventText,
         failure: Failure,
@@ -65,10 +71,18 @@ impl EventText {
     }
 }
 
-/// The rules intake applies.
-pub struct IntakeRules<'a> {
+/// What an account maps with: its field assignments and its environment.
+#[derive(Clone, Copy)]
+pub struct AccountRules<'a> {
     pub assignments: &'a FieldAssignments,
     pub environment: Environment,
+}
+
+/// The rules intake applies.
+pub struct IntakeRules<'a> {
+    pub routing: &'a Routing,
+    /// Each account's, by [`AccountId`].
+    pub accounts: &'a dyn Fn(AccountId) -> AccountRules<'a>,
     pub event_max_bytes: usize,
     pub unmapped_action: UnmappedAction,
 }
@@ -76,11 +90,27 @@ pub struct IntakeRules<'a> {
 /// Decides what becomes of `record`; a batch to send is appended to `out`.
 pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>) -> Prepared {
     let document = LoyaltyEvent::parse(record.value(), rules.event_max_bytes);
-    let read = LoyaltyEvent::decode(&document, rules.assignments.paths());
+    let account = match rules.routing.route(record, document.as_ref().ok()) {
+        Ok(account) => account,
+        Err(why) => {
+            return Prepared::Reject {
+                account: None,
+                event_id: EventText::Unknown,
+                action: EventText::Unknown,
+                failure: never_sent(ErrorKind::UnknownAccount, why),
+            };
+        }
+    };
+    let AccountRules {
+        assignments,
+        environment,
+    } = (rules.accounts)(account);
+    let read = LoyaltyEvent::decode(&document, assignments.paths());
     let event = match read {
         Ok(event) => event,
         Err(invalid) => {
             return Prepared::Reject {
+                account: Some(account),
                 event_id: EventText::Unknown,
                 action: EventText::Unknown,
                 failure: never_sent(invalid.kind(), invalid.to_string()),
@@ -88,20 +118,21 @@ pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>
         }
     };
     let start = out.len();
-    let mapped = rules.assignments.map_into(
+    let mapped = assignments.map_into(
         &event,
-        rules.environment,
+        environment,
         record.timestamp_ms,
         user_attributes(record),
         out,
     );
-    let action = match rules.assignments.defined_action(event.action) {
+    let action = match assignments.defined_action(event.action) {
         Some(name) => EventText::Defined(name),
         None => EventText::Owned(event.action.into()),
     };
     let event_id = EventText::Owned(event.id.into());
     match mapped {
         Ok(written) => Prepared::Send {
+            account,
             event_id,
             action,
             batch: start..out.len(),
@@ -110,12 +141,14 @@ pub fn prepare(record: &SourceRecord, rules: &IntakeRules<'_>, out: &mut Vec<u8>
         },
         Err(MapError::Unmapped(_)) if rules.unmapped_action == UnmappedAction::Skip => {
             Prepared::Skip {
+                account,
                 event_id,
                 action,
                 reason: "unmapped_action",
             }
         }
         Err(error) => Prepared::Reject {
+            account: Some(account),
             event_id,
             action,
             failure: never_sent(error.kind(), error.to_string()),
@@ -134,7 +167,7 @@ fn user_attributes(record: &SourceRecord) -> UserAttributes {
     }
 }
 
-fn never_sent(kind: crate::outcome::ErrorKind, error: String) -> Failure {
+fn never_sent(kind: ErrorKind, error: String) -> Failure {
     Failure {
         kind,
         error,
@@ -159,19 +192,36 @@ pub(super) struct Taken {
 /// Intake: a record to send comes back, its batch appended to `out`; one skipped or
 /// rejected is finished here and leaves `out` as it was.
 pub(super) fn take_in(ctx: &Arc<Context>, mut item: InFlight, out: &mut Vec<u8>) -> Option<Taken> {
+    let accounts = |id: AccountId| {
+        let account = ctx.accounts.get(id);
+        AccountRules {
+            assignments: &account.assignments,
+            environment: account.environment,
+        }
+    };
     let rules = IntakeRules {
-        assignments: &ctx.assignments,
-        environment: ctx.environment,
+        routing: ctx.accounts.routing(),
+        accounts: &accounts,
         event_max_bytes: ctx.event_max_bytes,
         unmapped_action: ctx.unmapped_action,
     };
-    match prepare(&item.record, &rules, out) {
+    let prepared = prepare(&item.record, &rules, out);
+    let account = match &prepared {
+        Prepared::Send { account, .. } | Prepared::Skip { account, .. } => Some(*account),
+        Prepared::Reject { account, .. } => *account,
+    };
+    if let Some(id) = account {
+        ctx.accounts.get(id).records_add(1);
+        item.account = Some(id);
+    }
+    match prepared {
         Prepared::Send {
             event_id,
             action,
             batch,
             identities,
             truncated_values,
+            ..
         } => {
             ctx.metrics.values_truncated(truncated_values);
             item.event_id = event_id;
@@ -186,6 +236,7 @@ pub(super) fn take_in(ctx: &Arc<Context>, mut item: InFlight, out: &mut Vec<u8>)
             event_id,
             action,
             reason,
+            ..
         } => {
             item.event_id = event_id;
             item.action = action;
@@ -197,6 +248,7 @@ pub(super) fn take_in(ctx: &Arc<Context>, mut item: InFlight, out: &mut Vec<u8>)
             event_id,
             action,
             mut failure,
+            ..
         } => {
             item.event_id = event_id;
             item.action = action;
@@ -213,7 +265,6 @@ pub(super) fn take_in(ctx: &Arc<Context>, mut item: InFlight, out: &mut Vec<u8>)
 mod tests {
     use super::*;
     use crate::kafka::topic::Topic;
-    use crate::outcome::ErrorKind;
 
     fn record(value: &[u8]) -> SourceRecord {
         SourceRecord::new(
@@ -231,9 +282,13 @@ mod tests {
         let (assignments, _) =
             FieldAssignments::parse(include_str!("../../tests/data/field-assignments.toml"))
                 .unwrap();
-        f(&IntakeRules {
+        let accounts = |_| AccountRules {
             assignments: &assignments,
             environment: Environment::Production,
+        };
+        f(&IntakeRules {
+            routing: &Routing::Single,
+            accounts: &accounts,
             event_max_bytes: 1024,
             unmapped_action: unmapped,
         })

@@ -117,6 +117,22 @@ impl<T, K: Hash + Eq + Clone> Lanes<T, K> {
             .map_or_else(Vec::new, Vec::from)
     }
 
+    /// Takes every record waiting, by lane, each lane's in order; customers with a batch
+    /// under way stay busy until [`done`](Self::done).
+    pub fn drain_all(&mut self) -> Vec<(Option<K>, Vec<T>)> {
+        self.order.clear();
+        self.records
+            .drain()
+            .map(|(lane, records)| {
+                let customer = match lane {
+                    Lane::Customer(k) => Some(k),
+                    Lane::Alone(_) => None,
+                };
+                (customer, Vec::from(records))
+            })
+            .collect()
+    }
+
     /// The records of up to `most` batches, each with its customer: from each ready lane
     /// its first records, as long as `joins` the first and under the batch limit (up to
     /// `max_events`), the request under its limit. A customer's lane is then busy until
@@ -297,6 +313,25 @@ mod tests {
         lanes.done('a');
         assert!(lanes.is_empty());
         assert_eq!(lanes.ready(), 0);
+    }
+
+    #[test]
+    fn every_waiting_record_can_be_drained_in_its_lanes_order() {
+        let (a, b) = (Some('a'), Some('b'));
+        let mut lanes = filled(&[(a, 1), (b, 1), (a, 1), (None, 1), (a, 1)]);
+        assert_eq!(take(&mut lanes, 1, 1), [vec![0]]);
+        let mut drained: Vec<(Option<char>, Vec<usize>)> = lanes
+            .drain_all()
+            .into_iter()
+            .map(|(k, records)| (k, records.iter().map(|r| r.0).collect()))
+            .collect();
+        drained.sort();
+        assert_eq!(drained, [(None, vec![3]), (a, vec![2, 4]), (b, vec![1])]);
+        assert_eq!(lanes.ready(), 0);
+        lanes.push((5, 1), a);
+        assert_eq!(lanes.ready(), 0, "a's batch is still under way");
+        lanes.done('a');
+        assert_eq!(take(&mut lanes, 1, 1), [vec![5]]);
     }
 
     /// Customers `0..n`, a record each of `size` bytes.

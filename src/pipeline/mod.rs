@@ -30,9 +30,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, error, info, warn};
 
+use crate::accounts::{AccountId, Accounts, AccountsConfig};
 use crate::admin::Health;
 use crate::config::{Config, RetryConfig, UnmappedAction};
-use crate::gate::Gate;
 use crate::kafka::consumer::SourceConsumer;
 use crate::kafka::follow::Follower;
 use crate::kafka::headers::Failure;
@@ -40,13 +40,10 @@ use crate::kafka::offsets::Ticket;
 use crate::kafka::producer::{FailurePublisher, PublishError};
 use crate::kafka::record::SourceRecord;
 use crate::kafka::retry_partitions::SharedRetryPartitions;
-use crate::mapping::FieldAssignments;
 use crate::metrics::Metrics;
-use crate::mparticle::Environment;
-use crate::mparticle::client::Client;
-use crate::pacer::Pacer;
 use crate::shutdown::{Shutdown, StopReason};
 use intake::EventText;
+use outbound::Outbound;
 
 /// A consumed record on its way to a final outcome. Holding it holds one in-flight slot.
 pub(crate) struct InFlight {
@@ -70,6 +67,8 @@ pub(crate) struct InFlight {
     bytes: Option<OwnedSemaphorePermit>,
     /// The customer's batch under way that this record is in ([`lanes::Turn`]).
     turn: Option<Arc<lanes::Turn>>,
+    /// The account intake routed it to (counted among its records until it finishes).
+    pub account: Option<AccountId>,
 }
 
 /// Retries that are due and not yet sent (waiting for a request slot, the pacer or the
@@ -104,6 +103,7 @@ fn in_flight(
         slot: Some(slot),
         bytes: None,
         turn: None,
+        account: None,
     }
 }
 
@@ -165,21 +165,17 @@ pub(crate) struct Context {
     pub publisher: FailurePublisher,
     /// Where each source partition's retries go, as the last rebalance read them.
     pub retry_partitions: SharedRetryPartitions,
-    pub client: Client,
-    pub assignments: FieldAssignments,
+    /// The mParticle accounts, each with its client, pacer, gate and request slots.
+    pub accounts: Accounts,
     pub metrics: Metrics,
-    pub pacer: Pacer,
-    pub gate: Gate,
     pub health: Arc<Health>,
     pub shutdown: Shutdown,
-    pub environment: Environment,
     pub retry: RetryConfig,
     pub event_max_bytes: usize,
     pub unmapped_action: UnmappedAction,
     pub bulk_linger: Duration,
     /// Most events of one customer merged into one batch (`MPARTICLE_MAX_EVENTS_PER_BATCH`).
     pub max_events_per_batch: usize,
-    pub request_slots: Arc<Semaphore>,
     /// Source records between consume and outcome.
     pub record_slots: Arc<Semaphore>,
     /// Due retries between leaving the schedule and their outcome.
@@ -193,8 +189,6 @@ pub(crate) struct Context {
     pub due_retries: Arc<DueRetries>,
     /// Customers whose later records wait behind a retry.
     pub holds: holds::Holds,
-    /// Customers whose batch under way has its outcome.
-    pub finished: Arc<lanes::Finished>,
 }
 
 impl Context {
@@ -227,10 +221,29 @@ impl Context {
             }
         }
         self.metrics.records_in_flight_add(-(records.len() as i64));
+        self.uncount(records.iter().filter_map(|r| r.borrow().account));
         let slots = merged_slots(&mut records);
         // The records' memory goes before their slots let new records in.
         drop(records);
         drop(slots);
+    }
+
+    /// Records leaving their accounts' counts (a request's are all of one account).
+    fn uncount(&self, accounts: impl Iterator<Item = AccountId>) {
+        let mut run: Option<(AccountId, i64)> = None;
+        for account in accounts {
+            match &mut run {
+                Some((same, count)) if *same == account => *count += 1,
+                _ => {
+                    if let Some((id, count)) = run.replace((account, 1)) {
+                        self.accounts.get(id).records_add(-count);
+                    }
+                }
+            }
+        }
+        if let Some((id, count)) = run {
+            self.accounts.get(id).records_add(-count);
+        }
     }
 
     /// True while this replica still owns the record's partition. A record whose partition
@@ -258,6 +271,7 @@ impl Context {
             "cannot write the record on; stopping without moving its offset"
         );
         self.metrics.records_in_flight_add(-1);
+        self.uncount(item.account.into_iter());
         self.shutdown
             .trigger(StopReason::Fatal(publish_error.to_string()));
     }
@@ -284,7 +298,10 @@ impl Context {
         let retry_partition = match to {
             Destination::DeadLetter => None,
             Destination::Retry => customer
-                .filter(|_| failure.kind == crate::outcome::ErrorKind::HeldBehind)
+                .filter(|_| {
+                    use crate::outcome::ErrorKind::{AccountStopped, HeldBehind};
+                    matches!(failure.kind, HeldBehind | AccountStopped)
+                })
                 .and_then(|customer| self.holds.retry_partition(customer))
                 .or_else(|| {
                     let (topic, partition) = (first_seen.topic(), first_seen.partition());
@@ -337,22 +354,32 @@ impl Context {
         let (kind, attempt, reason) = (failure.kind.as_str(), failure.attempt, &failure.error);
         match to {
             Destination::DeadLetter => {
-                warn!(event_id, %topic, partition, offset, kind, attempt, %reason, "dead-lettered");
+                let account = item.account.map(|id| self.accounts.get(id).name);
+                warn!(event_id, %topic, partition, offset, account, kind, attempt, %reason, "dead-lettered");
                 self.metrics
                     .event_dead_lettered(item.action_or_unknown(), failure.kind);
+                if let Some(account) = account {
+                    self.metrics.account_dead_lettered(account, failure.kind);
+                }
             }
             Destination::Retry => {
                 let not_before_ms = failure.not_before_ms;
+                let account = item.account.map(|id| self.accounts.get(id).name);
                 if failure.kind == crate::outcome::ErrorKind::HeldBehind {
                     debug!(event_id, %topic, partition, offset, not_before_ms, "held behind the customer's retry");
+                } else if failure.kind == crate::outcome::ErrorKind::AccountStopped {
+                    debug!(event_id, %topic, partition, offset, account, not_before_ms, "parked while its account cannot send");
                 } else {
                     warn!(
-                        event_id, %topic, partition, offset, kind, attempt, not_before_ms, %reason,
-                        "delivery failed; scheduled for another attempt"
+                        event_id, %topic, partition, offset, account, kind, attempt, not_before_ms,
+                        %reason, "delivery failed; scheduled for another attempt"
                     );
                 }
                 self.metrics
                     .event_retried(item.action_or_unknown(), failure.kind);
+                if let Some(account) = account {
+                    self.metrics.account_retried(account, failure.kind);
+                }
             }
         }
         self.finish(vec![item]);
@@ -414,7 +441,7 @@ impl Pipeline {
     /// Connects the consumers and the producer (nothing is sent until [`run`](Self::run)).
     pub fn new(
         config: &Config,
-        assignments: FieldAssignments,
+        accounts: &AccountsConfig,
         metrics: Metrics,
         health: Arc<Health>,
         shutdown: Shutdown,
@@ -451,20 +478,15 @@ impl Pipeline {
             retries,
             publisher: FailurePublisher::new(kafka)?,
             retry_partitions,
-            client: Client::new(&config.mparticle)?,
-            assignments,
+            accounts: Accounts::new(accounts)?,
             metrics,
-            pacer: Pacer::new(config.mparticle.max_batches_per_second),
-            gate: Gate::new(),
             health,
             shutdown,
-            environment: Environment::from_development_flag(config.mparticle.development),
             retry: config.retry.clone(),
             event_max_bytes: config.event_max_bytes,
             unmapped_action: config.unmapped_action,
             bulk_linger: config.mparticle.bulk_linger,
             max_events_per_batch: config.mparticle.max_events_per_batch,
-            request_slots: Arc::new(Semaphore::new(config.mparticle.max_in_flight_requests)),
             record_slots: Arc::new(Semaphore::new(config.max_in_flight_records)),
             retry_slots: Arc::new(Semaphore::new(config.max_in_flight_records)),
             max_in_flight_records: config.max_in_flight_records,
@@ -473,7 +495,6 @@ impl Pipeline {
             max_in_flight_bytes: config.max_in_flight_bytes as u32,
             due_retries: Arc::new(DueRetries::default()),
             holds: holds::Holds::default(),
-            finished: Arc::new(lanes::Finished::default()),
         };
         Ok(Pipeline { ctx: Arc::new(ctx) })
     }
@@ -481,9 +502,16 @@ impl Pipeline {
     /// Runs until shutdown, then drains for at most `grace` and commits what is done.
     pub async fn run(self, grace: Duration) {
         let ctx = self.ctx;
-        // Pieces of up to a full request each; the record slots bound what they hold.
-        let (outbound_tx, outbound_rx) = mpsc::channel(64);
-        let assembler = tokio::spawn(bulk::assemble(ctx.clone(), outbound_rx));
+        // Bulk assembly per account, fed pieces of up to a full request each; the record
+        // slots bound what they hold.
+        let mut senders = Vec::with_capacity(ctx.accounts.len());
+        let mut assemblers = Vec::with_capacity(ctx.accounts.len());
+        for account in 0..ctx.accounts.len() {
+            let (tx, rx) = mpsc::channel(64);
+            senders.push(tx);
+            assemblers.push(tokio::spawn(bulk::assemble(ctx.clone(), account, rx)));
+        }
+        let outbound_tx = ToAssembly(Arc::from(senders));
         let retry_reader = tokio::spawn(readers::read_retries(ctx.clone(), outbound_tx.clone()));
         let gauges = tokio::spawn(update_gauges(ctx.clone()));
         let source_ctx = ctx.clone();
@@ -498,7 +526,9 @@ impl Pipeline {
             grace_secs = grace.as_secs(),
             "no longer taking records; draining"
         );
-        let _ = assembler.await;
+        for assembler in assemblers {
+            let _ = assembler.await;
+        }
         let all = ctx.max_in_flight_records as u32;
         let drained = tokio::time::timeout(grace, async {
             let _ = ctx.record_slots.acquire_many(all).await;
@@ -549,7 +579,19 @@ async fn update_gauges(ctx: Arc<Context>) {
             .map_or(0, |due| (crate::clock::unix_ms() - due).max(0));
         ctx.metrics
             .set_oldest_due_retry_age(Duration::from_millis(age_ms as u64));
-        ctx.metrics.set_pacing_rate(ctx.pacer.rate());
+        let mut rate = 0.0;
+        for account in ctx.accounts.iter() {
+            let account_rate = account.pacer.rate();
+            rate += account_rate;
+            ctx.metrics.set_account(
+                account.name,
+                account_rate,
+                account.records(),
+                account.stuck().map(|(stuck, _)| stuck),
+            );
+        }
+        ctx.metrics.set_pacing_rate(rate);
+        ctx.health.set_accounts(accounts_report(&ctx.accounts));
         let held = |bytes: &Semaphore| {
             u64::from(ctx.max_in_flight_bytes).saturating_sub(bytes.available_permits() as u64)
         };
@@ -558,6 +600,45 @@ async fn update_gauges(ctx: Arc<Context>) {
         let (customers, records) = ctx.holds.sizes();
         ctx.metrics.set_held_behind_retries(customers, records);
     }
+}
+
+/// Where records ready to send go: each account's bulk assembly, by [`AccountId`].
+#[derive(Clone)]
+struct ToAssembly(Arc<[mpsc::Sender<Vec<Outbound>>]>);
+
+impl ToAssembly {
+    pub fn of(&self, account: AccountId) -> &mpsc::Sender<Vec<Outbound>> {
+        &self.0[account]
+    }
+
+    /// True once every assembly is gone (the runtime is going away).
+    pub fn is_closed(&self) -> bool {
+        self.0.iter().all(mpsc::Sender::is_closed)
+    }
+
+    /// Resolves once every assembly is gone.
+    pub async fn closed(&self) {
+        for tx in self.0.iter() {
+            tx.closed().await;
+        }
+    }
+}
+
+/// Each account's state for `/accounts`, one JSON object per account.
+fn accounts_report(accounts: &Accounts) -> String {
+    let list: Vec<serde_json::Value> = accounts
+        .iter()
+        .map(|account| {
+            let stuck = account.stuck().map(|(stuck, _)| stuck.as_str());
+            serde_json::json!({
+                "account": account.name,
+                "state": stuck.unwrap_or("sending"),
+                "pacing_rate_batches_per_second": (account.pacer.rate() * 10.0).round() / 10.0,
+                "records_in_flight": account.records(),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
 }
 
 /// The consumer group of the retry topic: the source group's name with `.retry`.

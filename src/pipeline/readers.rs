@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rdkafka::error::KafkaError;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Duration, Instant, sleep_until};
 use tracing::warn;
 
@@ -15,7 +15,7 @@ use super::holds::{FirstSeen, customer_of};
 use super::intake::take_in;
 use super::outbound::Outbound;
 use super::retry_schedule::RetrySchedule;
-use super::{Context, Origin, in_flight};
+use super::{Context, Origin, ToAssembly, in_flight};
 use crate::clock::unix_ms;
 use crate::kafka::consumer::PauseReason;
 use crate::kafka::headers::retry_state;
@@ -32,19 +32,19 @@ struct Waiting {
 }
 
 /// Reads the retry topic into the schedule and hands each retry on once it is due.
-pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound>>) {
+pub(super) async fn read_retries(ctx: Arc<Context>, outbound: ToAssembly) {
     // A few records in hand; the schedule is where retries wait.
     let mut arrivals = ctx.retries.feed(64);
     let stop = ctx.shutdown.wait();
     tokio::pin!(stop);
     let mut schedule: RetrySchedule<Waiting> = RetrySchedule::new(ctx.max_in_flight_records);
-    let mut gate_changes = ctx.gate.subscribe();
+    let mut gate_changes = ctx.accounts.subscribe_gates();
     let mut paused = false;
     // The latest arrival, until it has room for its bytes: nothing more is read meanwhile.
     let mut parked: Option<(SourceRecord, Ticket)> = None;
     loop {
         ctx.metrics.set_retry_scheduled(schedule.len());
-        let hold = ctx.gate.holds_consumers();
+        let hold = ctx.accounts.hold_consumers();
         if hold != paused {
             ctx.retries.set_paused(PauseReason::Gate, hold);
             paused = hold;
@@ -80,8 +80,9 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
             let mut json = Vec::new();
             match take_in(&ctx, item, &mut json) {
                 Some(taken) => {
-                    let outbound_ = Outbound::new(taken, &Bytes::from(json));
-                    if outbound.send(vec![outbound_]).await.is_err() {
+                    let account = taken.item.account.unwrap_or_default();
+                    let ready = Outbound::new(taken, &Bytes::from(json));
+                    if outbound.of(account).send(vec![ready]).await.is_err() {
                         return;
                     }
                 }
@@ -99,7 +100,10 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<O
         });
         // Wake for the next due retry, and when the gate's wait ends: paused with nothing
         // due, this reader may be the only one to see it end.
-        let wake_at = next_due.into_iter().chain(ctx.gate.wait_ends_at()).min();
+        let wake_at = next_due
+            .into_iter()
+            .chain(ctx.accounts.gate_wait_ends_at())
+            .min();
         let parked_bytes = ctx.retry_bytes.clone().acquire_many_owned(
             parked
                 .as_ref()

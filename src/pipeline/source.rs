@@ -18,14 +18,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
 use tracing::warn;
 
-use super::Context;
 use super::in_flight;
+use super::{Context, ToAssembly};
 use super::intake::{Taken, take_in};
 use super::outbound::Outbound;
 use super::{InFlight, Origin};
+use crate::accounts::AccountId;
 use crate::kafka::consumer::{IDLE_POLL, PauseReason, Polled};
 use crate::kafka::topic::Topic;
 use crate::mparticle::{MAX_BATCHES_PER_BULK, MAX_REQUEST_BYTES};
@@ -74,12 +75,7 @@ impl Piece {
     /// Hands the batches on and counts what was consumed. False once assembly is gone.
     /// While assembly has no room (every request waits at the pacer or the gate), the
     /// consumer keeps polling, so that it stays in its group.
-    fn send(
-        &mut self,
-        ctx: &Arc<Context>,
-        outbound: &ToAssembly,
-        early: &mut VecDeque<Polled>,
-    ) -> bool {
+    fn send(&mut self, ctx: &Arc<Context>, outbound: &Outlet, early: &mut VecDeque<Polled>) -> bool {
         for (topic, count) in self.consumed.drain(..) {
             ctx.metrics.events_consumed(&topic, count);
         }
@@ -92,25 +88,45 @@ impl Piece {
         // reserves no more than one request's worth.
         let room = (self.json.len() + self.json.len() / 4).min(MAX_REQUEST_BYTES);
         let json = Bytes::from(std::mem::replace(&mut self.json, Vec::with_capacity(room)));
-        let batches = self
-            .taken
-            .drain(..)
-            .map(|taken| Outbound::new(taken, &json))
-            .collect();
-        ctx.source
-            .hand_on(&outbound.runtime, &outbound.tx, batches, early)
+        let account_of = |taken: &Taken| taken.item.account.unwrap_or_default();
+        let first = self.taken.first().map(account_of).unwrap_or_default();
+        if self.taken.iter().all(|taken| account_of(taken) == first) {
+            let batches = self
+                .taken
+                .drain(..)
+                .map(|taken| Outbound::new(taken, &json))
+                .collect();
+            return ctx
+                .source
+                .hand_on(&outbound.runtime, outbound.tx.of(first), batches, early);
+        }
+        // Records of several accounts: each account's go to its own assembly, in order.
+        let mut by_account: Vec<(AccountId, Vec<Outbound>)> = Vec::new();
+        for taken in self.taken.drain(..) {
+            let account = account_of(&taken);
+            let ready = Outbound::new(taken, &json);
+            match by_account.iter_mut().find(|(a, _)| *a == account) {
+                Some((_, batches)) => batches.push(ready),
+                None => by_account.push((account, vec![ready])),
+            }
+        }
+        by_account.into_iter().all(|(account, batches)| {
+            ctx.source
+                .hand_on(&outbound.runtime, outbound.tx.of(account), batches, early)
+        })
     }
 }
 
-/// Where pieces go: bulk assembly, on the runtime this thread blocks on while it waits.
-struct ToAssembly {
-    tx: mpsc::Sender<Vec<Outbound>>,
+/// Where pieces go: each account's bulk assembly, on the runtime this thread blocks on
+/// while it waits.
+struct Outlet {
+    tx: ToAssembly,
     runtime: Handle,
 }
 
 /// Runs on a blocking thread (`spawn_blocking`) until shutdown.
-pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound>>) {
-    let outbound = ToAssembly {
+pub(super) fn read_source(ctx: Arc<Context>, outbound: ToAssembly) {
+    let outbound = Outlet {
         tx: outbound,
         runtime: Handle::current(),
     };
@@ -128,7 +144,7 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
             if ctx.shutdown.is_triggered() || outbound.tx.is_closed() {
                 break;
             }
-            let hold = ctx.gate.holds_consumers();
+            let hold = ctx.accounts.hold_consumers();
             if hold != paused {
                 ctx.source.set_paused(PauseReason::Gate, hold);
                 paused = hold;
@@ -203,7 +219,7 @@ pub(super) fn read_source(ctx: Arc<Context>, outbound: mpsc::Sender<Vec<Outbound
 /// Waits for a record slot, or `None` at shutdown or once assembly is gone.
 fn wait_for_slot(
     ctx: &Context,
-    outbound: &ToAssembly,
+    outbound: &Outlet,
     early: &mut VecDeque<Polled>,
 ) -> Option<OwnedSemaphorePermit> {
     wait_for(
@@ -219,7 +235,7 @@ fn wait_for_slot(
 /// ([`SourceConsumer::wait_for_room`](crate::kafka::consumer::SourceConsumer::wait_for_room)).
 fn wait_for<E>(
     ctx: &Context,
-    outbound: &ToAssembly,
+    outbound: &Outlet,
     early: &mut VecDeque<Polled>,
     room: impl Future<Output = Result<OwnedSemaphorePermit, E>>,
 ) -> Option<OwnedSemaphorePermit> {
