@@ -10,8 +10,8 @@ use prometheus::Registry;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::admin::{self, Health};
 use crate::accounts::AccountsConfig;
+use crate::admin::{self, Health};
 use crate::config::{Config, ConfigProblems, FIELD_ASSIGNMENTS_FILE};
 use crate::mapping::{FieldAssignments, LoadError};
 use crate::metrics::Metrics;
@@ -69,7 +69,11 @@ impl Settings {
 }
 
 /// The one account of the environment.
-fn single(config: &Config, path: &Path, problems: &mut ConfigProblems) -> Result<AccountsConfig, ()> {
+fn single(
+    config: &Config,
+    path: &Path,
+    problems: &mut ConfigProblems,
+) -> Result<AccountsConfig, ()> {
     match FieldAssignments::load(path) {
         Ok((assignments, warnings)) => Ok(AccountsConfig::single(
             config.mparticle.clone(),

@@ -21,8 +21,8 @@ mod tests;
 
 pub use kafka_properties::GUARANTEE_PROPERTIES;
 pub use names::*;
-pub use read::parse_duration;
 pub(crate) use read::api_urls;
+pub use read::parse_duration;
 
 use kafka_properties::{PASS_THROUGH_PREFIX, is_secret_property, refused_pass_through};
 use read::{Env, Parser, valid_topic_name};

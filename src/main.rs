@@ -275,8 +275,15 @@ fn check_config() -> ExitCode {
     println!("configuration is valid\n");
     let accounts = &settings.accounts;
     if let Some(file) = &accounts.file {
-        println!("mParticle accounts ({}): {}", file.display(), accounts.accounts.len());
-        println!("  routing:             {}", describe_routing(&accounts.routing));
+        println!(
+            "mParticle accounts ({}): {}",
+            file.display(),
+            accounts.accounts.len()
+        );
+        println!(
+            "  routing:             {}",
+            describe_routing(&accounts.routing)
+        );
     } else {
         println!("mParticle");
     }

@@ -31,8 +31,8 @@ pub struct Pacer {
     last_refused: Mutex<Option<Instant>>,
 }
 
-/// How long after a 429 the sender counts as refused ([`Pacer::refused`]).
-pub const REFUSED_FOR: Duration = Duration::from_secs(5);
+/// How long after a 429 a binding limit counts as the account's ([`Pacer::limited`]).
+pub const LIMITED_FOR: Duration = Duration::from_secs(10);
 
 /// How long after a request last waited the limit still counts as binding.
 const BINDING_FOR: Duration = Duration::from_secs(1);
@@ -124,17 +124,21 @@ impl Pacer {
         lock(&self.control).observe(now, sent_at, signal);
     }
 
-    /// While mParticle refuses this sender: how long its requests are held
-    /// (`Retry-After`), or [`REFUSED_FOR`] when it answered 429 within that long.
-    pub fn refused(&self) -> Option<Duration> {
+    /// Whether the limit binds because it is the account's: requests wait for the rate,
+    /// and mParticle answered 429 within [`LIMITED_FOR`] or the rate is at the configured
+    /// ceiling. (A rate still growing towards a limit not yet found binds too, but for a
+    /// moment only.)
+    pub fn limited(&self) -> bool {
+        let refused = lock(&self.last_refused).is_some_and(|at| at.elapsed() < LIMITED_FOR);
+        self.binds() && (refused || lock(&self.control).at_ceiling())
+    }
+
+    /// How much longer a `Retry-After` holds every request, while one does.
+    pub fn held_for(&self) -> Option<Duration> {
         let now = Instant::now();
-        let held = lock(&self.hold_until)
+        lock(&self.hold_until)
             .filter(|until| *until > now)
-            .map(|until| until - now);
-        let recently = lock(&self.last_refused)
-            .filter(|at| now.duration_since(*at) < REFUSED_FOR)
-            .map(|_| REFUSED_FOR);
-        held.max(recently)
+            .map(|until| until - now)
     }
 
     /// No request may start for `wait` (a 429's `Retry-After`); returns how much longer

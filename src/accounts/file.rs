@@ -73,8 +73,8 @@ pub fn load(
 ) -> Result<AccountsConfig, Vec<String>> {
     let shown = path.display();
     let problem = |text: String| format!("{MPARTICLE_ACCOUNTS_FILE} {shown}: {text}");
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![problem(format!("cannot read it: {e}"))])?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![problem(format!("cannot read it: {e}"))])?;
     let raw: RawFile = toml::from_str(&text).map_err(|e| vec![problem(e.message().to_string())])?;
     let mut problems = Vec::new();
     if raw.accounts.is_empty() {
@@ -135,9 +135,12 @@ pub fn load(
                     Some(assignments)
                 }
                 Err(error) => {
-                    local.extend(error.errors.iter().map(|finding| {
-                        format!("field assignments {}: {finding}", error.file)
-                    }));
+                    local.extend(
+                        error
+                            .errors
+                            .iter()
+                            .map(|finding| format!("field assignments {}: {finding}", error.file)),
+                    );
                     None
                 }
             },
@@ -156,7 +159,9 @@ pub fn load(
             });
         }
     }
-    let routing = routing(&raw.routing, &raw.accounts, &mut |p| problems.push(problem(p)));
+    let routing = routing(&raw.routing, &raw.accounts, &mut |p| {
+        problems.push(problem(p))
+    });
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -257,5 +262,158 @@ fn routing(
         routes,
         names: accounts.keys().cloned().collect(),
         default,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const ASSIGNMENTS: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/field-assignments.toml"
+    );
+
+    fn base() -> MparticleConfig {
+        let vars = [("MPARTICLE_API_KEY", "k"), ("MPARTICLE_API_SECRET", "s")];
+        Config::from_vars(vars.map(|(k, v)| (k.to_string(), v.to_string())))
+            .unwrap()
+            .mparticle
+    }
+
+    fn written(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mpf-accounts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn accounts_take_their_credentials_from_variables_or_files() {
+        let secret_file = written("b-secret", "secret-of-b\n");
+        let file = written(
+            "good.toml",
+            &format!(
+                r#"
+[routing]
+header = "mparticle-account"
+path = "data.brand"
+default = "brand-a"
+
+[accounts.brand-b]
+api_url = "https://s2s.us2.mparticle.com/v2/events"
+api_key_env = "B_KEY"
+api_secret_file = "{}"
+development = true
+max_batches_per_second = 50
+
+[accounts.brand-a]
+api_key_env = "A_KEY"
+api_secret_env = "A_SECRET"
+"#,
+                secret_file.display()
+            ),
+        );
+        let env = vars(&[
+            ("A_KEY", "key-a"),
+            ("A_SECRET", "secret-a"),
+            ("B_KEY", "key-b"),
+        ]);
+        let config = load(&file, &base(), Path::new(ASSIGNMENTS), &env).unwrap();
+        let names: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["brand-a", "brand-b"], "in name order");
+        let (a, b) = (&config.accounts[0].mparticle, &config.accounts[1].mparticle);
+        assert_eq!(a.api_key.expose(), "key-a");
+        assert_eq!(a.events_url, crate::config::DEFAULT_API_URL);
+        assert!(!a.development);
+        assert_eq!(b.api_secret.expose(), "secret-of-b");
+        assert_eq!(b.bulk_url, "https://s2s.us2.mparticle.com/v2/bulkevents");
+        assert!(b.development);
+        assert_eq!(b.max_batches_per_second, Some(50.0));
+        assert!(
+            Arc::ptr_eq(
+                &config.accounts[0].assignments,
+                &config.accounts[1].assignments
+            ),
+            "one file is loaded once"
+        );
+        assert_eq!(
+            config.routing,
+            Routing::Rule {
+                routes: vec![
+                    Route::Header("mparticle-account".into()),
+                    Route::Path(vec!["data".into(), "brand".into()]),
+                ],
+                names: vec!["brand-a".into(), "brand-b".into()],
+                default: Some(0),
+            }
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_and_no_secret_is_shown() {
+        let file = written(
+            "bad.toml",
+            r#"
+[routing]
+default = "brand-z"
+
+[accounts."brand a"]
+api_key_env = "A_KEY"
+api_key_file = "/nowhere"
+api_secret_env = "A_SECRET"
+
+[accounts.brand-b]
+api_url = "ftp://example.com/events"
+api_key_env = "MISSING"
+api_secret_env = "A_SECRET"
+max_batches_per_second = -1
+field_assignments_file = "/nowhere/field-assignments.toml"
+"#,
+        );
+        let env = vars(&[("A_KEY", "key-a"), ("A_SECRET", "very-secret-value")]);
+        let problems = load(&file, &base(), Path::new(ASSIGNMENTS), &env).unwrap_err();
+        let text = problems.join("\n");
+        for expected in [
+            "account brand a: the name \"brand a\" must be",
+            "account brand a: give api_key_env or api_key_file, not both",
+            "account brand-b: api_url is \"ftp://example.com/events\"",
+            "account brand-b: api_key_env names MISSING, which is not set",
+            "account brand-b: max_batches_per_second is -1",
+            "account brand-b: field assignments /nowhere/field-assignments.toml",
+            "routing default \"brand-z\" is not one of the accounts",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in:\n{text}");
+        }
+        assert!(!text.contains("very-secret-value") && !text.contains("key-a"));
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.starts_with("MPARTICLE_ACCOUNTS_FILE "))
+        );
+    }
+
+    #[test]
+    fn a_file_without_accounts_or_rule_is_refused() {
+        let file = written("empty.toml", "[routing]\n");
+        let problems = load(&file, &base(), Path::new(ASSIGNMENTS), &vars(&[])).unwrap_err();
+        let text = problems.join("\n");
+        assert!(text.contains("names no account"), "{text}");
+        assert!(
+            text.contains("needs a header, a path or a default"),
+            "{text}"
+        );
+        let unknown = written("unknown.toml", "[accounts.a]\napi_key = \"inline\"\n");
+        let problems = load(&unknown, &base(), Path::new(ASSIGNMENTS), &vars(&[])).unwrap_err();
+        assert!(problems[0].contains("unknown field"), "{problems:?}");
     }
 }

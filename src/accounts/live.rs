@@ -32,12 +32,17 @@ pub struct Account {
     records: AtomicI64,
 }
 
-/// Why an account cannot send now.
+/// An account is behind its pace when its limit binds ([`Pacer::limited`]: mParticle's
+/// 429s or its configured cap) and the records it holds would take longer than this to
+/// leave at the rate its pacer allows now.
+pub const BEHIND_AFTER: Duration = Duration::from_secs(2);
+
+/// Why an account cannot keep up now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stuck {
     /// Its gate is not closed: credentials refused, or an outage.
     Gate(Reason),
-    /// mParticle answers it 429, or holds it with `Retry-After`.
+    /// mParticle holds it with `Retry-After`, or it is behind its pace ([`BEHIND_AFTER`]).
     RateLimited,
 }
 
@@ -61,12 +66,24 @@ impl Account {
         self.records.load(Ordering::Relaxed)
     }
 
-    /// Why the account cannot send now, and about how long that lasts, if it cannot.
+    /// Why the account cannot keep up now, and about how long that lasts, if it cannot.
     pub fn stuck(&self) -> Option<(Stuck, Duration)> {
         if let Some((reason, wait)) = self.gate.stopped() {
             return Some((Stuck::Gate(reason), wait));
         }
-        self.pacer.refused().map(|wait| (Stuck::RateLimited, wait))
+        if let Some(held) = self.pacer.held_for() {
+            return Some((Stuck::RateLimited, held));
+        }
+        if !self.pacer.limited() {
+            return None;
+        }
+        let drain = self.records().max(0) as f64 / self.pacer.rate().max(f64::MIN_POSITIVE);
+        (drain > BEHIND_AFTER.as_secs_f64()).then(|| {
+            (
+                Stuck::RateLimited,
+                Duration::from_secs_f64(drain.min(3600.0)),
+            )
+        })
     }
 }
 

@@ -61,9 +61,9 @@ impl Routing {
             let Some(named) = named.filter(|n| !n.is_empty()) else {
                 continue;
             };
-            return names
-                .binary_search(&named)
-                .map_err(|_| format!("{place} names account {named:?}, which is not in the accounts file"));
+            return names.binary_search(&named).map_err(|_| {
+                format!("{place} names account {named:?}, which is not in the accounts file")
+            });
         }
         default.ok_or_else(|| {
             let places: Vec<String> = routes

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mparticle_forwarder::shutdown::Shutdown;
-use mparticle_forwarder::standin::{StandIn, StandInConfig};
+use mparticle_forwarder::standin::{StandIn, StandInAccount, StandInConfig};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +48,13 @@ struct Args {
     /// Send no `X-mp-rate-limit-percentage-used` on 2xx answers.
     #[arg(long)]
     no_usage_header: bool,
+    /// Another account it serves, as `name:key:secret` (repeatable).
+    #[arg(long = "account", value_parser = parse_account)]
+    accounts: Vec<StandInAccount>,
+}
+
+fn parse_account(text: &str) -> Result<StandInAccount, String> {
+    StandInAccount::parse(text).ok_or_else(|| "give the account as name:key:secret".to_string())
 }
 
 fn main() -> ExitCode {
@@ -80,6 +87,7 @@ fn main() -> ExitCode {
             rate_limit_retry_after: (args.rate_limit_retry_after > 0)
                 .then_some(args.rate_limit_retry_after),
             rate_limit_usage_header: !args.no_usage_header,
+            accounts: args.accounts,
         };
         let standin = match StandIn::start(listener, config) {
             Ok(standin) => standin,

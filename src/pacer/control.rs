@@ -249,6 +249,12 @@ impl RateControl {
         self.rate = rate.clamp(MIN_RATE, ceiling.max(MIN_RATE));
     }
 
+    /// Whether the rate is at the configured ceiling (`MPARTICLE_MAX_BATCHES_PER_SECOND`).
+    pub fn at_ceiling(&self) -> bool {
+        self.ceiling
+            .is_some_and(|c| self.rate >= c.min(MAX_RATE) * 0.99)
+    }
+
     fn binds(&self, now: Instant) -> bool {
         self.bound_at
             .is_some_and(|at| now.saturating_duration_since(at) < BINDING_FOR)

@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, sleep, timeout_at};
 
-use super::delivery;
 use super::holds::{Customer, FirstSeen};
 use super::lanes::{Finished, Lanes, Turn};
 use super::outbound::{Outbound, members};
 use super::{Context, Origin};
+use super::{delivery, parking};
 use crate::accounts::AccountId;
 use crate::accounts::live::{Account, Stuck};
 use crate::clock::unix_ms;
@@ -71,6 +71,7 @@ pub(super) async fn assemble(
                     None => open = false,
                 },
                 _ = finished.wait() => {}
+                _ = sleep(LOOK_AGAIN), if assembly.shared && !lanes.is_empty() => {}
             }
             continue;
         }
@@ -87,6 +88,8 @@ pub(super) async fn assemble(
                 }
                 continue;
             }
+            // The waiting records may have to park: memory may be short by now.
+            _ = sleep(LOOK_AGAIN), if assembly.shared => continue,
         };
         if pacer.binds() {
             // Records wait anyway: the request is composed when its turn at the pacer
@@ -99,6 +102,7 @@ pub(super) async fn assemble(
                         Some(piece) => assembly.line_up(&mut lanes, piece),
                         None => open = false,
                     },
+                    _ = sleep(LOOK_AGAIN), if assembly.shared => assembly.park_waiting(&mut lanes),
                 }
             }
         } else {
@@ -161,8 +165,9 @@ impl Waits {
     }
 }
 
-/// A parked record comes back no sooner than this, however soon its account may send.
-const LEAST_PARKED_FOR: Duration = Duration::from_secs(5);
+/// How often an assembly waiting for its account's gate or pacer, with several accounts
+/// in the process, looks whether its waiting records must park.
+const LOOK_AGAIN: Duration = Duration::from_millis(250);
 
 impl Assembly<'_> {
     /// Puts each record of `piece` in its customer's lane, or, while the customer is held
@@ -210,31 +215,15 @@ impl Assembly<'_> {
         }
     }
 
-    /// Whether a record of `origin` parks in the retry topic, and until when: when several
-    /// accounts share the process, this one cannot send (its gate is not closed, or
-    /// mParticle refuses it with 429), and less than a quarter of the records in memory
-    /// (or of their bytes) of that origin is free. A stopped account's records thus wait
-    /// in memory up to that bound, holding their partitions' offsets back, and beyond it
-    /// in the retry topic, so that the other accounts' records can still be read.
+    /// Whether a record of `origin` parks in the retry topic ([`parking`](super::parking)).
     fn parks(&self, origin: Origin) -> Option<Waits> {
         if !self.shared {
             return None;
         }
-        let (stuck, wait) = self.account.stuck()?;
-        let ctx = self.ctx;
-        let (slots, bytes) = match origin {
-            Origin::Source => (&ctx.record_slots, &ctx.record_bytes),
-            Origin::Retries => (&ctx.retry_slots, &ctx.retry_bytes),
-        };
-        let scarce = |free: usize, all: usize| free.saturating_mul(4) < all;
-        let pressed = scarce(slots.available_permits(), ctx.max_in_flight_records)
-            || scarce(
-                bytes.available_permits(),
-                ctx.max_in_flight_bytes as usize,
-            );
-        pressed.then(|| Waits::Parked {
-            due_ms: unix_ms() + wait.max(LEAST_PARKED_FOR).as_millis() as i64,
-            why: stuck,
+        let parked = parking::parks(self.ctx, self.account, origin)?;
+        Some(Waits::Parked {
+            due_ms: parked.due_ms,
+            why: parked.why,
         })
     }
 
@@ -245,7 +234,9 @@ impl Assembly<'_> {
         if !self.shared || lanes.is_empty() {
             return;
         }
-        let Some(waits) = self.parks(Origin::Source).or_else(|| self.parks(Origin::Retries))
+        let Some(waits) = self
+            .parks(Origin::Source)
+            .or_else(|| self.parks(Origin::Retries))
         else {
             return;
         };
@@ -262,11 +253,11 @@ impl Assembly<'_> {
     fn park(&self, customer: &[u8], records: Vec<Outbound>, waits: Waits) {
         for o in members(records) {
             let first_seen = FirstSeen::of(&o.item.record);
-            let partition = self
-                .ctx
-                .holds
-                .retry_partition(customer)
-                .or_else(|| self.ctx.retry_partitions.of(first_seen.topic(), first_seen.partition()));
+            let partition = self.ctx.holds.retry_partition(customer).or_else(|| {
+                self.ctx
+                    .retry_partitions
+                    .of(first_seen.topic(), first_seen.partition())
+            });
             self.ctx
                 .holds
                 .add(customer, first_seen, waits.due_ms(), partition);
@@ -348,12 +339,7 @@ async fn write_held(ctx: Arc<Context>, mut held: mpsc::UnboundedReceiver<(Outbou
             ),
             Waits::Parked { why, .. } => (
                 ErrorKind::AccountStopped,
-                format!(
-                    "waiting for its account {}, which cannot send now ({}), with no room left \
-                     in memory",
-                    ctx.accounts.get(item.account.unwrap_or_default()).name,
-                    why.as_str()
-                ),
+                parking::reason(ctx.accounts.get(item.account.unwrap_or_default()), why),
             ),
         };
         let failure = Failure {

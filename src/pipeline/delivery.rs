@@ -195,7 +195,13 @@ async fn deliver_request(ctx: Arc<Context>, mut items: Vec<Outbound>, mut passed
         pace(&ctx, account, sent_at, items.len(), &answer);
         let judgement = judge(items, &answer, &ctx.retry, attempt_ms, answered_ms);
         match settle(&ctx, account, judgement) {
-            Some(again) => items = again,
+            Some(again) => match park(account, &ctx, again) {
+                Ok(parked) => {
+                    settle(&ctx, account, parked);
+                    return;
+                }
+                Err(again) => items = again,
+            },
             None => return,
         }
     }
@@ -323,6 +329,40 @@ fn settle(ctx: &Arc<Context>, account: &Account, judgement: Judgement) -> Option
     first
 }
 
+/// Records sent again once their account may send (refused credentials, a 429): parked
+/// in the retry topic instead when memory is short ([`parking`](super::parking)).
+fn park(
+    account: &Account,
+    ctx: &Context,
+    again: Vec<Outbound>,
+) -> Result<Judgement, Vec<Outbound>> {
+    let origin = again[0].item.origin;
+    let Some(parked) = super::parking::parks(ctx, account, origin) else {
+        return Err(again);
+    };
+    let retry_later = members(again)
+        .into_iter()
+        .map(|o| {
+            let failure = Failure {
+                kind: ErrorKind::AccountStopped,
+                error: super::parking::reason(account, parked.why),
+                http_status: None,
+                http_body: None,
+                attempt: o.item.attempts,
+                first_attempt_ms: o.item.first_attempt_ms,
+                last_attempt_ms: None,
+                not_before_ms: Some(parked.due_ms),
+                later_records: Vec::new(),
+            };
+            (o, failure)
+        })
+        .collect();
+    Ok(Judgement {
+        retry_later,
+        ..Judgement::default()
+    })
+}
+
 /// A record that failed, with its failure and where it is written.
 type Failed = (Outbound, Failure, Destination);
 
@@ -401,7 +441,11 @@ fn gate_changed(ctx: &Context, account: &Account, change: Change, answer: &Answe
             detail = %answer.detail,
             "every recent request to mParticle failed; the account's records wait, probing"
         ),
-        Change::Closed(reason) => info!(account = name, ?reason, "mParticle answers again; the account's records go on"),
+        Change::Closed(reason) => info!(
+            account = name,
+            ?reason,
+            "mParticle answers again; the account's records go on"
+        ),
     }
     let outage = ctx
         .accounts
@@ -471,7 +515,8 @@ fn delivered(ctx: &Context, account: &Account, items: Vec<Outbound>) {
     ctx.metrics
         .batches_delivered(items.iter().map(Outbound::events));
     let items = members(items);
-    ctx.metrics.account_delivered(account.name, items.len() as u64);
+    ctx.metrics
+        .account_delivered(account.name, items.len() as u64);
     let now = unix_ms();
     // A request holds one or two actions: a short list beats hashing every record's. A
     // sent record's action is the field assignments' own copy of the name

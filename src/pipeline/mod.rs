@@ -17,6 +17,7 @@ mod holds;
 pub mod intake;
 mod lanes;
 mod outbound;
+mod parking;
 mod readers;
 pub mod retry_schedule;
 mod source;

@@ -22,9 +22,9 @@ use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
 use tracing::warn;
 
 use super::in_flight;
-use super::{Context, ToAssembly};
 use super::intake::{Taken, take_in};
 use super::outbound::Outbound;
+use super::{Context, ToAssembly};
 use super::{InFlight, Origin};
 use crate::accounts::AccountId;
 use crate::kafka::consumer::{IDLE_POLL, PauseReason, Polled};
@@ -75,7 +75,12 @@ impl Piece {
     /// Hands the batches on and counts what was consumed. False once assembly is gone.
     /// While assembly has no room (every request waits at the pacer or the gate), the
     /// consumer keeps polling, so that it stays in its group.
-    fn send(&mut self, ctx: &Arc<Context>, outbound: &Outlet, early: &mut VecDeque<Polled>) -> bool {
+    fn send(
+        &mut self,
+        ctx: &Arc<Context>,
+        outbound: &Outlet,
+        early: &mut VecDeque<Polled>,
+    ) -> bool {
         for (topic, count) in self.consumed.drain(..) {
             ctx.metrics.events_consumed(&topic, count);
         }

@@ -49,6 +49,10 @@ pub struct Fault {
     /// answered 400.
     #[serde(default)]
     pub partial: bool,
+    /// Apply only to requests of this account (the stand-in's account names); absent:
+    /// every account's.
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 impl Fault {
@@ -66,6 +70,7 @@ impl Fault {
             location: None,
             echo_headers: false,
             partial: false,
+            account: None,
         }
     }
 
@@ -106,6 +111,12 @@ impl Fault {
 
     pub fn limit_exceeded(mut self, limit: impl Into<String>) -> Fault {
         self.limit_exceeded = Some(limit.into());
+        self
+    }
+
+    /// Applies only to requests of the account `name`.
+    pub fn for_account(mut self, name: impl Into<String>) -> Fault {
+        self.account = Some(name.into());
         self
     }
 
@@ -150,9 +161,12 @@ impl FaultScript {
         self.rules.is_empty()
     }
 
-    pub fn take(&mut self, ids: &[String]) -> Option<Fault> {
+    pub fn take(&mut self, ids: &[String], account: &str) -> Option<Fault> {
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
+            if rule.account.as_deref().is_some_and(|a| a != account) {
+                continue;
+            }
             if let Some(id) = &rule.when_id {
                 if !ids.iter().any(|x| x == id) {
                     continue;
@@ -191,19 +205,19 @@ mod tests {
     fn counted_rules_run_out() {
         let mut script = FaultScript::default();
         script.push(Fault::status(503).times(2));
-        assert_eq!(script.take(&[]).unwrap().status, Some(503));
-        assert_eq!(script.take(&[]).unwrap().status, Some(503));
-        assert_eq!(script.take(&[]), None);
+        assert_eq!(script.take(&[], "default").unwrap().status, Some(503));
+        assert_eq!(script.take(&[], "default").unwrap().status, Some(503));
+        assert_eq!(script.take(&[], "default"), None);
     }
 
     #[test]
     fn id_rules_match_only_their_batch() {
         let mut script = FaultScript::default();
         script.push(Fault::status(400).when_id("evt-7"));
-        assert_eq!(script.take(&["evt-1".into()]), None);
+        assert_eq!(script.take(&["evt-1".into()], "default"), None);
         assert_eq!(
             script
-                .take(&["evt-1".into(), "evt-7".into()])
+                .take(&["evt-1".into(), "evt-7".into()], "default")
                 .unwrap()
                 .status,
             Some(400)
@@ -214,7 +228,9 @@ mod tests {
     fn probability_spreads_roughly() {
         let mut script = FaultScript::default();
         script.push(Fault::status(503).probability(0.1));
-        let hits = (0..10_000).filter(|_| script.take(&[]).is_some()).count();
+        let hits = (0..10_000)
+            .filter(|_| script.take(&[], "default").is_some())
+            .count();
         assert!((700..1300).contains(&hits), "{hits}");
     }
 

@@ -11,6 +11,7 @@
 //! `GET /_standin/stats`, `POST /_standin/faults`, `DELETE /_standin/faults`,
 //! `POST /_standin/rate-limit`, `POST /_standin/reset`.
 
+mod accounts;
 pub mod contract;
 pub mod faults;
 
@@ -23,7 +24,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -34,6 +34,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
+pub use accounts::StandInAccount;
 pub use faults::Fault;
 use faults::FaultScript;
 
@@ -64,6 +65,9 @@ pub struct StandInConfig {
     /// Send `X-mp-rate-limit-percentage-used` on 2xx answers while a limit is set: the
     /// batches accepted in the last second, as a share of the limit.
     pub rate_limit_usage_header: bool,
+    /// Accounts besides the default one (`api_key`, `api_secret`), each known by its own
+    /// credentials.
+    pub accounts: Vec<StandInAccount>,
 }
 
 impl Default for StandInConfig {
@@ -76,6 +80,7 @@ impl Default for StandInConfig {
             rate_limit: None,
             rate_limit_retry_after: Some(1),
             rate_limit_usage_header: true,
+            accounts: Vec::new(),
         }
     }
 }
@@ -106,6 +111,10 @@ struct Recorded {
     accepted_count: u64,
     accepted_event_count: u64,
     by_status: std::collections::BTreeMap<u16, u64>,
+    /// The account each of `batches` was accepted for.
+    batch_accounts: Vec<String>,
+    /// Batches accepted, by account (both modes).
+    by_account: std::collections::BTreeMap<String, u64>,
     /// Fast mode: hashes of accepted events' ids ([`id_hash`]), and latencies in ms.
     unique_hashes: HashSet<u64, BuildHasherDefault<AlreadyHashed>>,
     latencies_ms: Vec<i64>,
@@ -166,7 +175,13 @@ impl RateLimit {
 
 /// What the limit answers a request of `batches` batches: accepted, with the usage header's
 /// value if one is sent, or refused, with the `Retry-After` seconds if any.
-fn check_rate(state: &State, batches: usize) -> Result<Option<u32>, Option<u32>> {
+fn check_rate(state: &State, account: usize, batches: usize) -> Result<Option<u32>, Option<u32>> {
+    if account != 0 {
+        return match state.accounts.take(account, batches) {
+            Some(false) => Err(lock(&state.rate_options).retry_after),
+            _ => Ok(None),
+        };
+    }
     let mut limit = lock(&state.rate_limit);
     let Some(limit) = limit.as_mut() else {
         return Ok(None);
@@ -188,6 +203,7 @@ struct RateOptions {
 
 struct State {
     config: StandInConfig,
+    accounts: accounts::Registry,
     faults: Mutex<FaultScript>,
     recorded: Mutex<Recorded>,
     file: Mutex<Option<BufWriter<File>>>,
@@ -203,6 +219,10 @@ impl State {
                 retry_after: config.rate_limit_retry_after,
                 usage_header: config.rate_limit_usage_header,
             }),
+            accounts: accounts::Registry::new(
+                StandInAccount::new(accounts::DEFAULT, &config.api_key, &config.api_secret),
+                &config.accounts,
+            ),
             config,
             faults: Mutex::new(FaultScript::default()),
             recorded: Mutex::new(Recorded::default()),
@@ -287,6 +307,40 @@ impl StandIn {
             retry_after,
             usage_header,
         };
+    }
+
+    /// Refuses the credentials of the account `name` (403), as a revoked key is, or
+    /// (`revoked: false`) accepts them again.
+    pub fn revoke(&self, name: &str, revoked: bool) {
+        if let Some(account) = self.state.accounts.find(name) {
+            self.state.accounts.revoke(account, revoked);
+        }
+    }
+
+    /// Sets the limit of the account `name` (the default account's is
+    /// [`set_rate_limit`](Self::set_rate_limit)'s).
+    pub fn set_account_rate_limit(&self, name: &str, batches_per_second: Option<f64>) {
+        match self.state.accounts.find(name) {
+            Some(0) => set_rate_limit(&self.state, batches_per_second),
+            Some(account) => self.state.accounts.set_limit(account, batches_per_second),
+            None => {}
+        }
+    }
+
+    /// Every batch accepted for the account `name`, in order of acceptance.
+    pub fn accepted_for(&self, name: &str) -> Vec<Value> {
+        let recorded = lock(&self.state.recorded);
+        let accounts = recorded.batch_accounts.iter();
+        accounts
+            .zip(&recorded.batches)
+            .filter(|(account, _)| *account == name)
+            .map(|(_, batch)| batch.clone())
+            .collect()
+    }
+
+    /// Batches accepted, by account (both modes).
+    pub fn accepted_by_account(&self) -> std::collections::BTreeMap<String, u64> {
+        lock(&self.state.recorded).by_account.clone()
     }
 
     /// Every accepted batch, in order of acceptance.
@@ -442,25 +496,6 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, String> {
         .map_err(|e| format!("cannot read the body: {e}\n"))
 }
 
-/// The credentials check: 401 without a Basic header, 403 with the wrong key or secret.
-fn check_auth(state: &State, header: Option<&HeaderValue>) -> Result<(), StatusCode> {
-    let header = header
-        .and_then(|h| h.to_str().ok())
-        .ok_or(StatusCode::UNAUTHORIZED)?;
-    let encoded = header
-        .strip_prefix("Basic ")
-        .ok_or(StatusCode::UNAUTHORIZED)?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|_| StatusCode::UNAUTHORIZED)?;
-    let expected = format!("{}:{}", state.config.api_key, state.config.api_secret);
-    if decoded == expected.as_bytes() {
-        Ok(())
-    } else {
-        Err(StatusCode::FORBIDDEN)
-    }
-}
-
 fn bad_request(message: &str) -> HttpResponse {
     let body = serde_json::json!({"errors": [{"code": "BAD_REQUEST", "message": message}]});
     http_server::json(StatusCode::BAD_REQUEST, body.to_string())
@@ -529,15 +564,19 @@ fn scan_events(body: &[u8]) -> (usize, Vec<ScannedEvent<'_>>) {
     (batches, events)
 }
 
-fn fast_accept(state: &State, body: &[u8]) -> HttpResponse {
+fn fast_accept(state: &State, account: usize, body: &[u8]) -> HttpResponse {
     let (batches, events) = scan_events(body);
-    let usage = match check_rate(state, batches) {
+    let usage = match check_rate(state, account, batches) {
         Ok(usage) => usage,
         Err(retry_after) => return rate_limited(retry_after),
     };
     let now = crate::clock::unix_ms();
     let mut recorded = lock(&state.recorded);
     recorded.accepted_count += batches as u64;
+    *recorded
+        .by_account
+        .entry(state.accounts.name(account).to_string())
+        .or_default() += batches as u64;
     recorded.accepted_event_count += events.len() as u64;
     for (id, timestamp) in events {
         recorded.unique_hashes.insert(id_hash(id));
@@ -613,7 +652,9 @@ fn rate_limited(retry_after: Option<u32>) -> HttpResponse {
 async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> HttpResponse {
     let at_ms = crate::clock::unix_ms();
     let path = request.uri().path().to_string();
-    let auth = check_auth(&state, request.headers().get(AUTHORIZATION));
+    let auth = state.accounts.check(request.headers().get(AUTHORIZATION));
+    let account = auth.unwrap_or_default();
+    let account_name = state.accounts.name(account).to_string();
     let headers = request.headers().clone();
     let content_length = request
         .headers()
@@ -632,15 +673,17 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
                 return None;
             }
             let (ids, events) = ids_in(&body);
-            faults.take(&[ids.as_slice(), &events].concat())?.status
+            faults
+                .take(&[ids.as_slice(), &events].concat(), &account_name)?
+                .status
         };
         let response = match (auth, refused()) {
             (Err(status), _) => http_server::text(status, ""),
-            (Ok(()), Some(status)) => http_server::text(
+            (Ok(_), Some(status)) => http_server::text(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 "",
             ),
-            (Ok(()), None) => fast_accept(&state, &body),
+            (Ok(account), None) => fast_accept(&state, account, &body),
         };
         let mut recorded = lock(&state.recorded);
         recorded.request_count += 1;
@@ -651,7 +694,7 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
         return response;
     }
     let (ids, events) = ids_in(&body);
-    let fault = lock(&state.faults).take(&[ids.as_slice(), &events].concat());
+    let fault = lock(&state.faults).take(&[ids.as_slice(), &events].concat(), &account_name);
     if let Some(fault) = &fault {
         if fault.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
@@ -659,7 +702,7 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
     }
     let response = match (auth, fault.as_ref().and_then(|f| f.status.map(|s| (s, f)))) {
         (Err(status), _) => http_server::text(status, ""),
-        (Ok(()), Some((status, fault))) => {
+        (Ok(_), Some((status, fault))) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = match (&fault.body, status) {
                 _ if fault.echo_headers => {
@@ -691,15 +734,15 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
             }
             response
         }
-        (Ok(()), None) if fault.as_ref().is_some_and(|f| f.partial) => {
+        (Ok(account), None) if fault.as_ref().is_some_and(|f| f.partial) => {
             let refused = fault.as_ref().and_then(|f| f.when_id.as_deref());
-            partly_accepted(&state, &body, bulk, refused.unwrap_or_default())
+            partly_accepted(&state, account, &body, bulk, refused.unwrap_or_default())
         }
-        (Ok(()), None) => match contract::check_request(&body, bulk) {
+        (Ok(account), None) => match contract::check_request(&body, bulk) {
             Err(message) => bad_request(&message),
-            Ok(batches) => match check_rate(&state, batches.len()) {
+            Ok(batches) => match check_rate(&state, account, batches.len()) {
                 Ok(usage) => {
-                    record_accepted(&state, batches);
+                    record_accepted(&state, account, batches);
                     accepted(usage)
                 }
                 Err(retry_after) => rate_limited(retry_after),
@@ -723,7 +766,13 @@ async fn events(state: Arc<State>, request: Request<Incoming>, bulk: bool) -> Ht
 
 /// A bulk request with the batch `refused` in it: the others accepted, 202 with an
 /// `errors` body naming the refused batch by position; the batch alone: 400.
-fn partly_accepted(state: &State, body: &[u8], bulk: bool, refused: &str) -> HttpResponse {
+fn partly_accepted(
+    state: &State,
+    account: usize,
+    body: &[u8],
+    bulk: bool,
+    refused: &str,
+) -> HttpResponse {
     let batches = match contract::check_request(body, bulk) {
         Ok(batches) => batches,
         Err(message) => return bad_request(&message),
@@ -737,7 +786,7 @@ fn partly_accepted(state: &State, body: &[u8], bulk: bool, refused: &str) -> Htt
     }
     let position = batches.iter().position(is_refused);
     let kept: Vec<Value> = batches.into_iter().filter(|b| !is_refused(b)).collect();
-    record_accepted(state, kept);
+    record_accepted(state, account, kept);
     let errors: Vec<Value> = position
         .map(|i| {
             serde_json::json!({
@@ -753,7 +802,7 @@ fn partly_accepted(state: &State, body: &[u8], bulk: bool, refused: &str) -> Htt
     )
 }
 
-fn record_accepted(state: &State, batches: Vec<Value>) {
+fn record_accepted(state: &State, account: usize, batches: Vec<Value>) {
     if let Some(file) = lock(&state.file).as_mut() {
         for batch in &batches {
             let _ = serde_json::to_writer(&mut *file, batch);
@@ -763,7 +812,10 @@ fn record_accepted(state: &State, batches: Vec<Value>) {
     }
     let mut recorded = lock(&state.recorded);
     recorded.accepted_count += batches.len() as u64;
+    let name = state.accounts.name(account);
+    *recorded.by_account.entry(name.to_string()).or_default() += batches.len() as u64;
     for batch in batches {
+        recorded.batch_accounts.push(name.to_string());
         let id = batch.get("source_request_id").and_then(Value::as_str);
         recorded
             .accepted_ids
@@ -816,9 +868,10 @@ mod tests {
         };
         let first: Vec<String> = (0..1000).map(|i| format!("bench-{i:09}")).collect();
         let first: Vec<&str> = first.iter().map(String::as_str).collect();
-        fast_accept(&state, body(&first).as_bytes());
+        fast_accept(&state, 0, body(&first).as_bytes());
         fast_accept(
             &state,
+            0,
             body(&["bench-000000007", "other", "bench-000000999"]).as_bytes(),
         );
         let recorded = lock(&state.recorded);

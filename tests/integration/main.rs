@@ -2,6 +2,7 @@
 //! whole service against a real Kafka broker (`scripts/kafka.sh start`; `MPF_TEST_KAFKA`
 //! names another) and the stand-in.
 
+mod accounts;
 mod cli;
 mod client;
 mod consumer;

@@ -104,7 +104,7 @@ fn dead_letter_ids(topic: &str) -> HashSet<String> {
         .collect()
 }
 
-async fn wait_all_accounted_for(
+pub(crate) async fn wait_all_accounted_for(
     standin: &StandIn,
     t: &Topics,
     ids: &HashSet<String>,
@@ -142,7 +142,7 @@ async fn wait_all_accounted_for(
 }
 
 /// Starts a forwarder and kills it (SIGKILL) once 5,000 events were accepted.
-async fn kill_after_5000(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) {
+pub(crate) async fn kill_after_5000(standin: &StandIn, t: &Topics, extra: &[(&str, &str)]) {
     let mut first = spawn_forwarder(standin, t, extra);
     let started = eventually(Duration::from_secs(60), || {
         standin.accepted_event_count() >= 5_000
