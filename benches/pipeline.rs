@@ -177,6 +177,7 @@ async fn compare(a: &Args, binaries: Vec<String>) {
                     bench: Bench {
                         forwarder: binary.clone(),
                         bootstrap: a.bench.bootstrap.clone(),
+                        accounts: a.bench.accounts,
                     },
                     events: a.events,
                 },
@@ -335,6 +336,12 @@ async fn main() {
         mem_gib()
     );
     println!("events: {}", a.events);
+    if a.bench.accounts > 0 {
+        println!(
+            "accounts: {} (MPARTICLE_ACCOUNTS_FILE, routed by a header; one customer, one account)",
+            a.bench.accounts
+        );
+    }
 
     let capacity = sink_capacity().await;
     println!("sink capacity (fast stand-in, 8 clients, bulk of 100): {capacity:.0} batches/s");

@@ -385,18 +385,21 @@ fn describe_routing(routing: &mparticle_forwarder::accounts::Routing) -> String 
     else {
         return "every record to the one account".to_string();
     };
-    let mut parts: Vec<String> = routes
+    let parts: Vec<String> = routes
         .iter()
         .map(|route| match route {
             Route::Header(header) => format!("header {header}"),
             Route::Path(path) => format!("event field {}", path.join(".")),
         })
         .collect();
-    parts.push(match default {
+    let otherwise = match default {
         Some(id) => format!("else {}", names[*id]),
         None => "else dead-lettered (unknown_account)".to_string(),
-    });
-    parts.join(", then ")
+    };
+    if parts.is_empty() {
+        return otherwise.replace("else ", "every record to ");
+    }
+    format!("{}, {otherwise}", parts.join(", then "))
 }
 
 fn map(file: Option<PathBuf>, development: bool) -> ExitCode {

@@ -19,7 +19,14 @@ pub const SECRET: &str = "bench-secret";
 pub struct Bench {
     pub bootstrap: String,
     pub forwarder: String,
+    /// `MPF_BENCH_ACCOUNTS`: with N > 0, the forwarder serves N mParticle accounts
+    /// (`MPARTICLE_ACCOUNTS_FILE`, all on the same sink), and each customer's records name
+    /// one of them in the header [`ACCOUNT_HEADER`].
+    pub accounts: usize,
 }
+
+/// The header naming a record's account when the benchmark runs with several.
+pub const ACCOUNT_HEADER: &str = "mparticle-account";
 
 impl Bench {
     /// `MPF_TEST_KAFKA` (else the local broker) and `MPF_BENCH_FORWARDER` (else the release
@@ -29,6 +36,10 @@ impl Bench {
             bootstrap: std::env::var("MPF_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into()),
             forwarder: std::env::var("MPF_BENCH_FORWARDER")
                 .unwrap_or_else(|_| "target/release/mparticle-forwarder".into()),
+            accounts: std::env::var("MPF_BENCH_ACCOUNTS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
         }
     }
 
@@ -83,6 +94,15 @@ impl Bench {
             let mut record = FutureRecord::to(&topics[i % topics.len()])
                 .key(&key)
                 .payload(&value);
+            if self.accounts > 0 {
+                let account = account_name(i % customers % self.accounts);
+                record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
+                    rdkafka::message::Header {
+                        key: ACCOUNT_HEADER,
+                        value: Some(account.as_bytes()),
+                    },
+                ));
+            }
             loop {
                 match producer.send_result(record) {
                     Ok(delivery) => {
@@ -155,6 +175,13 @@ impl Bench {
         for (k, v) in extra {
             command.env(k, v);
         }
+        if self.accounts > 0 {
+            let file = accounts_file(self.accounts, &standin.events_url(), group);
+            command
+                .env("MPARTICLE_ACCOUNTS_FILE", file)
+                .env("BENCH_ACCOUNT_KEY", KEY)
+                .env("BENCH_ACCOUNT_SECRET", SECRET);
+        }
         for (k, v) in forwarder_env() {
             command.env(k, v);
         }
@@ -162,6 +189,26 @@ impl Bench {
             .spawn()
             .expect("the release forwarder (cargo build --release)")
     }
+}
+
+fn account_name(n: usize) -> String {
+    format!("brand-{n:03}")
+}
+
+/// Writes an accounts file of `accounts` accounts on `url`, routed by [`ACCOUNT_HEADER`];
+/// returns its path.
+fn accounts_file(accounts: usize, url: &str, group: &str) -> String {
+    let mut text = format!("[routing]\nheader = \"{ACCOUNT_HEADER}\"\n");
+    for n in 0..accounts {
+        text.push_str(&format!(
+            "\n[accounts.{}]\napi_url = \"{url}\"\napi_key_env = \"BENCH_ACCOUNT_KEY\"\n\
+             api_secret_env = \"BENCH_ACCOUNT_SECRET\"\n",
+            account_name(n)
+        ));
+    }
+    let path = std::env::temp_dir().join(format!("{group}-accounts.toml"));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
 }
 
 /// The CPU seconds a process has used and its peak resident set in bytes, from /proc.

@@ -193,3 +193,60 @@ fn check_config_warns_when_the_credentials_would_cross_the_network_in_clear() {
     assert!(!check("https://inbound.mparticle.com/s2s/v2/events"));
     assert!(!check("http://127.0.0.1:8080/s2s/v2/events"), "loopback");
 }
+
+#[test]
+fn check_config_shows_every_account_of_the_accounts_file_masked() {
+    let dir = std::env::temp_dir().join(format!("mpf-cli-accounts-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("b")).unwrap();
+    std::fs::write(dir.join("b/api-key"), "file-key-b\n").unwrap();
+    std::fs::write(dir.join("b/api-secret"), "file-secret-b\n").unwrap();
+    let example = std::fs::read_to_string("config/accounts.example.toml")
+        .unwrap()
+        .replace(
+            "/var/run/secrets/mparticle/brand-b",
+            &dir.join("b").display().to_string(),
+        );
+    let file = dir.join("accounts.toml");
+    std::fs::write(&file, example).unwrap();
+    let env = [
+        ("MPARTICLE_ACCOUNTS_FILE", file.to_str().unwrap()),
+        ("BRAND_A_MPARTICLE_API_KEY", "env-key-a"),
+        ("BRAND_A_MPARTICLE_API_SECRET", "env-secret-a"),
+        (
+            "FIELD_ASSIGNMENTS_FILE",
+            "tests/data/field-assignments.toml",
+        ),
+    ];
+    let out = run(&["check-config"], &env, b"");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "mParticle accounts (",
+        "routing:             header mparticle-account, then event field data.brand, else dead-lettered (unknown_account)",
+        "account brand-a",
+        "account brand-b",
+        "https://s2s.us2.mparticle.com/v2/bulkevents",
+        "environment:         development",
+        "API key / secret:    **** / ****",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in\n{stdout}");
+    }
+    for secret in ["env-key-a", "env-secret-a", "file-key-b", "file-secret-b"] {
+        assert!(!stdout.contains(secret), "{secret}");
+    }
+    // A missing variable is named, its account too, and the process exits 64.
+    let out = run(&["check-config"], &env[..1], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr.contains(
+            "account brand-a: api_key_env names BRAND_A_MPARTICLE_API_KEY, which is not set"
+        ),
+        "{stderr}"
+    );
+}
