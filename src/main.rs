@@ -376,7 +376,7 @@ fn check_config() -> ExitCode {
 
 /// The routing rule in words.
 fn describe_routing(routing: &mparticle_forwarder::accounts::Routing) -> String {
-    use mparticle_forwarder::accounts::routing::{Route, Routing};
+    use mparticle_forwarder::accounts::routing::Routing;
     let Routing::Rule {
         routes,
         names,
@@ -385,13 +385,7 @@ fn describe_routing(routing: &mparticle_forwarder::accounts::Routing) -> String 
     else {
         return "every record to the one account".to_string();
     };
-    let parts: Vec<String> = routes
-        .iter()
-        .map(|route| match route {
-            Route::Header(header) => format!("header {header}"),
-            Route::Path(path) => format!("event field {}", path.join(".")),
-        })
-        .collect();
+    let parts: Vec<String> = routes.iter().map(ToString::to_string).collect();
     let otherwise = match default {
         Some(id) => format!("else {}", names[*id]),
         None => "else dead-lettered (unknown_account)".to_string(),

@@ -13,7 +13,7 @@ use super::{AccountId, AccountsConfig, Routing};
 use crate::gate::{Gate, Reason};
 use crate::mapping::FieldAssignments;
 use crate::mparticle::Environment;
-use crate::mparticle::client::Client;
+use crate::mparticle::client::{Client, http_client};
 use crate::pacer::Pacer;
 
 /// One account, running.
@@ -93,18 +93,29 @@ pub struct Accounts {
     routing: Routing,
     /// Every gate tells its changes here.
     gate_changes: watch::Sender<u64>,
+    /// Requests on the wire, of every account together ([`WIRE_SHARE`] accounts' worth of
+    /// request slots): a hundred accounts' slots at once overran the connections.
+    wire: Arc<Semaphore>,
 }
+
+/// The process keeps this many accounts' worth of `MPARTICLE_MAX_IN_FLIGHT_REQUESTS` on
+/// the wire at once, so that one account's slow requests take at most a quarter of it.
+pub const WIRE_SHARE: usize = 4;
 
 impl Accounts {
     pub fn new(config: &AccountsConfig) -> anyhow::Result<Accounts> {
         let gate_changes = watch::channel(0).0;
+        // The timeouts and request settings are the process's, the same in every account.
+        let process = &config.accounts[0].mparticle;
+        let wire = process.max_in_flight_requests * WIRE_SHARE.min(config.accounts.len());
+        let http = http_client(process, wire)?;
         let mut list = Vec::with_capacity(config.accounts.len());
         for (id, settings) in config.accounts.iter().enumerate() {
             let mparticle = &settings.mparticle;
             list.push(Account {
                 id,
                 name: crate::names::intern(&settings.name),
-                client: Client::new(mparticle).map_err(|e| {
+                client: Client::sharing(mparticle, http.clone()).map_err(|e| {
                     anyhow::anyhow!("account {}: cannot build its client: {e}", settings.name)
                 })?,
                 pacer: Pacer::new(mparticle.max_batches_per_second),
@@ -119,7 +130,13 @@ impl Accounts {
             list,
             routing: config.routing.clone(),
             gate_changes,
+            wire: Arc::new(Semaphore::new(wire)),
         })
+    }
+
+    /// Room for one more request on the wire, of any account.
+    pub fn wire(&self) -> Arc<Semaphore> {
+        self.wire.clone()
     }
 
     pub fn get(&self, id: AccountId) -> &Account {

@@ -17,6 +17,15 @@ pub enum Route {
     Path(Vec<String>),
 }
 
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Header(header) => write!(f, "header {header}"),
+            Route::Path(path) => write!(f, "event field {}", path.join(".")),
+        }
+    }
+}
+
 /// How records are routed among the accounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Routing {

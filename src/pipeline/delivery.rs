@@ -170,13 +170,17 @@ async fn deliver_request(ctx: Arc<Context>, mut items: Vec<Outbound>, mut passed
             record.attempts += 1;
             record.first_attempt_ms.get_or_insert(attempt_ms);
         }
+        let wire = tokio::select! {
+            _ = ctx.shutdown.wait() => return,
+            wire = ctx.accounts.wire().acquire_owned() => wire,
+        };
         ctx.metrics.requests_in_flight_add(1);
         let answer = account
             .client
             .send(RequestBody::of(items.iter().map(Outbound::sent)))
             .await;
         ctx.metrics.requests_in_flight_add(-1);
-        drop(permit);
+        drop((permit, wire));
         let label = answer.status.map_or_else(
             || match answer.verdict {
                 Verdict::Retryable(ErrorKind::Timeout) => "timeout",

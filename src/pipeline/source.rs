@@ -105,17 +105,35 @@ impl Piece {
                 .source
                 .hand_on(&outbound.runtime, outbound.tx.of(first), batches, early);
         }
-        // Records of several accounts: each account's go to its own assembly, in order.
-        let mut by_account: Vec<(AccountId, Vec<Outbound>)> = Vec::new();
-        for taken in self.taken.drain(..) {
+        // Records of several accounts: each account's go to its own assembly, in order,
+        // their batches copied into a buffer of that account's own. (Sharing the piece's
+        // buffer, a record of each account kept a whole piece's buffer alive: with 100
+        // accounts the peak RSS went from 50 to 250 MiB.)
+        let mut by_account: Vec<(AccountId, Vec<u8>, Vec<Taken>)> = Vec::new();
+        for mut taken in self.taken.drain(..) {
             let account = account_of(&taken);
-            let ready = Outbound::new(taken, &json);
-            match by_account.iter_mut().find(|(a, _)| *a == account) {
-                Some((_, batches)) => batches.push(ready),
-                None => by_account.push((account, vec![ready])),
+            let at = match by_account.iter().position(|(a, _, _)| *a == account) {
+                Some(at) => at,
+                None => {
+                    by_account.push((account, Vec::new(), Vec::new()));
+                    by_account.len() - 1
+                }
+            };
+            let (_, buffer, group) = &mut by_account[at];
+            if !buffer.is_empty() {
+                buffer.push(b',');
             }
+            let start = buffer.len();
+            buffer.extend_from_slice(&json[taken.batch.clone()]);
+            taken.batch = start..buffer.len();
+            group.push(taken);
         }
-        by_account.into_iter().all(|(account, batches)| {
+        by_account.into_iter().all(|(account, buffer, group)| {
+            let buffer = Bytes::from(buffer);
+            let batches = group
+                .into_iter()
+                .map(|taken| Outbound::new(taken, &buffer))
+                .collect();
             ctx.source
                 .hand_on(&outbound.runtime, outbound.tx.of(account), batches, early)
         })

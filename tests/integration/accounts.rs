@@ -156,6 +156,29 @@ fn in_order(ids: &[String]) -> bool {
     true
 }
 
+/// Once `account` may send again: all its `count` events arrive, each customer's in order,
+/// nothing is dead-lettered, and every offset is committed; then the service stops.
+async fn all_arrive_in_order(service: TestService, account: &str, count: usize) {
+    let standin = service.standin.clone();
+    let done = eventually(Duration::from_secs(120), || {
+        unique_count(&arrived(&standin, account)) == count
+    })
+    .await;
+    let ids = arrived(&standin, account);
+    assert!(
+        done,
+        "{account} delivered {} of {count}",
+        unique_count(&ids)
+    );
+    assert!(in_order(&ids), "each customer's records in order: {ids:?}");
+    assert!(
+        read_all(&service.dlq_topic).is_empty(),
+        "nothing dead-lettered"
+    );
+    assert!(service.wait_fully_committed(Duration::from_secs(30)).await);
+    service.stop().await;
+}
+
 fn unique_count(ids: &[String]) -> usize {
     ids.iter().collect::<HashSet<_>>().len()
 }
@@ -342,19 +365,7 @@ async fn a_revoked_key_stops_only_its_account_whose_records_wait_and_then_arrive
     assert_eq!(state_of("brand-b").as_deref(), Some("sending"));
 
     standin.revoke("brand-a", false);
-    let resumed = eventually(Duration::from_secs(120), || {
-        unique_count(&arrived(&standin, "brand-a")) == 300
-    })
-    .await;
-    let a = arrived(&standin, "brand-a");
-    assert!(resumed, "brand-a delivered {} of 300", unique_count(&a));
-    assert!(in_order(&a), "each customer's records in order: {a:?}");
-    assert!(
-        read_all(&service.dlq_topic).is_empty(),
-        "nothing dead-lettered"
-    );
-    assert!(service.wait_fully_committed(Duration::from_secs(30)).await);
-    service.stop().await;
+    all_arrive_in_order(service, "brand-a", 300).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,19 +414,7 @@ async fn an_account_rate_limited_hard_leaves_the_others_unaffected() {
     );
 
     standin.set_account_rate_limit("brand-b", None);
-    let b_done = eventually(Duration::from_secs(120), || {
-        unique_count(&arrived(&standin, "brand-b")) == 300
-    })
-    .await;
-    let b = arrived(&standin, "brand-b");
-    assert!(b_done, "brand-b delivered {}", unique_count(&b));
-    assert!(in_order(&b), "each customer's records in order");
-    assert!(
-        read_all(&service.dlq_topic).is_empty(),
-        "nothing dead-lettered"
-    );
-    assert!(service.wait_fully_committed(Duration::from_secs(30)).await);
-    service.stop().await;
+    all_arrive_in_order(service, "brand-b", 300).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
