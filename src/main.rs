@@ -280,10 +280,7 @@ fn check_config() -> ExitCode {
             file.display(),
             accounts.accounts.len()
         );
-        println!(
-            "  routing:             {}",
-            describe_routing(&accounts.routing)
-        );
+        println!("  routing:             {}", accounts.routing);
     } else {
         println!("mParticle");
     }
@@ -372,28 +369,6 @@ fn check_config() -> ExitCode {
         println!("warning: {}: {warning}", file.display());
     }
     ExitCode::SUCCESS
-}
-
-/// The routing rule in words.
-fn describe_routing(routing: &mparticle_forwarder::accounts::Routing) -> String {
-    use mparticle_forwarder::accounts::routing::Routing;
-    let Routing::Rule {
-        routes,
-        names,
-        default,
-    } = routing
-    else {
-        return "every record to the one account".to_string();
-    };
-    let parts: Vec<String> = routes.iter().map(ToString::to_string).collect();
-    let otherwise = match default {
-        Some(id) => format!("else {}", names[*id]),
-        None => "else dead-lettered (unknown_account)".to_string(),
-    };
-    if parts.is_empty() {
-        return otherwise.replace("else ", "every record to ");
-    }
-    format!("{}, {otherwise}", parts.join(", then "))
 }
 
 fn map(file: Option<PathBuf>, development: bool) -> ExitCode {

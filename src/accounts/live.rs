@@ -186,6 +186,24 @@ impl Accounts {
         self.list.iter().all(|a| a.gate.auth_failed())
     }
 
+    /// Each account's state for `/accounts`, one JSON object per account.
+    pub fn report(&self) -> String {
+        let list: Vec<serde_json::Value> = self
+            .list
+            .iter()
+            .map(|account| {
+                let stuck = account.stuck().map(|(stuck, _)| stuck.as_str());
+                serde_json::json!({
+                    "account": account.name,
+                    "state": stuck.unwrap_or("sending"),
+                    "pacing_rate_batches_per_second": (account.pacer.rate() * 10.0).round() / 10.0,
+                    "records_in_flight": account.records(),
+                })
+            })
+            .collect();
+        serde_json::Value::Array(list).to_string()
+    }
+
     /// Whether some account's credentials are refused.
     pub fn auth_failed_anywhere(&self) -> bool {
         self.list.iter().any(|a| a.gate.auth_failed())

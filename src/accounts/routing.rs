@@ -39,6 +39,33 @@ pub enum Routing {
     },
 }
 
+/// The rule in words, for `check-config`.
+impl std::fmt::Display for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Routing::Rule {
+            routes,
+            names,
+            default,
+        } = self
+        else {
+            return f.write_str("every record to the one account");
+        };
+        for (i, route) in routes.iter().enumerate() {
+            let between = if i + 1 < routes.len() {
+                ", then "
+            } else {
+                ", "
+            };
+            write!(f, "{route}{between}")?;
+        }
+        match default {
+            Some(id) if routes.is_empty() => write!(f, "every record to {}", names[*id]),
+            Some(id) => write!(f, "else {}", names[*id]),
+            None => f.write_str("else dead-lettered (unknown_account)"),
+        }
+    }
+}
+
 impl Routing {
     /// Whether routing reads the event (a path route), so needs it parsed first.
     pub fn reads_event(&self) -> bool {
@@ -181,5 +208,25 @@ mod tests {
     #[test]
     fn one_account_takes_every_record() {
         assert_eq!(Routing::Single.route(&record(&[]), None), Ok(0));
+    }
+
+    #[test]
+    fn the_rule_reads_in_words() {
+        let both = rule(
+            vec![
+                Route::Header("h".into()),
+                Route::Path(vec!["data".into(), "brand".into()]),
+            ],
+            None,
+        );
+        assert_eq!(
+            both.to_string(),
+            "header h, then event field data.brand, else dead-lettered (unknown_account)"
+        );
+        assert_eq!(rule(vec![], Some(1)).to_string(), "every record to brand-b");
+        assert_eq!(
+            rule(vec![Route::Header("h".into())], Some(0)).to_string(),
+            "header h, else brand-a"
+        );
     }
 }

@@ -69,6 +69,30 @@ pub struct Failure {
     pub not_before_ms: Option<i64>,
 }
 
+impl Failure {
+    /// A record written to the retry topic without being sent (held behind its customer's
+    /// retry, or parked while its account cannot send): no attempt used, due at `due_ms`.
+    pub fn waiting(
+        kind: ErrorKind,
+        error: String,
+        attempt: u32,
+        first_attempt_ms: Option<i64>,
+        due_ms: i64,
+    ) -> Failure {
+        Failure {
+            kind,
+            error,
+            http_status: None,
+            http_body: None,
+            attempt,
+            first_attempt_ms,
+            last_attempt_ms: None,
+            later_records: Vec::new(),
+            not_before_ms: Some(due_ms),
+        }
+    }
+}
+
 /// The headers for the retry or dead-letter copy of `record`.
 pub fn failure_headers(record: &SourceRecord, failure: &Failure) -> HeaderList {
     let mut headers: HeaderList = record

@@ -20,13 +20,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout_at};
 
+use super::delivery;
 use super::holds::{Customer, FirstSeen};
 use super::lanes::{Finished, Lanes, Turn};
 use super::outbound::{Outbound, members};
+use super::parking::{self, Parked};
 use super::{Context, Origin};
-use super::{delivery, parking};
 use crate::accounts::AccountId;
-use crate::accounts::live::{Account, Stuck};
+use crate::accounts::live::Account;
 use crate::clock::unix_ms;
 use crate::kafka::headers::Failure;
 use crate::outcome::ErrorKind;
@@ -153,14 +154,14 @@ struct Assembly<'a> {
 enum Waits {
     /// Behind its customer's retry, due with it.
     Behind { due_ms: i64 },
-    /// Its account cannot send and its records in memory are at their bound.
-    Parked { due_ms: i64, why: Stuck },
+    /// Its account cannot send and memory is short ([`parking`]).
+    Parked(Parked),
 }
 
 impl Waits {
     fn due_ms(self) -> i64 {
         match self {
-            Waits::Behind { due_ms } | Waits::Parked { due_ms, .. } => due_ms,
+            Waits::Behind { due_ms } | Waits::Parked(Parked { due_ms, .. }) => due_ms,
         }
     }
 }
@@ -220,11 +221,7 @@ impl Assembly<'_> {
         if !self.shared {
             return None;
         }
-        let parked = parking::parks(self.ctx, self.account, origin)?;
-        Some(Waits::Parked {
-            due_ms: parked.due_ms,
-            why: parked.why,
-        })
+        parking::parks(self.ctx, self.account, origin).map(Waits::Parked)
     }
 
     /// Parks every record waiting in the lanes while the account cannot send and memory
@@ -337,22 +334,16 @@ async fn write_held(ctx: Arc<Context>, mut held: mpsc::UnboundedReceiver<(Outbou
                 "waiting behind an earlier record of the customer, which waits for a retry"
                     .to_string(),
             ),
-            Waits::Parked { why, .. } => (
+            Waits::Parked(parked) => (
                 ErrorKind::AccountStopped,
-                parking::reason(ctx.accounts.get(item.account.unwrap_or_default()), why),
+                parking::reason(
+                    ctx.accounts.get(item.account.unwrap_or_default()),
+                    parked.why,
+                ),
             ),
         };
-        let failure = Failure {
-            kind,
-            error,
-            http_status: None,
-            http_body: None,
-            attempt: item.attempts,
-            first_attempt_ms: item.first_attempt_ms,
-            last_attempt_ms: None,
-            not_before_ms: Some(waits.due_ms()),
-            later_records: Vec::new(),
-        };
+        let (attempt, first_attempt_ms) = (item.attempts, item.first_attempt_ms);
+        let failure = Failure::waiting(kind, error, attempt, first_attempt_ms, waits.due_ms());
         ctx.retry_later(item, failure).await;
     }
 }

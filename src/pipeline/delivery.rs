@@ -347,17 +347,13 @@ fn park(
     let retry_later = members(again)
         .into_iter()
         .map(|o| {
-            let failure = Failure {
-                kind: ErrorKind::AccountStopped,
-                error: super::parking::reason(account, parked.why),
-                http_status: None,
-                http_body: None,
-                attempt: o.item.attempts,
-                first_attempt_ms: o.item.first_attempt_ms,
-                last_attempt_ms: None,
-                not_before_ms: Some(parked.due_ms),
-                later_records: Vec::new(),
-            };
+            let failure = Failure::waiting(
+                ErrorKind::AccountStopped,
+                super::parking::reason(account, parked.why),
+                o.item.attempts,
+                o.item.first_attempt_ms,
+                parked.due_ms,
+            );
             (o, failure)
         })
         .collect();

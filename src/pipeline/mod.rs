@@ -592,7 +592,7 @@ async fn update_gauges(ctx: Arc<Context>) {
             );
         }
         ctx.metrics.set_pacing_rate(rate);
-        ctx.health.set_accounts(accounts_report(&ctx.accounts));
+        ctx.health.set_accounts(ctx.accounts.report());
         let held = |bytes: &Semaphore| {
             u64::from(ctx.max_in_flight_bytes).saturating_sub(bytes.available_permits() as u64)
         };
@@ -623,23 +623,6 @@ impl ToAssembly {
             tx.closed().await;
         }
     }
-}
-
-/// Each account's state for `/accounts`, one JSON object per account.
-fn accounts_report(accounts: &Accounts) -> String {
-    let list: Vec<serde_json::Value> = accounts
-        .iter()
-        .map(|account| {
-            let stuck = account.stuck().map(|(stuck, _)| stuck.as_str());
-            serde_json::json!({
-                "account": account.name,
-                "state": stuck.unwrap_or("sending"),
-                "pacing_rate_batches_per_second": (account.pacer.rate() * 10.0).round() / 10.0,
-                "records_in_flight": account.records(),
-            })
-        })
-        .collect();
-    serde_json::Value::Array(list).to_string()
 }
 
 /// The consumer group of the retry topic: the source group's name with `.retry`.
