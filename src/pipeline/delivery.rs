@@ -7,8 +7,8 @@
 //! no attempt used. A 401 or 403 closes the [gate](crate::gate): the refused records wait
 //! and are sent again as the probe, nothing is dead-lettered.
 //!
-//! What an answer means is decided in one place ([`judge`], from the answer and the retry
-//! policy) and acted on in another ([`settle`]).
+//! What an answer means is decided in one place ([`judge`](super::judgement::judge), from
+//! the answer and the retry policy) and acted on in another ([`settle`]).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -22,39 +22,20 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::Context;
 use super::holds::Customer;
+use super::judgement::{Judgement, judge};
 use super::outbound::{Outbound, members};
-use super::{Context, Destination, InFlight};
+use super::written_on::Destination;
 use crate::accounts::Account;
 use crate::clock::unix_ms;
-use crate::config::RetryConfig;
 use crate::gate::{Change, Reason};
 use crate::kafka::headers::Failure;
 use crate::mparticle::body::RequestBody;
 use crate::mparticle::client::Answer;
-use crate::mparticle::refusals::Refusals;
 use crate::mparticle::response::{LimitHit, Verdict, status_label};
 use crate::outcome::ErrorKind;
 use crate::pacer::{Pacer, Signal};
-use crate::retry::{NextStep, next_step};
-
-fn failure(item: &InFlight, kind: ErrorKind, answer: &Answer, attempt_ms: i64) -> Failure {
-    let error = match answer.status {
-        Some(status) => format!("mParticle answered HTTP {status}"),
-        None => format!("request failed: {}", answer.detail),
-    };
-    Failure {
-        kind,
-        error,
-        http_status: answer.status,
-        http_body: answer.status.map(|_| answer.detail.clone()),
-        attempt: item.attempts,
-        first_attempt_ms: item.first_attempt_ms,
-        last_attempt_ms: Some(attempt_ms),
-        not_before_ms: None,
-        later_records: Vec::new(),
-    }
-}
 
 /// A request slot of the account held and its gate passed: what a request needs before
 /// its turn at the pacer ([`admit`]).
@@ -189,7 +170,7 @@ async fn deliver_request(ctx: Arc<Context>, mut items: Vec<Outbound>, mut passed
             status_label,
         );
         ctx.metrics.http_request(label, answer.elapsed, items.len());
-        ctx.metrics.account_http_request(account.name, label);
+        ctx.metrics.accounts.http_request(account.name, label);
         // Backoff counts from the failure's answer, so the gap between two attempts is at
         // least the configured backoff.
         let answered_ms = unix_ms();
@@ -209,89 +190,6 @@ async fn deliver_request(ctx: Arc<Context>, mut items: Vec<Outbound>, mut passed
             None => return,
         }
     }
-}
-
-/// What an answer means for each record of its request, decided from the answer and the
-/// retry policy alone; [`settle`] acts on it. Only `delivered` and `again` may hold merged
-/// batches; the failed are each a record with its own batch.
-#[derive(Default)]
-struct Judgement {
-    delivered: Vec<Outbound>,
-    /// Sent again, each group as a request of its own, with no attempt used.
-    again: Vec<Vec<Outbound>>,
-    retry_later: Vec<(Outbound, Failure)>,
-    dead_letter: Vec<(Outbound, Failure)>,
-}
-
-fn judge(
-    mut items: Vec<Outbound>,
-    answer: &Answer,
-    retry: &RetryConfig,
-    attempt_ms: i64,
-    answered_ms: i64,
-) -> Judgement {
-    let mut judgement = Judgement::default();
-    let uncounted = |items: &mut Vec<Outbound>| {
-        for record in items.iter_mut().flat_map(Outbound::records_mut) {
-            record.attempts -= 1;
-        }
-    };
-    match answer.verdict {
-        Verdict::Delivered => match answer.refusals.clone() {
-            None => judgement.delivered = items,
-            Some(refusals) => {
-                return partly_delivered(items, refusals, answer, attempt_ms);
-            }
-        },
-        Verdict::AuthFailed | Verdict::RateLimited => {
-            // No record is at fault: the same records go again, as the gate's probe or
-            // once the pacer allows.
-            uncounted(&mut items);
-            judgement.again.push(items);
-        }
-        Verdict::Permanent(kind) => {
-            if answer.status == Some(400) && items.len() > 1 {
-                // A bulk is refused whole for one malformed batch: split it until the
-                // malformed ones stand alone. A refused bulk is no record's attempt.
-                uncounted(&mut items);
-                let (left, right) = split_halves(items);
-                judgement.again = vec![left, right];
-            } else if answer.status == Some(400) && items[0].events() > 1 {
-                // So is a merged batch: its records go again as a bulk of their own
-                // batches, which splits in turn.
-                uncounted(&mut items);
-                judgement.again = vec![members(items)];
-            } else {
-                judgement.dead_letter = members(items)
-                    .into_iter()
-                    .map(|o| {
-                        let f = failure(&o.item, kind, answer, attempt_ms);
-                        (o, f)
-                    })
-                    .collect();
-            }
-        }
-        Verdict::Retryable(kind) => {
-            for o in members(items) {
-                let mut f = failure(&o.item, kind, answer, attempt_ms);
-                match next_step(retry, o.item.attempts, answer.retry_after, answered_ms) {
-                    NextStep::RetryAt { not_before_ms } => {
-                        f.not_before_ms = Some(not_before_ms);
-                        judgement.retry_later.push((o, f));
-                    }
-                    NextStep::Exhausted => {
-                        f.error = format!(
-                            "{} attempts failed; the last: {} ({kind})",
-                            o.item.attempts, f.error
-                        );
-                        f.kind = ErrorKind::AttemptsExhausted;
-                        judgement.dead_letter.push((o, f));
-                    }
-                }
-            }
-        }
-    }
-    judgement
 }
 
 /// Acts on a judgement: the delivered finish, the failed go to the retry or dead-letter
@@ -397,7 +295,7 @@ fn pace(ctx: &Context, account: &Account, sent_at: Instant, batches: usize, answ
         Verdict::RateLimited => {
             let limit = answer.limit_hit.unwrap_or(LimitHit::Unnamed);
             ctx.metrics.rate_limited(limit);
-            ctx.metrics.account_rate_limited(account.name, limit);
+            ctx.metrics.accounts.rate_limited(account.name, limit);
             debug!(account = account.name, limit = limit.as_str(), retry_after = ?answer.retry_after, "mParticle answered 429");
             Some(Signal::Refused(limit))
         }
@@ -454,69 +352,13 @@ fn gate_changed(ctx: &Context, account: &Account, change: Change, answer: &Answe
     ctx.metrics.gate_changed(change, outage);
 }
 
-/// A 2xx whose body names refused batches: the others are delivered, and each refused one
-/// goes again alone, once (a refused bulk is no record's attempt); a refused batch that was
-/// alone already is dead-lettered with mParticle's message. Errors that name no batch send
-/// every batch of the bulk again alone.
-fn partly_delivered(
-    mut items: Vec<Outbound>,
-    refusals: Refusals,
-    answer: &Answer,
-    attempt_ms: i64,
-) -> Judgement {
-    let mut judgement = Judgement::default();
-    if items.len() == 1 && items[0].events() > 1 {
-        items[0].records_mut().for_each(|r| r.attempts -= 1);
-        judgement.again.push(members(items));
-        return judgement;
-    }
-    if items.len() == 1 {
-        let message = match refusals {
-            Refusals::Named(named) => named.into_iter().next().map(|(_, m)| m),
-            Refusals::Unreadable(message) => Some(message),
-        };
-        let o = items.remove(0);
-        let mut f = failure(&o.item, ErrorKind::Http4xx, answer, attempt_ms);
-        f.error = format!(
-            "mParticle accepted the request but refused its batch: {}",
-            message.unwrap_or_default()
-        );
-        judgement.dead_letter.push((o, f));
-        return judgement;
-    }
-    let refused: Vec<usize> = match &refusals {
-        Refusals::Named(named) => named.iter().map(|(position, _)| *position).collect(),
-        Refusals::Unreadable(_) => (0..items.len()).collect(),
-    };
-    warn!(
-        refused = refused.len(),
-        batches = items.len(),
-        detail = %answer.detail,
-        "mParticle accepted a bulk request but refused some of its batches; sending those again alone"
-    );
-    for (position, mut o) in items.into_iter().enumerate() {
-        if refused.binary_search(&position).is_ok() {
-            o.records_mut().for_each(|r| r.attempts -= 1);
-            judgement.again.push(o.into_members());
-        } else {
-            judgement.delivered.push(o);
-        }
-    }
-    judgement
-}
-
-/// Splits a list in two halves, the first at least as long as the second.
-fn split_halves<T>(mut items: Vec<T>) -> (Vec<T>, Vec<T>) {
-    let right = items.split_off(items.len().div_ceil(2));
-    (items, right)
-}
-
 fn delivered(ctx: &Context, account: &Account, items: Vec<Outbound>) {
     ctx.metrics
         .batches_delivered(items.iter().map(Outbound::events));
     let items = members(items);
     ctx.metrics
-        .account_delivered(account.name, items.len() as u64);
+        .accounts
+        .delivered(account.name, items.len() as u64);
     let now = unix_ms();
     // A request holds one or two actions: a short list beats hashing every record's. A
     // sent record's action is the field assignments' own copy of the name
