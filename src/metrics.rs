@@ -68,6 +68,18 @@ fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace(PREFIX)
 }
 
+/// A labelled counter, registered on `registry`.
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let counter = IntCounterVec::new(opts(name, help), labels)?;
+    registry.register(Box::new(counter.clone()))?;
+    Ok(counter)
+}
+
 impl Metrics {
     /// Registers every metric on `registry`. `actions` are the mapped actions: any other
     /// action is counted as `other`.
@@ -76,11 +88,7 @@ impl Metrics {
         actions: impl IntoIterator<Item = &'a str>,
     ) -> prometheus::Result<Metrics> {
         let counter =
-            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
-                let c = IntCounterVec::new(opts(name, help), labels)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
-            };
+            |name: &str, help: &str, labels: &[&str]| counter_vec(&registry, name, help, labels);
         let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
             let g = IntGauge::with_opts(opts(name, help))?;
             registry.register(Box::new(g.clone()))?;

@@ -3,7 +3,7 @@
 
 use prometheus::{IntCounterVec, IntGaugeVec, Registry};
 
-use super::opts;
+use super::{counter_vec, opts};
 use crate::accounts::live::Stuck;
 use crate::gate::Reason;
 use crate::mparticle::response::LimitHit;
@@ -28,11 +28,7 @@ pub struct AccountMetrics {
 impl AccountMetrics {
     pub(super) fn register(registry: &Registry) -> prometheus::Result<AccountMetrics> {
         let counter =
-            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
-                let c = IntCounterVec::new(opts(name, help), labels)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
-            };
+            |name: &str, help: &str, labels: &[&str]| counter_vec(registry, name, help, labels);
         let gauges = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
             let g = IntGaugeVec::new(opts(name, help), &["account"])?;
             registry.register(Box::new(g.clone()))?;
