@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout_at};
 
 use super::delivery;
-use super::holds::{Customer, FirstSeen};
+use super::holds::{Customer, FirstSeen, Holds};
 use super::lanes::{Finished, Lanes, Turn};
 use super::outbound::{Outbound, members};
 use super::parking::{self, Parked};
@@ -52,6 +52,7 @@ pub(super) async fn assemble(
     let assembly = Assembly {
         ctx: &ctx,
         account: ctx.accounts.get(account),
+        holds: ctx.holds(account),
         shared: ctx.accounts.are_shared(),
         held: held_tx,
         finished: finished.clone(),
@@ -142,6 +143,8 @@ pub(super) async fn assemble(
 struct Assembly<'a> {
     ctx: &'a Arc<Context>,
     account: &'a Account,
+    /// Its account's customers held behind a retry.
+    holds: &'a Holds,
     /// Several accounts share the process.
     shared: bool,
     held: mpsc::UnboundedSender<(Outbound, Waits)>,
@@ -188,19 +191,15 @@ impl Assembly<'_> {
                 // customer failed again meanwhile, which it then waits behind again.
                 Origin::Retries => {
                     let first_seen = FirstSeen::of(&o.item.record);
-                    match self
-                        .ctx
-                        .holds
-                        .ahead_due_ms(&customer, &first_seen, unix_ms())
-                    {
+                    match self.holds.ahead_due_ms(&customer, &first_seen, unix_ms()) {
                         Some(due_ms) => self.hold_back(&customer, vec![o], due_ms),
                         None => {
-                            self.ctx.holds.came_back(&customer, &first_seen);
+                            self.holds.came_back(&customer, &first_seen);
                             self.push_or_park(lanes, o, customer);
                         }
                     }
                 }
-                Origin::Source => match self.ctx.holds.due_now(&customer) {
+                Origin::Source => match self.holds.due_now(&customer) {
                     Some(due_ms) => self.hold_back(&customer, vec![o], due_ms),
                     None => self.push_or_park(lanes, o, customer),
                 },
@@ -250,13 +249,12 @@ impl Assembly<'_> {
     fn park(&self, customer: &[u8], records: Vec<Outbound>, waits: Waits) {
         for o in members(records) {
             let first_seen = FirstSeen::of(&o.item.record);
-            let partition = self.ctx.holds.retry_partition(customer).or_else(|| {
+            let partition = self.holds.retry_partition(customer).or_else(|| {
                 self.ctx
                     .retry_partitions
                     .of(first_seen.topic(), first_seen.partition())
             });
-            self.ctx
-                .holds
+            self.holds
                 .add(customer, first_seen, waits.due_ms(), partition);
             let _ = self.held.send((o, waits));
         }
@@ -273,7 +271,7 @@ impl Assembly<'_> {
     /// when the batch went to the retry topic, writes those records behind it.
     fn next_turns(&self, lanes: &mut Lanes<Outbound, Customer>) {
         for customer in self.finished.take() {
-            if let Some(due_ms) = self.ctx.holds.due_now(&customer) {
+            if let Some(due_ms) = self.holds.due_now(&customer) {
                 let waiting = lanes.drain(customer.clone());
                 self.hold_back(&customer, waiting, due_ms);
             }
@@ -288,7 +286,7 @@ impl Assembly<'_> {
         for o in members(records) {
             // Held already, so the hold's retry partition stands.
             let first_seen = FirstSeen::of(&o.item.record);
-            self.ctx.holds.add(customer, first_seen, due_ms, None);
+            self.holds.add(customer, first_seen, due_ms, None);
             // Closed only when the writer is gone, at shutdown: the record is then left
             // unfinished, to be consumed again.
             let _ = self.held.send((o, Waits::Behind { due_ms }));

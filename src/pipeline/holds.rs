@@ -2,8 +2,8 @@
 //! attempt (written to the retry topic, or read back into the retry schedule), the
 //! customer's later records must not overtake it: bulk assembly writes them to the retry
 //! topic behind it, due with it, with no attempt used. A customer is its records' Kafka
-//! key (upstream keys records by customer); records without a key are nobody's and are
-//! never held.
+//! key (upstream keys records by customer) within its account: each account has holds of
+//! its own. Records without a key are nobody's and are never held.
 //!
 //! A hold lists the held records by where they were first consumed, so that reading one
 //! again (after a restart, or a rebalance) counts it once. It ends when the last of them

@@ -189,11 +189,29 @@ pub(crate) struct Context {
     pub retry_bytes: Arc<Semaphore>,
     pub max_in_flight_bytes: u32,
     pub due_retries: Arc<DueRetries>,
-    /// Customers whose later records wait behind a retry.
-    pub holds: holds::Holds,
+    /// Customers whose later records wait behind a retry, by [`AccountId`]: a customer
+    /// is its Kafka key within its account, so that the same key in two brands is two
+    /// customers.
+    holds: Box<[holds::Holds]>,
 }
 
 impl Context {
+    /// The customers of `account` held behind a retry.
+    pub fn holds(&self, account: AccountId) -> &holds::Holds {
+        &self.holds[account]
+    }
+
+    /// The account a record goes to, as intake routes it (`None`: it names none, and
+    /// intake dead-letters it). A routing rule with event fields parses the record.
+    pub fn account_of(&self, record: &SourceRecord) -> Option<AccountId> {
+        let routing = self.accounts.routing();
+        let document = routing
+            .reads_event()
+            .then(|| crate::event::LoyaltyEvent::parse(record.value(), self.event_max_bytes).ok())
+            .flatten();
+        routing.route(record, document.as_ref()).ok()
+    }
+
     /// What a record counts against `MAX_IN_FLIGHT_BYTES`: its value and key (one larger
     /// than the whole bound counts as the bound, so that it can still go alone).
     pub fn bytes_of(&self, record: &SourceRecord) -> u32 {
@@ -213,13 +231,13 @@ impl Context {
         };
         self.source.complete(from(Origin::Source));
         self.retries.complete(from(Origin::Retries));
-        if !self.holds.is_empty() {
-            let retries = records.iter().map(|r| r.borrow());
-            for item in retries.filter(|r| r.origin == Origin::Retries) {
-                if let Some(customer) = holds::customer_of(&item.record) {
-                    let first_seen = holds::FirstSeen::of(&item.record);
-                    self.holds.finished(customer, &first_seen);
-                }
+        let retries = records.iter().map(|r| r.borrow());
+        for item in retries.filter(|r| r.origin == Origin::Retries) {
+            let Some(holds) = item.account.map(|account| self.holds(account)) else {
+                continue;
+            };
+            if let (false, Some(customer)) = (holds.is_empty(), holds::customer_of(&item.record)) {
+                holds.finished(customer, &holds::FirstSeen::of(&item.record));
             }
         }
         self.metrics.records_in_flight_add(-(records.len() as i64));
@@ -348,7 +366,9 @@ impl Pipeline {
             retry_bytes: Arc::new(Semaphore::new(config.max_in_flight_bytes)),
             max_in_flight_bytes: config.max_in_flight_bytes as u32,
             due_retries: Arc::new(DueRetries::default()),
-            holds: holds::Holds::default(),
+            holds: (0..accounts.accounts.len())
+                .map(|_| holds::Holds::default())
+                .collect(),
         };
         Ok(Pipeline { ctx: Arc::new(ctx) })
     }
@@ -451,7 +471,13 @@ async fn update_gauges(ctx: Arc<Context>) {
         };
         ctx.metrics
             .set_bytes_in_flight(held(&ctx.record_bytes) + held(&ctx.retry_bytes));
-        let (customers, records) = ctx.holds.sizes();
+        let (customers, records) = ctx
+            .holds
+            .iter()
+            .map(holds::Holds::sizes)
+            .fold((0, 0), |(customers, records), (c, r)| {
+                (customers + c, records + r)
+            });
         ctx.metrics.set_held_behind_retries(customers, records);
     }
 }

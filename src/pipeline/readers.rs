@@ -16,6 +16,7 @@ use super::intake::take_in;
 use super::outbound::Outbound;
 use super::retry_schedule::RetrySchedule;
 use super::{Context, Origin, ToAssembly, in_flight};
+use crate::accounts::AccountId;
 use crate::clock::unix_ms;
 use crate::kafka::consumer::PauseReason;
 use crate::kafka::headers::retry_state;
@@ -29,6 +30,8 @@ struct Waiting {
     ticket: Ticket,
     state: RetryState,
     bytes: OwnedSemaphorePermit,
+    /// Its account, as intake will route it: whose customers it holds.
+    account: Option<AccountId>,
 }
 
 /// Reads the retry topic into the schedule and hands each retry on once it is due.
@@ -63,6 +66,7 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: ToAssembly) {
                 ticket,
                 state,
                 bytes,
+                account,
             } = waiting;
             let mut item = in_flight(
                 &ctx,
@@ -75,8 +79,12 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: ToAssembly) {
             );
             item.due = Some(ctx.due_retries.register(state.not_before_ms));
             item.bytes = Some(bytes);
-            let held = customer_of(&item.record)
-                .map(|customer| (Box::<[u8]>::from(customer), FirstSeen::of(&item.record)));
+            let held = account
+                .zip(customer_of(&item.record))
+                .map(|(account, customer)| {
+                    let first_seen = FirstSeen::of(&item.record);
+                    (account, Box::<[u8]>::from(customer), first_seen)
+                });
             let mut json = Vec::new();
             match take_in(&ctx, item, &mut json) {
                 Some(taken) => {
@@ -89,8 +97,8 @@ pub(super) async fn read_retries(ctx: Arc<Context>, outbound: ToAssembly) {
                 // Finished at intake (dead-lettered, skipped): it holds its customer no
                 // longer.
                 None => {
-                    if let Some((customer, first_seen)) = held {
-                        ctx.holds.release(&customer, &first_seen);
+                    if let Some((account, customer, first_seen)) = held {
+                        ctx.holds(account).release(&customer, &first_seen);
                     }
                 }
             }
@@ -155,8 +163,9 @@ fn schedule_retry(
     bytes: OwnedSemaphorePermit,
 ) {
     let state = retry_state(&record);
-    if let Some(customer) = customer_of(&record) {
-        ctx.holds.add(
+    let account = ctx.account_of(&record);
+    if let Some((account, customer)) = account.zip(customer_of(&record)) {
+        ctx.holds(account).add(
             customer,
             FirstSeen::of(&record),
             state.not_before_ms,
@@ -170,6 +179,7 @@ fn schedule_retry(
             ticket,
             state,
             bytes,
+            account,
         },
     );
 }

@@ -42,7 +42,12 @@ impl Context {
         // A retry holds its customer from before it is written (it may be read back at
         // once) until it comes back; the customer's later records wait behind it.
         // A dead letter names the customer's records that go on without it.
-        let customer = holds::customer_of(&item.record);
+        // A customer is its key within its account; a record of no account (dead-lettered
+        // as unknown_account) holds nobody.
+        let customer = item
+            .account
+            .zip(holds::customer_of(&item.record))
+            .map(|(account, key)| (self.holds(account), key));
         let first_seen = holds::FirstSeen::of(&item.record);
         // A retry goes to the retry partition of its source partition; one held behind
         // its customer's retry goes where that one is, to come back behind it.
@@ -53,22 +58,21 @@ impl Context {
                     use crate::outcome::ErrorKind::{AccountStopped, HeldBehind};
                     matches!(failure.kind, HeldBehind | AccountStopped)
                 })
-                .and_then(|customer| self.holds.retry_partition(customer))
+                .and_then(|(holds, customer)| holds.retry_partition(customer))
                 .or_else(|| {
                     let (topic, partition) = (first_seen.topic(), first_seen.partition());
                     self.retry_partitions.of(topic, partition)
                 }),
         };
-        if let Some(customer) = customer {
+        if let Some((holds, customer)) = customer {
             match to {
                 Destination::Retry => {
                     let due_ms = failure.not_before_ms.unwrap_or(0);
                     let first_seen = first_seen.clone();
-                    self.holds
-                        .add(customer, first_seen, due_ms, retry_partition);
+                    holds.add(customer, first_seen, due_ms, retry_partition);
                 }
                 Destination::DeadLetter => {
-                    let others = self.holds.others(customer, &first_seen);
+                    let others = holds.others(customer, &first_seen);
                     failure.later_records = others.iter().map(ToString::to_string).collect();
                 }
             }
@@ -87,8 +91,8 @@ impl Context {
                 // will be at every attempt: its fate has to be readable now.
                 failure = too_large_to_retry(failure);
                 to = Destination::DeadLetter;
-                if let Some(customer) = customer {
-                    self.holds.release(customer, &first_seen);
+                if let Some((holds, customer)) = customer {
+                    holds.release(customer, &first_seen);
                 }
                 written = self.publisher.dead_letter(&item.record, &failure).await;
             }

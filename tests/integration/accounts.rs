@@ -138,6 +138,19 @@ fn events_of(name: &'static str, count: usize) -> Vec<(String, String, Option<&'
         .collect()
 }
 
+/// `count` point adds of account `name` (by header) over the keys `cust-0` to `cust-9`,
+/// which every account's records share: ids `{name}-{customer}-{n}`.
+fn events_with_shared_keys(
+    name: &'static str,
+    count: usize,
+) -> Vec<(String, String, Option<&'static str>)> {
+    events_of(name, count)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, value, account))| (format!("cust-{}", i % 10), value, account))
+        .collect()
+}
+
 /// Each customer's events arrived in the order they were produced (first arrivals).
 fn in_order(ids: &[String]) -> bool {
     let mut last: HashMap<String, String> = HashMap::new();
@@ -363,6 +376,55 @@ async fn a_revoked_key_stops_only_its_account_whose_records_wait_and_then_arrive
     };
     assert_eq!(state_of("brand-a").as_deref(), Some("auth_failed"));
     assert_eq!(state_of("brand-b").as_deref(), Some("sending"));
+
+    standin.revoke("brand-a", false);
+    all_arrive_in_order(service, "brand-a", 300).await;
+}
+
+/// A customer is its key within its account: brand-a's records waiting behind its revoked
+/// key (held, and parked in the retry topic) hold back none of brand-b's records with the
+/// same keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_key_in_two_accounts_is_two_customers() {
+    let standin = three_account_standin().await;
+    standin.revoke("brand-a", true);
+    let file = accounts_file(&standin);
+    let service = spec(&file)
+        .env("MAX_IN_FLIGHT_RECORDS", "60")
+        .spawn_with(standin.clone())
+        .await;
+    let topic = &service.topics[0];
+    let mut records = events_with_shared_keys("brand-a", 300);
+    records.extend(events_with_shared_keys("brand-b", 200));
+    produce_all(topic, &records).await;
+    let delivered = eventually(Duration::from_secs(60), || {
+        unique_count(&arrived(&standin, "brand-b")) == 200
+    })
+    .await;
+    let ids = arrived(&standin, "brand-b");
+    assert!(delivered, "brand-b delivered {} of 200", unique_count(&ids));
+    assert!(in_order(&ids), "each customer's records in order: {ids:?}");
+    let metrics = scrape(service.admin);
+    let retried = |account: &str, kind: &str| {
+        metric_value(
+            &metrics,
+            &format!(
+                r#"mparticle_forwarder_account_events_retried_total{{account="{account}",kind="{kind}"}}"#
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        retried("brand-a", "account_stopped") > 0.0,
+        "brand-a's records beyond memory wait in the retry topic"
+    );
+    for kind in ["held_behind", "account_stopped"] {
+        assert_eq!(
+            retried("brand-b", kind),
+            0.0,
+            "none of brand-b's records went to the retry topic ({kind})"
+        );
+    }
 
     standin.revoke("brand-a", false);
     all_arrive_in_order(service, "brand-a", 300).await;
