@@ -231,13 +231,17 @@ impl Context {
         };
         self.source.complete(from(Origin::Source));
         self.retries.complete(from(Origin::Retries));
-        let retries = records.iter().map(|r| r.borrow());
-        for item in retries.filter(|r| r.origin == Origin::Retries) {
-            let Some(holds) = item.account.map(|account| self.holds(account)) else {
-                continue;
-            };
-            if let (false, Some(customer)) = (holds.is_empty(), holds::customer_of(&item.record)) {
-                holds.finished(customer, &holds::FirstSeen::of(&item.record));
+        // Nobody held anywhere (nearly always): no record to look at.
+        if !self.holds.iter().all(holds::Holds::is_empty) {
+            let retries = records.iter().map(|r| r.borrow());
+            for item in retries.filter(|r| r.origin == Origin::Retries) {
+                let Some(account) = item.account else {
+                    continue;
+                };
+                if let Some(customer) = holds::customer_of(&item.record) {
+                    let first_seen = holds::FirstSeen::of(&item.record);
+                    self.holds(account).finished(customer, &first_seen);
+                }
             }
         }
         self.metrics.records_in_flight_add(-(records.len() as i64));

@@ -311,16 +311,22 @@ async fn records_reach_their_own_account_by_header_or_event_field_with_its_mappi
     service.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_key_stops_only_its_account_whose_records_wait_and_then_arrive_in_order() {
+/// The three accounts with brand-a's key revoked, and a forwarder with little memory, so
+/// that brand-a's records go beyond it and wait in the retry topic.
+async fn brand_a_revoked() -> (StandIn, TestService) {
     let standin = three_account_standin().await;
     standin.revoke("brand-a", true);
     let file = accounts_file(&standin);
-    // Little memory, so that brand-a's records go beyond it and wait in the retry topic.
     let service = spec(&file)
         .env("MAX_IN_FLIGHT_RECORDS", "60")
         .spawn_with(standin.clone())
         .await;
+    (standin, service)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_stops_only_its_account_whose_records_wait_and_then_arrive_in_order() {
+    let (standin, service) = brand_a_revoked().await;
     let topic = &service.topics[0];
     let mut records = events_of("brand-a", 300);
     records.extend(events_of("brand-b", 200));
@@ -386,13 +392,7 @@ async fn a_revoked_key_stops_only_its_account_whose_records_wait_and_then_arrive
 /// same keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_key_in_two_accounts_is_two_customers() {
-    let standin = three_account_standin().await;
-    standin.revoke("brand-a", true);
-    let file = accounts_file(&standin);
-    let service = spec(&file)
-        .env("MAX_IN_FLIGHT_RECORDS", "60")
-        .spawn_with(standin.clone())
-        .await;
+    let (standin, service) = brand_a_revoked().await;
     let topic = &service.topics[0];
     let mut records = events_with_shared_keys("brand-a", 300);
     records.extend(events_with_shared_keys("brand-b", 200));
